@@ -1,0 +1,28 @@
+"""posterior: calibrated posterior sampling for inverse problems with diffusion priors.
+
+    >>> import posterior as ps
+    >>> problem = ps.problems.gmm_benchmark(dim=8, obs_dim=2, seed=0)
+    >>> result = ps.sample(problem, "tds", num_particles=256, num_steps=100, seed=0)
+"""
+
+from posterior import operators, problems
+from posterior.distributions import GaussianMixture
+from posterior.priors import DiffusionPrior, GaussianMixturePrior
+from posterior.problem import InverseProblem
+from posterior.samplers import METHODS, Result, sample
+from posterior.schedule import VPSchedule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "VPSchedule",
+    "DiffusionPrior",
+    "GaussianMixturePrior",
+    "GaussianMixture",
+    "InverseProblem",
+    "Result",
+    "METHODS",
+    "sample",
+    "operators",
+    "problems",
+]

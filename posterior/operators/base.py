@@ -1,0 +1,158 @@
+"""Forward operators ``x -> A(x)`` acting on a leading batch dimension.
+
+Every linear operator offers ``A``, ``A_adjoint`` and, where it can, a singular value
+decomposition ``A = U diag(S) V^T`` applied as functions (``V_adjoint`` maps an input to its
+coordinates in the right singular basis, ``U`` maps singular coordinates to an output), so that
+SVD-based samplers (MCGdiff, DDRM, PiGDM) scale to images without dense matrices. Shapes:
+``x: [n, *in_shape]``, ``y: [n, *out_shape]``, ``d = prod(in_shape)``, ``m = prod(out_shape)``,
+``r = min(m, d)`` singular values.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Operator", "LinearOperator", "Nonlinear", "as_operator"]
+
+
+class Operator(ABC):
+    """A differentiable forward model. Subclasses set ``in_shape`` / ``out_shape``."""
+
+    linear: bool = False
+    in_shape: tuple[int, ...] | None = None
+    out_shape: tuple[int, ...] | None = None
+
+    @abstractmethod
+    def A(self, x: Tensor) -> Tensor:
+        """``x: Tensor[n, *in_shape] -> Tensor[n, *out_shape]``."""
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.A(x)
+
+    def bind(self, event_shape: tuple[int, ...]) -> Operator:
+        """This operator checked (or completed) for inputs of shape ``event_shape``."""
+        if self.in_shape is not None and tuple(self.in_shape) != tuple(event_shape):
+            raise ValueError(
+                f"{type(self).__name__} expects inputs of shape {list(self.in_shape)}, "
+                f"the prior draws {list(event_shape)}"
+            )
+        return self
+
+    def tensors(self) -> list[Tensor]:
+        """Tensors the operator holds (to check device and dtype against the prior)."""
+        return [v for v in vars(self).values() if isinstance(v, Tensor)]
+
+    @property
+    def in_dim(self) -> int:
+        return math.prod(self.in_shape) if self.in_shape is not None else 0
+
+    @property
+    def out_dim(self) -> int:
+        return math.prod(self.out_shape) if self.out_shape is not None else 0
+
+
+class LinearOperator(Operator):
+    """A linear forward model with adjoint and (optionally) an SVD."""
+
+    linear = True
+    has_svd: bool = True
+
+    @abstractmethod
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        """``y: Tensor[n, *out_shape] -> Tensor[n, *in_shape]``."""
+
+    # SVD: A x = U(pad_m(S * V_adjoint(x)[:, :r])). Subclasses with has_svd implement these.
+    @property
+    def singular_values(self) -> Tensor:
+        """``Tensor[r]``, ``r = min(m, d)``, non-negative (zeros allowed)."""
+        raise NotImplementedError(self._no_svd())
+
+    def V_adjoint(self, x: Tensor) -> Tensor:
+        """``Tensor[n, *in_shape] -> Tensor[n, d]``: coordinates in the right singular basis."""
+        raise NotImplementedError(self._no_svd())
+
+    def V(self, z: Tensor) -> Tensor:
+        """``Tensor[n, d] -> Tensor[n, *in_shape]``."""
+        raise NotImplementedError(self._no_svd())
+
+    def U_adjoint(self, y: Tensor) -> Tensor:
+        """``Tensor[n, *out_shape] -> Tensor[n, m]``."""
+        raise NotImplementedError(self._no_svd())
+
+    def U(self, z: Tensor) -> Tensor:
+        """``Tensor[n, m] -> Tensor[n, *out_shape]``."""
+        raise NotImplementedError(self._no_svd())
+
+    def _no_svd(self) -> str:
+        return f"{type(self).__name__} has no singular value decomposition"
+
+    def require_svd(self, method: str) -> None:
+        """Raise a clear error if a method needing the SVD is given an operator without one."""
+        if not self.has_svd:
+            raise ValueError(f"{method!r} needs an operator with an SVD; {type(self).__name__} has none")
+
+    def A_pinv(self, y: Tensor) -> Tensor:
+        """Moore-Penrose pseudo-inverse through the SVD: ``Tensor[n, *out_shape] -> [n, *in_shape]``."""
+        s = self.singular_values
+        r = s.numel()
+        coef = self.U_adjoint(y)[:, :r]
+        inv = torch.where(s > 0, 1 / s.clamp_min(torch.finfo(s.dtype).tiny), torch.zeros_like(s))
+        z = torch.zeros(y.shape[0], self.in_dim, dtype=y.dtype, device=y.device)
+        z[:, :r] = coef * inv
+        return self.V(z)
+
+    def A_via_svd(self, x: Tensor) -> Tensor:
+        """``U diag(S) V^T x``: equals :meth:`A` (used by the SVD tests)."""
+        s = self.singular_values
+        r = s.numel()
+        z = torch.zeros(x.shape[0], self.out_dim, dtype=x.dtype, device=x.device)
+        z[:, :r] = s * self.V_adjoint(x)[:, :r]
+        return self.U(z)
+
+    def matrix(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
+        """The dense ``Tensor[m, d]`` (columns are ``A e_j``); for small problems and tests."""
+        if self.in_shape is None:
+            raise ValueError(f"{type(self).__name__} needs an input shape first (call bind)")
+        eye = torch.eye(self.in_dim, dtype=dtype or torch.float64, device=device)
+        return self.A(eye.reshape(-1, *self.in_shape)).reshape(self.in_dim, -1).T
+
+
+class Nonlinear(Operator):
+    """Wraps any differentiable callable ``fn: Tensor[n, *in_shape] -> Tensor[n, *out_shape]``."""
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], in_shape: tuple[int, ...] | None = None) -> None:
+        if not callable(fn):
+            raise TypeError("a nonlinear operator must be callable")
+        self.fn = fn
+        self.in_shape = tuple(in_shape) if in_shape is not None else None
+        if self.in_shape is not None:
+            self.out_shape = tuple(fn(torch.zeros(1, *self.in_shape)).shape[1:])
+
+    def A(self, x: Tensor) -> Tensor:
+        return self.fn(x)
+
+    def bind(self, event_shape: tuple[int, ...]) -> Operator:
+        if self.in_shape is None:
+            return Nonlinear(self.fn, event_shape)
+        return super().bind(event_shape)
+
+    def __repr__(self) -> str:
+        return f"Nonlinear({getattr(self.fn, '__name__', type(self.fn).__name__)})"
+
+
+def as_operator(op: Operator | Tensor | Callable[[Tensor], Tensor]) -> Operator:
+    """An :class:`Operator` from an operator, a ``Tensor[m, d]`` matrix, or a callable."""
+    from posterior.operators.linear import Matrix
+
+    if isinstance(op, Operator):
+        return op
+    if isinstance(op, Tensor):
+        return Matrix(op)
+    if callable(op):
+        return Nonlinear(op)
+    raise TypeError(f"cannot use {type(op).__name__} as an operator: pass an Operator, a Tensor[m, d] or a callable")

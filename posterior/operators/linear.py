@@ -1,0 +1,116 @@
+"""Vector operators: identity (denoising), a dense matrix, random compressed sensing."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from posterior.operators.base import LinearOperator
+
+__all__ = ["Identity", "Matrix", "CompressedSensing"]
+
+
+class Identity(LinearOperator):
+    """``A = I`` (denoising). Its shape is taken from the prior when the problem is built."""
+
+    def __init__(self, shape: tuple[int, ...] | None = None) -> None:
+        self.in_shape = self.out_shape = tuple(shape) if shape is not None else None
+
+    def bind(self, event_shape: tuple[int, ...]) -> Identity:
+        return Identity(event_shape) if self.in_shape is None else super().bind(event_shape)
+
+    def A(self, x: Tensor) -> Tensor:
+        return x
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        return y
+
+    @property
+    def singular_values(self) -> Tensor:
+        return torch.ones(self.in_dim)
+
+    def V_adjoint(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], -1)
+
+    def V(self, z: Tensor) -> Tensor:
+        return z.reshape(z.shape[0], *self.in_shape)
+
+    U_adjoint = V_adjoint
+    U = V
+
+    def A_pinv(self, y: Tensor) -> Tensor:
+        return y
+
+    def __repr__(self) -> str:
+        return f"Identity({list(self.in_shape) if self.in_shape else ''})"
+
+
+class Matrix(LinearOperator):
+    """A dense matrix ``Tensor[m, d]`` acting on vectors ``x: Tensor[n, d]``.
+
+    Its SVD is computed once (``torch.linalg.svd``, full matrices) in float64.
+    """
+
+    def __init__(self, matrix: Tensor) -> None:
+        matrix = torch.as_tensor(matrix)
+        if matrix.dim() != 2:
+            raise ValueError(f"a matrix operator needs a 2-D Tensor[m, d], got shape {list(matrix.shape)}")
+        if not matrix.is_floating_point():
+            matrix = matrix.float()
+        if not torch.isfinite(matrix).all():
+            raise ValueError("the operator matrix contains NaN or inf")
+        self.weight = matrix
+        self.out_shape, self.in_shape = (matrix.shape[0],), (matrix.shape[1],)
+        self._svd: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def tensors(self) -> list[Tensor]:
+        return [self.weight]
+
+    def A(self, x: Tensor) -> Tensor:
+        return x @ self.weight.T.to(x.dtype)
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        return y @ self.weight.to(y.dtype)
+
+    def matrix(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
+        return self.weight.to(dtype=dtype or self.weight.dtype, device=device or self.weight.device)
+
+    def svd(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(U [m, m], S [r], V [d, d])`` with ``A = U[:, :r] diag(S) V[:, :r]^T``."""
+        if self._svd is None:
+            U, S, Vh = torch.linalg.svd(self.weight.double(), full_matrices=True)
+            dt = self.weight.dtype
+            self._svd = (U.to(dt), S.to(dt), Vh.T.to(dt))
+        return self._svd
+
+    @property
+    def singular_values(self) -> Tensor:
+        return self.svd()[1]
+
+    def V_adjoint(self, x: Tensor) -> Tensor:
+        return x @ self.svd()[2].to(x.dtype)
+
+    def V(self, z: Tensor) -> Tensor:
+        return z @ self.svd()[2].T.to(z.dtype)
+
+    def U_adjoint(self, y: Tensor) -> Tensor:
+        return y @ self.svd()[0].to(y.dtype)
+
+    def U(self, z: Tensor) -> Tensor:
+        return z @ self.svd()[0].T.to(z.dtype)
+
+    def __repr__(self) -> str:
+        return f"Matrix({self.out_shape[0]} x {self.in_shape[0]})"
+
+
+class CompressedSensing(Matrix):
+    """``m`` random Gaussian measurements of a ``d``-vector: ``A_ij ~ N(0, 1/m)``, seeded."""
+
+    def __init__(self, m: int, d: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> None:
+        if m <= 0 or d <= 0:
+            raise ValueError(f"need m > 0 and d > 0, got m={m}, d={d}")
+        gen = torch.Generator().manual_seed(seed)
+        super().__init__(torch.randn(m, d, generator=gen, dtype=torch.float64).div(m**0.5).to(dtype))
+
+    def __repr__(self) -> str:
+        return f"CompressedSensing(m={self.out_shape[0]}, d={self.in_shape[0]})"

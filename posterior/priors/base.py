@@ -1,0 +1,241 @@
+"""The interface every diffusion prior offers the samplers.
+
+A prior is a denoiser on a variance-preserving schedule. Subclasses give one raw model output
+(:meth:`DiffusionPrior.model_output`) in one parameterisation (``"epsilon"``, ``"sample"`` or
+``"v_prediction"``); this module converts it, in one place, into the noise prediction, the
+Tweedie denoiser ``E[x_0 | x_t]`` and the score ``grad log p_t(x_t)``. It also owns the chunking of
+large particle batches (``max_batch_size``), the counters of network evaluations and
+vector-Jacobian products, the DDPM/DDIM reverse kernel, and ancestral sampling.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from posterior._utils import as_generator, progress_bar
+from posterior.schedule import CLEAN, VPSchedule
+
+__all__ = ["DiffusionPrior", "Denoised", "PREDICTION_TYPES"]
+
+PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
+
+
+class Denoised(NamedTuple):
+    """Network predictions at ``(x_t, t)``, each ``Tensor[n, *event_shape]``."""
+
+    eps: Tensor  # predicted noise
+    x0: Tensor  # Tweedie denoiser E[x_0 | x_t]
+
+
+class DiffusionPrior(ABC):
+    """Base class of diffusion priors.
+
+    Attributes:
+        schedule: the :class:`VPSchedule` the model was trained on.
+        event_shape: shape of one sample ``x`` (``(d,)`` or ``(C, H, W)``).
+        prediction_type: what :meth:`model_output` returns.
+        max_batch_size: largest batch sent to the network at once (``None``: no limit).
+        clip_denoised: optional ``(low, high)`` range to clip ``x0`` into (images: ``(-1, 1)``).
+        num_evals / num_vjps: running counts of per-sample network evaluations and VJPs.
+    """
+
+    schedule: VPSchedule
+    event_shape: tuple[int, ...]
+    prediction_type: str = "epsilon"
+    max_batch_size: int | None = None
+    clip_denoised: tuple[float, float] | None = None
+
+    def __init__(self) -> None:
+        self.num_evals = 0
+        self.num_vjps = 0
+
+    # ----------------------------------------------------------------- to implement
+    @abstractmethod
+    def model_output(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """Raw prediction for ``x_t: Tensor[n, *event_shape]`` at times ``t: LongTensor[n]``."""
+
+    @property
+    @abstractmethod
+    def device(self) -> torch.device: ...
+
+    @property
+    @abstractmethod
+    def dtype(self) -> torch.dtype: ...
+
+    def log_prob(self, x: Tensor, t: int = CLEAN) -> Tensor:
+        """``log p_t(x)`` for ``x: Tensor[n, *event_shape]``; only priors with a density."""
+        raise NotImplementedError(f"{type(self).__name__} has no tractable log density")
+
+    @property
+    def has_log_prob(self) -> bool:
+        return type(self).log_prob is not DiffusionPrior.log_prob
+
+    # ----------------------------------------------------------------- conversions
+    def _coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
+        """``sqrt(abar_t)`` and ``sqrt(1 - abar_t)`` shaped to broadcast against ``like``."""
+        abar = self.schedule.alpha_bar(t, like=like).reshape(-1, *([1] * (like.dim() - 1)))
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def _convert(self, out: Tensor, x_t: Tensor, t: Tensor) -> Denoised:
+        a, s = self._coefficients(t, x_t)
+        if self.prediction_type == "epsilon":
+            eps = out
+            x0 = (x_t - s * eps) / a
+        elif self.prediction_type == "sample":
+            x0 = out
+            eps = (x_t - a * x0) / s
+        elif self.prediction_type == "v_prediction":  # v = a eps - s x0 (Salimans & Ho, 2022)
+            x0 = a * x_t - s * out
+            eps = s * x_t + a * out
+        else:
+            raise ValueError(f"unknown prediction_type {self.prediction_type!r}; use {PREDICTION_TYPES}")
+        if self.clip_denoised is not None:
+            x0 = x0.clamp(*self.clip_denoised)
+            eps = (x_t - a * x0) / s
+        return Denoised(eps, x0)
+
+    def _times(self, t: int | Tensor, n: int, device: torch.device) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.long, device=device)
+        if t.dim() == 0:
+            t = t.expand(n)
+        if t.shape != (n,):
+            raise ValueError(f"t must be a scalar or have shape [{n}], got {tuple(t.shape)}")
+        if (t < 0).any():
+            raise ValueError("the denoiser is only defined for times t >= 0")
+        return t
+
+    def _check_input(self, x_t: Tensor) -> None:
+        if tuple(x_t.shape[1:]) != tuple(self.event_shape):
+            raise ValueError(
+                f"expected x_t of shape [n, {', '.join(map(str, self.event_shape))}], "
+                f"got {list(x_t.shape)}"
+            )
+
+    # ----------------------------------------------------------------- evaluation
+    def _chunks(self, n: int) -> list[slice]:
+        size = n if not self.max_batch_size else max(1, self.max_batch_size)
+        return [slice(i, min(i + size, n)) for i in range(0, n, size)] or [slice(0, 0)]
+
+    def denoise(self, x_t: Tensor, t: int | Tensor) -> Denoised:
+        """Noise prediction and Tweedie denoiser for ``x_t: Tensor[n, *event_shape]``.
+
+        Runs without autograd, in chunks of ``max_batch_size``.
+        """
+        self._check_input(x_t)
+        t = self._times(t, x_t.shape[0], x_t.device)
+        eps, x0 = [], []
+        with torch.no_grad():
+            for sl in self._chunks(x_t.shape[0]):
+                d = self._convert(self.model_output(x_t[sl], t[sl]), x_t[sl], t[sl])
+                eps.append(d.eps)
+                x0.append(d.x0)
+        self.num_evals += x_t.shape[0]
+        return Denoised(torch.cat(eps), torch.cat(x0))
+
+    def denoise_with_grad(
+        self,
+        x_t: Tensor,
+        t: int | Tensor,
+        fn: Callable[[Denoised, Tensor, slice], Tensor],
+    ) -> tuple[Denoised, Tensor, Tensor]:
+        """Predictions plus the value and ``x_t``-gradient of a per-sample function of them.
+
+        ``fn(denoised, x_t, rows) -> Tensor[n_chunk]`` is called on each chunk (``rows`` is the
+        chunk's slice of the full batch, to pick per-sample data such as ``y``). One network
+        evaluation and one vector-Jacobian product per sample.
+
+        Returns ``(Denoised, value: Tensor[n], grad: Tensor[n, *event_shape])``, all detached.
+        """
+        self._check_input(x_t)
+        t = self._times(t, x_t.shape[0], x_t.device)
+        eps, x0, vals, grads = [], [], [], []
+        for sl in self._chunks(x_t.shape[0]):
+            with torch.enable_grad():
+                x = x_t[sl].detach().requires_grad_(True)
+                d = self._convert(self.model_output(x, t[sl]), x, t[sl])
+                v = fn(d, x, sl)
+                (g,) = torch.autograd.grad(v.sum(), x)
+            eps.append(d.eps.detach())
+            x0.append(d.x0.detach())
+            vals.append(v.detach())
+            grads.append(g)
+        self.num_evals += x_t.shape[0]
+        self.num_vjps += x_t.shape[0]
+        return Denoised(torch.cat(eps), torch.cat(x0)), torch.cat(vals), torch.cat(grads)
+
+    def eps(self, x_t: Tensor, t: int | Tensor) -> Tensor:
+        """Predicted noise, ``Tensor[n, *event_shape]``."""
+        return self.denoise(x_t, t).eps
+
+    def x0(self, x_t: Tensor, t: int | Tensor) -> Tensor:
+        """Tweedie denoiser ``E[x_0 | x_t]``, ``Tensor[n, *event_shape]``."""
+        return self.denoise(x_t, t).x0
+
+    def score(self, x_t: Tensor, t: int | Tensor) -> Tensor:
+        """``grad log p_t(x_t) = -eps / sqrt(1 - abar_t)``, ``Tensor[n, *event_shape]``."""
+        t_ = self._times(t, x_t.shape[0], x_t.device)
+        _, s = self._coefficients(t_, x_t)
+        return -self.denoise(x_t, t_).eps / s
+
+    # ----------------------------------------------------------------- reverse kernel
+    def reverse_kernel(
+        self, x_t: Tensor, t: int, s: int, eta: float = 1.0, denoised: Denoised | None = None
+    ) -> tuple[Tensor, Tensor, Denoised]:
+        """Gaussian reverse transition ``x_s ~ N(mean, std^2 I)`` from ``t`` to ``s < t``.
+
+        DDIM with stochasticity ``eta`` (Song et al., 2021); ``eta = 1`` is the DDPM ancestral
+        kernel ``q(x_s | x_t, x_0 = x0_hat)`` and ``eta = 0`` deterministic DDIM.
+
+        Returns ``mean: Tensor[n, *event_shape]``, ``std``: a 0-d tensor, and the predictions.
+        """
+        if not t > s >= CLEAN:
+            raise ValueError(f"need t > s >= -1, got t={t}, s={s}")
+        if denoised is None:
+            denoised = self.denoise(x_t, t)
+        mean, std = ddim_step(self.schedule, denoised, t, s, eta, like=x_t)
+        return mean, std, denoised
+
+    # ----------------------------------------------------------------- sampling
+    def sample(
+        self,
+        num_samples: int,
+        generator: torch.Generator | int | None = None,
+        *,
+        num_steps: int | None = None,
+        eta: float = 1.0,
+        progress: bool = False,
+    ) -> Tensor:
+        """Ancestral samples, ``Tensor[num_samples, *event_shape]``.
+
+        DDPM (``eta = 1``) or DDIM (``eta = 0`` deterministic) over ``num_steps`` times
+        (default: every training step).
+        """
+        gen = as_generator(generator, self.device)
+        steps = num_steps or self.schedule.num_train_steps
+        x = torch.randn(num_samples, *self.event_shape, generator=gen, device=self.device, dtype=self.dtype)
+        for t, s in progress_bar(self.schedule.time_pairs(steps), enabled=progress, desc="prior"):
+            x, std, _ = self.reverse_kernel(x, t, s, eta)
+            if s != CLEAN and eta > 0:
+                x = x + std * torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype)
+        return x
+
+
+def ddim_step(
+    schedule: VPSchedule, denoised: Denoised, t: int, s: int, eta: float, like: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Mean and std of the DDIM(eta) transition ``t -> s`` given the predictions at ``t``.
+
+    ``sigma = eta sqrt((1-abar_s)/(1-abar_t)) sqrt(1 - abar_t/abar_s)``,
+    ``mean = sqrt(abar_s) x0 + sqrt(1 - abar_s - sigma^2) eps``.
+    """
+    abar_t = schedule.alpha_bar(t).item()
+    abar_s = schedule.alpha_bar(s).item()
+    var = eta**2 * (1 - abar_s) / (1 - abar_t) * (1 - abar_t / abar_s)
+    var = min(max(var, 0.0), 1 - abar_s)
+    mean = abar_s**0.5 * denoised.x0 + max(1 - abar_s - var, 0.0) ** 0.5 * denoised.eps
+    return mean, torch.tensor(var**0.5, device=like.device, dtype=like.dtype)

@@ -1,0 +1,207 @@
+"""An inverse problem ``y = A(x) + noise_std * eps`` with a diffusion prior on ``x``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from posterior.distributions import GaussianMixture
+from posterior.operators.base import LinearOperator, Operator, as_operator
+from posterior.priors.base import DiffusionPrior
+
+__all__ = ["InverseProblem"]
+
+
+class InverseProblem:
+    """A prior, a forward operator, observations and a Gaussian noise level.
+
+    Args:
+        prior: a :class:`~posterior.priors.DiffusionPrior` on ``x: [*event_shape]``.
+        operator: an operator from :mod:`posterior.operators`, a ``Tensor[m, d]`` matrix, or a
+            differentiable callable ``Tensor[n, *event_shape] -> Tensor[n, *obs_shape]``.
+        y: ``Tensor[*obs_shape]``, or ``Tensor[B, *obs_shape]`` for ``B`` problems at once.
+        noise_std: standard deviation ``>= 0`` of the Gaussian noise: a float, or ``Tensor[B]``.
+
+    Attributes:
+        y_batch: ``Tensor[B, *obs_shape]`` (``B = 1`` for a single problem).
+        sigma: ``Tensor[B]``, the noise level per problem.
+        batched: whether ``y`` carried a problem dimension.
+    """
+
+    def __init__(
+        self,
+        prior: DiffusionPrior,
+        operator: Operator | Tensor,
+        y: Tensor,
+        noise_std: float | Tensor,
+    ) -> None:
+        if not isinstance(prior, DiffusionPrior):
+            raise TypeError(f"prior must be a DiffusionPrior, got {type(prior).__name__}")
+        self.prior = prior
+        self.operator = as_operator(operator).bind(tuple(prior.event_shape))
+        self._check_operator_placement()
+
+        y = torch.as_tensor(y)
+        if not y.is_floating_point():
+            raise TypeError(f"y must be a floating-point tensor, got {y.dtype}")
+        if y.device != prior.device or y.dtype != prior.dtype:
+            raise ValueError(
+                f"y is on {y.device} with {y.dtype} but the prior is on {prior.device} with {prior.dtype}"
+            )
+        if not torch.isfinite(y).all():
+            raise ValueError("y contains NaN or inf")
+        obs_shape = self._obs_shape()
+        if tuple(y.shape) == obs_shape:
+            self.batched, y_batch = False, y.unsqueeze(0)
+        elif tuple(y.shape[1:]) == obs_shape and y.dim() == len(obs_shape) + 1:
+            self.batched, y_batch = True, y
+        else:
+            raise ValueError(
+                f"y has shape {list(y.shape)} but the operator maps x {list(prior.event_shape)} to "
+                f"{list(obs_shape)}: pass y of shape {list(obs_shape)} or [B, {', '.join(map(str, obs_shape))}]"
+            )
+        self.y, self.y_batch, self.obs_shape = y, y_batch, obs_shape
+
+        sigma = torch.as_tensor(noise_std, dtype=prior.dtype, device=prior.device)
+        if not torch.isfinite(sigma).all():
+            raise ValueError("noise_std must be finite")
+        if (sigma < 0).any():
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] not in (1, self.batch_size)):
+            raise ValueError(f"noise_std must be a scalar or Tensor[{self.batch_size}], got shape {list(sigma.shape)}")
+        self.noise_std = noise_std
+        self.truth: Tensor | None = None  # the x behind y, when a builder knows it
+        self.sigma = sigma.expand(self.batch_size).clone() if sigma.dim() else sigma.repeat(self.batch_size)
+
+    # ----------------------------------------------------------------- validation helpers
+    def _check_operator_placement(self) -> None:
+        for t in self.operator.tensors():
+            if t.is_floating_point() and (t.device != self.prior.device or t.dtype != self.prior.dtype):
+                raise ValueError(
+                    f"the operator holds a tensor on {t.device} with {t.dtype} but the prior is on "
+                    f"{self.prior.device} with {self.prior.dtype}: move one of them"
+                )
+
+    def _obs_shape(self) -> tuple[int, ...]:
+        if self.operator.out_shape is not None:
+            return tuple(self.operator.out_shape)
+        probe = torch.zeros(1, *self.prior.event_shape, dtype=self.prior.dtype, device=self.prior.device)
+        return tuple(self.operator.A(probe).shape[1:])
+
+    def require_linear(self, method: str, svd: bool = False) -> LinearOperator:
+        """The operator, or a clear error if ``method`` needs a linear one (with an SVD)."""
+        if not isinstance(self.operator, LinearOperator):
+            raise ValueError(f"{method!r} needs a linear operator; {self.operator!r} is not linear")
+        if svd:
+            self.operator.require_svd(method)
+        return self.operator
+
+    def require_noise(self, method: str) -> None:
+        """A clear error if ``method`` needs ``noise_std > 0``."""
+        if (self.sigma <= 0).any():
+            raise ValueError(f"{method!r} needs noise_std > 0")
+
+    # ----------------------------------------------------------------- shapes
+    @property
+    def batch_size(self) -> int:
+        """``B``, the number of problems (1 for a single problem)."""
+        return self.y_batch.shape[0]
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.prior.event_shape)
+
+    @property
+    def obs_dim(self) -> int:
+        return math.prod(self.obs_shape)
+
+    # ----------------------------------------------------------------- likelihood
+    def forward(self, x: Tensor) -> Tensor:
+        """``A(x)`` for particles ``x: Tensor[B, N, *event_shape]``; returns ``[B, N, *obs_shape]``."""
+        B, N = x.shape[:2]
+        return self.operator.A(x.reshape(B * N, *self.event_shape)).reshape(B, N, *self.obs_shape)
+
+    def residual(self, x: Tensor) -> Tensor:
+        """``y - A(x)`` for ``x: Tensor[B, N, *event_shape]``, flattened: ``Tensor[B, N, m]``."""
+        r = self.y_batch.unsqueeze(1) - self.forward(x)
+        return r.reshape(*x.shape[:2], -1)
+
+    def log_likelihood(self, x: Tensor) -> Tensor:
+        """``log N(y; A(x), sigma^2 I)`` for ``x: Tensor[B, N, *event_shape]``; returns ``[B, N]``."""
+        self.require_noise("log_likelihood")
+        var = self.sigma.pow(2).unsqueeze(1)
+        sq = self.residual(x).pow(2).sum(-1)
+        return -0.5 * sq / var - 0.5 * self.obs_dim * torch.log(2 * math.pi * var)
+
+    # ----------------------------------------------------------------- closed forms
+    def _require_exact(self, what: str) -> tuple[GaussianMixture, Tensor]:
+        from posterior.priors.gaussian_mixture import GaussianMixturePrior
+
+        if not isinstance(self.prior, GaussianMixturePrior) or not isinstance(self.operator, LinearOperator):
+            raise ValueError(
+                f"{what} is known in closed form only for a GaussianMixturePrior with a linear "
+                f"operator and Gaussian noise; this problem has {type(self.prior).__name__} and "
+                f"{self.operator!r}"
+            )
+        return self.prior.distribution, self.operator.matrix(dtype=torch.float64, device=self.prior.device)
+
+    def _marginal_terms(self) -> tuple[GaussianMixture, Tensor, Tensor, Tensor, Tensor]:
+        """Prior mixture, ``A``, ``y`` and per-component ``S_k = A Sigma_k A^T + s^2 I`` (float64)."""
+        prior, A = self._require_exact("the exact posterior")
+        y = self.y_batch.reshape(self.batch_size, -1).double()  # [B, m]
+        sig2 = self.sigma.double().pow(2)
+        covs = prior.full_covs().double()  # [K, d, d]
+        eye = torch.eye(A.shape[0], dtype=torch.float64, device=A.device)
+        shared = bool((sig2 == sig2[0]).all())
+        AS = A @ covs  # [K, m, d]
+        S = AS @ A.T  # [K, m, m]
+        S = S + (sig2[0] if shared else sig2[:, None, None, None]) * eye  # [K|B,K, m, m]
+        return prior, A, y, S, covs
+
+    def exact_posterior(self) -> GaussianMixture:
+        """The posterior ``p(x | y)`` as a :class:`~posterior.GaussianMixture`.
+
+        Per component, a Kalman update: ``mu_k' = mu_k + G_k (y - A mu_k)``,
+        ``Sigma_k' = Sigma_k - G_k A Sigma_k`` with ``G_k = Sigma_k A^T S_k^{-1}``; weights
+        ``propto w_k N(y; A mu_k, S_k)``. Batch dims: ``[B]`` for batched problems, none otherwise.
+        """
+        prior, A, y, S, covs = self._marginal_terms()
+        mu = prior.means.double()  # [K, d]
+        L = torch.linalg.cholesky(S)  # [(B,) K, m, m]
+        gain_t = torch.cholesky_solve(A @ covs, L)  # S^{-1} A Sigma: [(B,) K, m, d]
+        resid = y[:, None, :] - (mu @ A.T)[None]  # [B, K, m]
+        # mean update: mu + (S^{-1} A Sigma)^T resid
+        means = mu[None] + torch.einsum("...kmd,bkm->bkd", gain_t, resid)
+        post_covs = covs - (A @ covs).transpose(-1, -2) @ gain_t
+        post_covs = 0.5 * (post_covs + post_covs.transpose(-1, -2))
+        logw = prior.weights.double().log()[None] + _log_normal(resid, L)  # [B, K]
+        weights = torch.softmax(logw, dim=-1)
+        if not self.batched:
+            weights, means = weights[0], means[0]
+            post_covs = post_covs[0] if post_covs.dim() == 4 else post_covs
+        dt = self.prior.dtype
+        return GaussianMixture(weights.to(dt), means.to(dt), post_covs.to(dt), validate=False)
+
+    def exact_log_evidence(self) -> Tensor:
+        """``log p(y) = log sum_k w_k N(y; A mu_k, A Sigma_k A^T + s^2 I)``: a scalar, or ``[B]``."""
+        prior, A, y, S, _ = self._marginal_terms()
+        resid = y[:, None, :] - (prior.means.double() @ A.T)[None]
+        L = torch.linalg.cholesky(S)
+        out = torch.logsumexp(prior.weights.double().log()[None] + _log_normal(resid, L), dim=-1)
+        return out if self.batched else out[0]
+
+    def __repr__(self) -> str:
+        batch = f", B={self.batch_size}" if self.batched else ""
+        return (
+            f"InverseProblem({type(self.prior).__name__} {list(self.event_shape)}, {self.operator!r}, "
+            f"y {list(self.obs_shape)}{batch}, noise_std={self.noise_std})"
+        )
+
+
+def _log_normal(resid: Tensor, L: Tensor) -> Tensor:
+    """``log N(resid; 0, L L^T)`` for ``resid: [B, K, m]`` and ``L: [(B,) K, m, m]``; ``[B, K]``."""
+    z = torch.linalg.solve_triangular(L.expand(*resid.shape[:2], *L.shape[-2:]), resid.unsqueeze(-1), upper=False)
+    logdet = L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return -0.5 * z.squeeze(-1).pow(2).sum(-1) - logdet - 0.5 * resid.shape[-1] * math.log(2 * math.pi)

@@ -1,0 +1,1 @@
+"""Approximate guidance baselines."""

@@ -1,0 +1,122 @@
+"""The sampler interface and the registry behind ``ps.METHODS`` and ``ps.sample``."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+
+from posterior._utils import as_generator, check_finite
+from posterior.problem import InverseProblem
+from posterior.samplers.result import Result
+
+__all__ = ["Sampler", "METHODS", "register", "sample"]
+
+#: ``{name: sampler class}`` of every registered method.
+METHODS: dict[str, type[Sampler]] = {}
+
+
+class Sampler(ABC):
+    """A posterior sampling method. Options are keyword arguments of ``__init__``.
+
+    Subclasses set ``name``, ``exact`` (asymptotically exact or not), a one-line ``summary``,
+    and implement :meth:`run`, which works on the batched problem (``problem.y_batch``:
+    ``[B, *obs_shape]``) and returns a batched :class:`Result` (``samples: [B, N, *event_shape]``).
+    """
+
+    name: ClassVar[str]
+    exact: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
+
+    @abstractmethod
+    def run(
+        self,
+        problem: InverseProblem,
+        num_particles: int,
+        num_steps: int,
+        generator: torch.Generator,
+        progress: bool,
+    ) -> Result:
+        """Draw ``num_particles`` posterior samples for each of the ``B`` problems."""
+
+    @classmethod
+    def option_names(cls) -> list[str]:
+        return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+
+    def options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.option_names() if hasattr(self, k)}
+
+
+def register(cls: type[Sampler]) -> type[Sampler]:
+    """Class decorator adding a sampler to :data:`METHODS` under ``cls.name``."""
+    if cls.name in METHODS and METHODS[cls.name] is not cls:
+        raise ValueError(f"method {cls.name!r} is registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(method: str | type[Sampler]) -> type[Sampler]:
+    """The sampler class for a name, with the known names in the error."""
+    if isinstance(method, type) and issubclass(method, Sampler):
+        return method
+    if method not in METHODS:
+        known = ", ".join(sorted(METHODS))
+        raise ValueError(f"unknown method {method!r}; known methods: {known}")
+    return METHODS[method]
+
+
+def sample(
+    problem: InverseProblem,
+    method: str | type[Sampler],
+    num_particles: int = 256,
+    num_steps: int = 100,
+    seed: int | torch.Generator | None = 0,
+    progress: bool | None = None,
+    **options: Any,
+) -> Result:
+    """Sample the posterior of ``problem`` with a registered method.
+
+    Args:
+        problem: the :class:`InverseProblem` (``B`` problems if ``y`` is batched).
+        method: a name in :data:`METHODS` (or a :class:`Sampler` subclass).
+        num_particles: particles (SMC, TDS, MCGdiff), chains (MALA, Gibbs) or independent
+            samples (approximate methods): the number ``N`` of returned draws per problem.
+        num_steps: diffusion steps (or MCMC iterations for the kernels).
+        seed: an int or a ``torch.Generator``; the same seed gives the same samples.
+        progress: show a progress bar (default: when stderr is a terminal).
+        **options: the method's own options, documented on its class.
+
+    Returns:
+        a :class:`Result` with ``samples: Tensor[N, *event_shape]`` (``[B, N, ...]`` if batched).
+    """
+    cls = get_method(method)
+    if not isinstance(problem, InverseProblem):
+        raise TypeError(f"problem must be an InverseProblem, got {type(problem).__name__}")
+    for name, value in (("num_particles", num_particles), ("num_steps", num_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    unknown = set(options) - set(cls.option_names())
+    if unknown:
+        raise TypeError(
+            f"{cls.name!r} has no option {', '.join(sorted(unknown))}; "
+            f"its options are: {', '.join(cls.option_names()) or 'none'}"
+        )
+    sampler = cls(**options)
+    if progress is None:
+        progress = sys.stderr.isatty()
+    prior = problem.prior
+    evals0, vjps0 = prior.num_evals, prior.num_vjps
+    gen = as_generator(seed, prior.device)
+    start = time.perf_counter()
+    result = sampler.run(problem, num_particles, num_steps, gen, progress)
+    result.wall_time = time.perf_counter() - start
+    result.num_evals = prior.num_evals - evals0
+    result.num_vjps = prior.num_vjps - vjps0
+    result.options = {"num_particles": num_particles, "num_steps": num_steps, **sampler.options()}
+    result.truth = None if problem.truth is None else (problem.truth if problem.batched else problem.truth[None])
+    check_finite(result.samples, f"{cls.name}: final samples")
+    return result if problem.batched else result.unbatched()

@@ -1,0 +1,1 @@
+"""Asymptotically exact samplers built on the particle engine."""

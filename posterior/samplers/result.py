@@ -1,0 +1,88 @@
+"""The result object every sampler returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+__all__ = ["Result"]
+
+
+@dataclass
+class Result:
+    """Posterior draws and what the sampler knows about them.
+
+    Shapes below are for one problem; a batched problem adds a leading ``B`` to each tensor.
+
+    Attributes:
+        samples: ``Tensor[N, *event_shape]``, equally weighted posterior draws.
+        method: the registered method name.
+        log_evidence: estimate of ``log p(y)`` (SMC-type methods), 0-d tensor, else ``None``.
+        ess: ``Tensor[num_steps]`` effective sample size after each reweighting, else ``None``.
+        log_weights: ``Tensor[N]`` normalised log-weights before the final resampling.
+        resampled: ``BoolTensor[num_steps]``, whether the particles were resampled at each step.
+        acceptance: ``Tensor[num_steps]`` mean Metropolis acceptance rate per step/iteration.
+        num_evals: per-sample network evaluations spent.
+        num_vjps: per-sample vector-Jacobian products spent.
+        wall_time: seconds.
+        options: the method's options as run (including ``num_particles``, ``num_steps``).
+        stats: further per-method traces, each a tensor with ``num_steps`` (or draws) last.
+        truth: the ground truth ``x`` when the problem knows it.
+    """
+
+    samples: Tensor
+    method: str
+    log_evidence: Tensor | None = None
+    ess: Tensor | None = None
+    log_weights: Tensor | None = None
+    resampled: Tensor | None = None
+    acceptance: Tensor | None = None
+    num_evals: int = 0
+    num_vjps: int = 0
+    wall_time: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    stats: dict[str, Tensor] = field(default_factory=dict)
+    truth: Tensor | None = None
+    batched: bool = True
+
+    _BATCHED_FIELDS = ("samples", "log_evidence", "ess", "log_weights", "resampled", "acceptance", "truth")
+
+    def unbatched(self) -> Result:
+        """The same result with the leading problem dimension (``B = 1``) dropped."""
+        if not self.batched:
+            return self
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in self._BATCHED_FIELDS:
+            value = out[name]
+            if value is not None:
+                out[name] = value[0]
+        out["stats"] = {k: v[0] for k, v in self.stats.items()}
+        out["batched"] = False
+        return Result(**out)
+
+    @property
+    def num_samples(self) -> int:
+        return self.samples.shape[1 if self.batched else 0]
+
+    def mean(self) -> Tensor:
+        """Posterior mean estimate, ``Tensor[*event_shape]`` (``[B, ...]`` if batched)."""
+        return self.samples.mean(1 if self.batched else 0)
+
+    def std(self) -> Tensor:
+        """Pointwise posterior standard deviation estimate, same shape as :meth:`mean`."""
+        return self.samples.std(1 if self.batched else 0)
+
+    def to_arviz(self, **kwargs: Any) -> Any:
+        """ArviZ data: ``InferenceData`` on arviz 0.x, ``xarray.DataTree`` on arviz 1.x."""
+        from posterior.diagnostics.arviz import to_arviz
+
+        return to_arviz(self, **kwargs)
+
+    def __repr__(self) -> str:
+        parts = [f"method={self.method!r}", f"samples={list(self.samples.shape)}"]
+        if self.log_evidence is not None:
+            parts.append(f"log_evidence={self.log_evidence.tolist()}")
+        parts.append(f"num_evals={self.num_evals}, wall_time={self.wall_time:.2f}s")
+        return f"Result({', '.join(parts)})"
