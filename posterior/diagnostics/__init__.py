@@ -1,0 +1,1 @@
+"""Diagnostics: ArviZ conversion, calibration, distances, plots and reports."""
