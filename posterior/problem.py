@@ -48,7 +48,8 @@ class InverseProblem:
             raise TypeError(f"y must be a floating-point tensor, got {y.dtype}")
         if y.device != prior.device or y.dtype != prior.dtype:
             raise ValueError(
-                f"y is on {y.device} with {y.dtype} but the prior is on {prior.device} with {prior.dtype}"
+                f"y has device {y.device} and dtype {y.dtype} but the prior has device "
+                f"{prior.device} and dtype {prior.dtype}"
             )
         if not torch.isfinite(y).all():
             raise ValueError("y contains NaN or inf")
@@ -80,8 +81,8 @@ class InverseProblem:
         for t in self.operator.tensors():
             if t.is_floating_point() and (t.device != self.prior.device or t.dtype != self.prior.dtype):
                 raise ValueError(
-                    f"the operator holds a tensor on {t.device} with {t.dtype} but the prior is on "
-                    f"{self.prior.device} with {self.prior.dtype}: move one of them"
+                    f"the operator holds a tensor with device {t.device} and dtype {t.dtype} but the "
+                    f"prior has device {self.prior.device} and dtype {self.prior.dtype}: move one of them"
                 )
 
     def _obs_shape(self) -> tuple[int, ...]:
@@ -173,7 +174,7 @@ class InverseProblem:
         gain_t = torch.cholesky_solve(A @ covs, L)  # S^{-1} A Sigma: [(B,) K, m, d]
         resid = y[:, None, :] - (mu @ A.T)[None]  # [B, K, m]
         # mean update: mu + (S^{-1} A Sigma)^T resid
-        means = mu[None] + torch.einsum("...kmd,bkm->bkd", gain_t, resid)
+        means = mu[None] + torch.einsum("...kmd,...km->...kd", gain_t, resid)
         post_covs = covs - (A @ covs).transpose(-1, -2) @ gain_t
         post_covs = 0.5 * (post_covs + post_covs.transpose(-1, -2))
         logw = prior.weights.double().log()[None] + _log_normal(resid, L)  # [B, K]
