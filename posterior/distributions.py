@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor
 
+from posterior._utils import as_generator
+
 __all__ = ["GaussianMixture"]
 
 
@@ -101,8 +103,9 @@ class GaussianMixture:
         return torch.diag_embed(self.covs) if self.diagonal else self.covs
 
     # ----------------------------------------------------------------- sampling
-    def sample(self, num_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def sample(self, num_samples: int, generator: torch.Generator | int | None = None) -> Tensor:
         """Exact draws, ``Tensor[*b, num_samples, d]``."""
+        generator = as_generator(generator, self.means.device)
         b, K, d = self.batch_shape, self.num_components, self.dim
         w = self.weights.expand(*b, K).reshape(-1, K)
         comp = torch.multinomial(w, num_samples, replacement=True, generator=generator)  # [B', n]

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from posterior.operators import CompressedSensing, Identity, Matrix, as_operator
+
+
+def _operators():
+    gen = torch.Generator().manual_seed(0)
+    return [
+        Identity((5,)),
+        Identity((2, 3, 3)),
+        Matrix(torch.randn(3, 7, generator=gen, dtype=torch.float64)),
+        Matrix(torch.randn(6, 4, generator=gen, dtype=torch.float64)),  # m > d
+        CompressedSensing(4, 9, seed=1, dtype=torch.float64),
+    ]
+
+
+@pytest.mark.parametrize("op", _operators(), ids=repr)
+def test_adjoint(op):
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, *op.in_shape, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, *op.out_shape, generator=gen, dtype=torch.float64)
+    lhs = (op.A(x) * y).flatten(1).sum(1)
+    rhs = (x * op.A_adjoint(y)).flatten(1).sum(1)
+    assert torch.allclose(lhs, rhs, atol=1e-10)
+
+
+@pytest.mark.parametrize("op", _operators(), ids=repr)
+def test_svd_reconstructs_operator(op):
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, *op.in_shape, generator=gen, dtype=torch.float64)
+    assert torch.allclose(op.A_via_svd(x), op.A(x), atol=1e-10)
+    # V and U are orthogonal: V(V^T x) = x, U^T U z = z
+    assert torch.allclose(op.V(op.V_adjoint(x)), x, atol=1e-10)
+    z = torch.randn(4, op.out_dim, generator=gen, dtype=torch.float64)
+    assert torch.allclose(op.U_adjoint(op.U(z)), z, atol=1e-10)
+    assert op.singular_values.numel() == min(op.in_dim, op.out_dim)
+
+
+def test_pinv_matches_dense_pinv():
+    A = torch.randn(3, 7, dtype=torch.float64)
+    op = Matrix(A)
+    y = torch.randn(2, 3, dtype=torch.float64)
+    assert torch.allclose(op.A_pinv(y), y @ torch.linalg.pinv(A).T, atol=1e-10)
+
+
+def test_as_operator_and_errors():
+    assert isinstance(as_operator(torch.eye(2)), Matrix)
+    with pytest.raises(ValueError, match="2-D"):
+        Matrix(torch.ones(3))
+    with pytest.raises(ValueError, match="NaN"):
+        Matrix(torch.tensor([[float("nan")]]))
+    with pytest.raises(TypeError):
+        as_operator("not an operator")
+    with pytest.raises(ValueError, match="m > 0"):
+        CompressedSensing(0, 3)

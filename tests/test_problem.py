@@ -1,0 +1,114 @@
+"""InverseProblem: validation, likelihood, and the closed-form posterior and evidence."""
+
+import math
+
+import pytest
+import torch
+
+import posterior as ps
+
+
+def _problem(seed=0, batch=False, noise=0.7):
+    gen = torch.Generator().manual_seed(seed)
+    K, d, m = 3, 2, 1
+    w = torch.rand(K, generator=gen, dtype=torch.float64) + 0.3
+    means = 3 * torch.randn(K, d, generator=gen, dtype=torch.float64)
+    B_ = torch.randn(K, d, d, generator=gen, dtype=torch.float64)
+    covs = B_ @ B_.transpose(-1, -2) / d + 0.2 * torch.eye(d, dtype=torch.float64)
+    prior = ps.GaussianMixturePrior(w / w.sum(), means, covs)
+    A = torch.randn(m, d, generator=gen, dtype=torch.float64)
+    y = torch.randn(3, m, generator=gen, dtype=torch.float64) if batch else torch.tensor([0.8], dtype=torch.float64)
+    return ps.InverseProblem(prior, A, y, noise)
+
+
+def test_exact_posterior_matches_importance_sampling():
+    """Self-normalised importance sampling from the prior with 10^6 draws (d = 2)."""
+    problem = _problem()
+    post = problem.exact_posterior()
+    x = problem.prior.sample(1_000_000, generator=1)
+    logw = problem.log_likelihood(x[None])[0]
+    w = torch.softmax(logw, 0)
+    ess = 1 / (w**2).sum()
+    assert ess > 10_000
+    for f in (lambda v: v, lambda v: v**2, lambda v: v[:, :1] * v[:, 1:]):
+        fx = f(x)
+        est = (w[:, None] * fx).sum(0)
+        se = ((w[:, None] ** 2) * (fx - est) ** 2).sum(0).sqrt()  # delta-method standard error
+        exact = f(post.sample(2_000_000, generator=2)).mean(0)
+        se_exact = f(post.sample(2_000_000, generator=2)).std(0) / 2_000_000**0.5
+        assert ((est - exact).abs() < 5 * (se**2 + se_exact**2).sqrt()).all()
+    # and the density: exact posterior log_prob = log prior + log lik - log evidence
+    xs = torch.randn(5, 2, dtype=torch.float64)
+    lhs = post.log_prob(xs)
+    rhs = problem.prior.log_prob(xs) + problem.log_likelihood(xs[None])[0] - problem.exact_log_evidence()
+    assert torch.allclose(lhs, rhs, atol=1e-9)
+
+
+def test_exact_log_evidence_matches_monte_carlo():
+    problem = _problem(seed=3)
+    x = problem.prior.sample(1_000_000, generator=4)
+    lik = problem.log_likelihood(x[None])[0].exp()
+    mc, se = lik.mean(), lik.std() / lik.numel() ** 0.5
+    exact = problem.exact_log_evidence()
+    assert abs(mc.log() - exact) < 5 * se / mc
+
+
+def test_batched_problems_agree_with_single_ones():
+    problem = _problem(batch=True)
+    post, logz = problem.exact_posterior(), problem.exact_log_evidence()
+    assert post.batch_shape == (3,) and logz.shape == (3,)
+    for b in range(3):
+        single = ps.InverseProblem(problem.prior, problem.operator, problem.y[b], problem.noise_std)
+        assert torch.allclose(single.exact_posterior().mean, post.mean[b])
+        assert torch.allclose(single.exact_log_evidence(), logz[b])
+    # one noise level per problem
+    varied = ps.InverseProblem(problem.prior, problem.operator, problem.y, torch.tensor([0.5, 0.7, 0.9]).double())
+    single = ps.InverseProblem(problem.prior, problem.operator, problem.y[2], 0.9)
+    assert torch.allclose(varied.exact_log_evidence()[2], single.exact_log_evidence())
+    assert torch.allclose(varied.exact_posterior().mean[2], single.exact_posterior().mean)
+
+
+def test_log_likelihood_formula():
+    problem = _problem()
+    x = torch.randn(1, 4, 2, dtype=torch.float64)
+    r = problem.y - x[0] @ problem.operator.matrix().T
+    want = -0.5 * (r**2).sum(-1) / 0.49 - 0.5 * math.log(2 * math.pi * 0.49)
+    assert torch.allclose(problem.log_likelihood(x)[0], want)
+
+
+def test_gmm_benchmark_is_reproducible_and_shaped():
+    a, b = ps.problems.gmm_benchmark(8, 2, seed=5), ps.problems.gmm_benchmark(8, 2, seed=5)
+    assert torch.equal(a.y, b.y) and torch.equal(a.operator.matrix(), b.operator.matrix())
+    assert a.prior.distribution.num_components == 25 and a.obs_shape == (2,)
+    s = a.operator.singular_values
+    assert (s <= 1).all() and (s[:-1] >= s[1:]).all()
+    assert 0 <= a.noise_std <= s.max()
+    assert not torch.equal(a.y, ps.problems.gmm_benchmark(8, 2, seed=6).y)
+
+
+def test_bad_inputs_are_named():
+    p = _problem()
+    prior, A = p.prior, p.operator
+    y = torch.tensor([0.8], dtype=torch.float64)
+    with pytest.raises(ValueError, match="shape"):
+        ps.InverseProblem(prior, A, torch.zeros(2, dtype=torch.float64), 0.1)
+    with pytest.raises(ValueError, match="NaN"):
+        ps.InverseProblem(prior, A, torch.tensor([float("nan")], dtype=torch.float64), 0.1)
+    with pytest.raises(ValueError, match="inf"):
+        ps.InverseProblem(prior, A, torch.tensor([float("inf")], dtype=torch.float64), 0.1)
+    with pytest.raises(ValueError, match=">= 0"):
+        ps.InverseProblem(prior, A, y, -1.0)
+    with pytest.raises(ValueError, match="dtype"):
+        ps.InverseProblem(prior, A, y.float(), 0.1)
+    with pytest.raises(ValueError, match="operator holds a tensor"):
+        ps.InverseProblem(prior, torch.ones(1, 2), y, 0.1)
+    with pytest.raises(ValueError, match="expects inputs of shape"):
+        ps.InverseProblem(prior, torch.ones(1, 3, dtype=torch.float64), y, 0.1)
+    zero_noise = ps.InverseProblem(prior, A, y, 0.0)
+    with pytest.raises(ValueError, match="noise_std > 0"):
+        zero_noise.require_noise("tds")
+    nonlinear = ps.InverseProblem(prior, lambda x: x.pow(2).sum(-1, keepdim=True), y, 0.1)
+    with pytest.raises(ValueError, match="linear operator"):
+        nonlinear.require_linear("mcgdiff")
+    with pytest.raises(ValueError, match="closed form"):
+        nonlinear.exact_posterior()
