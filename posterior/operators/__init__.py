@@ -1,14 +1,30 @@
 """Forward operators: one class per operator, each with ``A``, ``A_adjoint`` and an SVD."""
 
 from posterior.operators.base import LinearOperator, Nonlinear, Operator, as_operator
+from posterior.operators.image import (
+    Blur,
+    Inpainting,
+    SuperResolution,
+    box_mask,
+    gaussian_kernel,
+    half_mask,
+    random_mask,
+)
 from posterior.operators.linear import CompressedSensing, Identity, Matrix
 
 __all__ = [
-    "Operator",
-    "LinearOperator",
-    "Nonlinear",
-    "as_operator",
-    "Identity",
-    "Matrix",
+    "Blur",
     "CompressedSensing",
+    "Identity",
+    "Inpainting",
+    "LinearOperator",
+    "Matrix",
+    "Nonlinear",
+    "Operator",
+    "SuperResolution",
+    "as_operator",
+    "box_mask",
+    "gaussian_kernel",
+    "half_mask",
+    "random_mask",
 ]
