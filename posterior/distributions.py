@@ -51,7 +51,7 @@ class GaussianMixture:
         if m.dim() < 2 or w.shape[-1] != m.shape[-2]:
             raise ValueError(f"weights {tuple(w.shape)} and means {tuple(m.shape)} disagree on K")
         want = m.shape[-1:] if self.diagonal else (m.shape[-1], m.shape[-1])
-        if c.shape[-len(want):] != want or c.shape[-len(want) - 1] != m.shape[-2]:
+        if c.shape[-len(want) :] != want or c.shape[-len(want) - 1] != m.shape[-2]:
             kind = "[K, d] variances" if self.diagonal else "[K, d, d] covariances"
             raise ValueError(f"covs {tuple(c.shape)} should be {kind} for means {tuple(m.shape)}")
         for name, v in (("weights", w), ("means", m), ("covs", c)):
@@ -145,13 +145,34 @@ class GaussianMixture:
         logn = -0.5 * z.pow(2).sum(-1) - logdet - 0.5 * self.dim * math.log(2 * math.pi)
         return z, self.weights.double().log().unsqueeze(-1) + logn
 
+    def _diagonal_log_joint(self, xd: Tensor) -> tuple[Tensor, Tensor]:
+        """Diagonal fast path: ``log w_k + log N(x; mu_k, diag v_k)`` as ``[*b, n, K]`` and the
+        precisions ``[*b, K, d]``, through matmuls (never a ``[K, n, d]`` tensor).
+
+        ``(x - mu)^2 / v = x^2 . (1/v) - 2 x . (mu/v) + mu^2 . (1/v)``, in float64.
+        """
+        prec = self._scale.pow(-2)  # [*b, K, d]
+        mu = self.means.double()
+        mp = mu * prec
+        quad = (xd * xd) @ prec.transpose(-1, -2) - 2 * (xd @ mp.transpose(-1, -2))  # [*b, n, K]
+        const = (mu * mp).sum(-1) + 2 * self._scale.log().sum(-1) + self.dim * math.log(2 * math.pi)
+        return self.weights.double().log().unsqueeze(-2) - 0.5 * (quad + const.unsqueeze(-2)), prec
+
     def log_prob(self, x: Tensor) -> Tensor:
         """``log p(x)`` for ``x: Tensor[*b, n, d]`` (or ``[n, d]`` broadcast); returns ``[*b, n]``."""
+        if self.diagonal:
+            logj, _ = self._diagonal_log_joint(x.double())
+            return torch.logsumexp(logj, dim=-1).to(x.dtype)
         _, logj = self._component_terms(x)
         return torch.logsumexp(logj, dim=-2).to(x.dtype)
 
     def score(self, x: Tensor) -> Tensor:
         """``grad_x log p(x)`` in closed form, same shape as ``x: [*b, n, d]``."""
+        if self.diagonal:  # sum_k r_k (mu_k - x) / v_k = r @ (mu / v) - x * (r @ (1 / v))
+            xd = x.double()
+            logj, prec = self._diagonal_log_joint(xd)
+            resp = torch.softmax(logj, dim=-1)  # [*b, n, K]
+            return (resp @ (self.means.double() * prec) - xd * (resp @ prec)).to(x.dtype)
         z, logj = self._component_terms(x)
         resp = torch.softmax(logj, dim=-2).unsqueeze(-1)  # [*b, K, n, 1]
         if self.diagonal:

@@ -45,7 +45,9 @@ class GaussianMixturePrior(DiffusionPrior):
         if not means.is_floating_point():
             means = means.float()
         if weights.dim() != 1 or means.dim() != 2:
-            raise ValueError(f"expected weights [K] and means [K, d], got {list(weights.shape)}, {list(means.shape)}")
+            raise ValueError(
+                f"expected weights [K] and means [K, d], got {list(weights.shape)}, {list(means.shape)}"
+            )
         if {weights.device, covs.device} != {means.device} or {weights.dtype, covs.dtype} != {means.dtype}:
             raise ValueError("weights, means and covs must share a device and dtype")
         diagonal = covs.dim() == 2
@@ -96,8 +98,12 @@ class GaussianMixturePrior(DiffusionPrior):
 
     def model_output(self, x_t: Tensor, t: Tensor) -> Tensor:
         """Exact noise prediction ``eps = -sqrt(1 - abar_t) grad log p_t(x_t)``."""
+        times = t.unique().tolist()
+        if len(times) == 1:  # the usual case: one time for the whole batch
+            sigma = (1 - self.schedule.alpha_bar(times[0]).item()) ** 0.5
+            return -sigma * self.marginal(times[0]).score(x_t)
         out = torch.empty_like(x_t)
-        for ti in t.unique().tolist():  # samplers pass one time; loop only for mixed batches
+        for ti in times:  # samplers pass one time; loop only for mixed batches
             rows = t == ti
             sigma = (1 - self.schedule.alpha_bar(ti).item()) ** 0.5
             out[rows] = -sigma * self.marginal(ti).score(x_t[rows])

@@ -1,1 +1,3 @@
 """Asymptotically exact samplers built on the particle engine."""
+
+from posterior.samplers.exact import mcgdiff, smc, tds  # noqa: F401  (registers the methods)

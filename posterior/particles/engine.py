@@ -1,0 +1,245 @@
+"""One loop that runs every exact sampler: a Feynman-Kac particle system with resampling.
+
+A sampler is a :class:`FeynmanKacModel`: an initial distribution (with an optional initial log
+potential), and at each diffusion step ``k: t -> s`` a proposal ``M_k`` that moves the particles
+and returns the log potential increment ``log G_k`` (the log importance weight of the move, e.g.
+``log p(x_s|x_t) + log g_s(x_s) - log q(x_s|x_t) - log g_t(x_t)`` for twisted samplers). The engine
+(Del Moral, 2004; Chopin & Papaspiliopoulos, 2020, Alg. 10.1) keeps normalised log-weights in log
+space, records the effective sample size, resamples adaptively, accumulates the log-evidence
+``log Z = sum_k log sum_i W_i^{k-1} G_k(x_i)`` (valid under adaptive resampling because the weights
+are carried over when no resampling happens), optionally rejuvenates resampled particles with an
+MCMC move (resample-move, Gilks & Berzuini, 2001), and ends with a resampling to equally
+weighted draws.
+
+Everything is batched over ``B`` independent problems: particles ``[B, N, *event_shape]``,
+log-weights ``[B, N]``; resampling decisions are made per problem.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from posterior._utils import progress_bar
+from posterior.particles.resampling import RESAMPLERS, ess
+
+__all__ = ["FeynmanKacModel", "ParticleState", "SMCOutput", "check_resampling_options", "run_smc"]
+
+#: ``move(particles, log_target_fn, generator) -> (particles, acceptance [B])``: an MCMC kernel
+#: leaving ``exp(log_target_fn(x))`` invariant, applied after each resampling.
+Move = Callable[[Tensor, Callable[[Tensor], Tensor], torch.Generator], tuple[Tensor, Tensor]]
+
+
+class ParticleState(NamedTuple):
+    """The particle system between two steps.
+
+    Attributes:
+        particles: ``Tensor[B, N, *event_shape]``.
+        log_weights: ``Tensor[B, N]``, normalised (``logsumexp`` over ``N`` is ``0``).
+        log_evidence: ``Tensor[B]``, running estimate of ``log Z``.
+        ancestors: ``LongTensor[B, N]`` of the last resampling (identity where none happened).
+    """
+
+    particles: Tensor
+    log_weights: Tensor
+    log_evidence: Tensor
+    ancestors: Tensor | None = None
+
+
+class FeynmanKacModel:
+    """Base class of the samplers' Feynman-Kac models.
+
+    Subclasses implement :meth:`init` and :meth:`step`; :meth:`final` and :meth:`log_target` are
+    optional. Per-particle quantities cached between steps (``Tensor[B, N, ...]``) go into
+    ``self.cache``: the engine resamples them together with the particles and clears the cache
+    after an MCMC move (:meth:`invalidate`; the model recomputes what it needs when an entry is
+    missing).
+    """
+
+    name: str = "smc"
+
+    def __init__(self) -> None:
+        self.cache: dict[str, Tensor] = {}
+
+    def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        """Initial particles ``[B, N, *event_shape]`` and an optional initial log potential ``[B, N]``."""
+        raise NotImplementedError
+
+    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Propose ``x_s`` from ``x_t`` (step ``k``); return ``(x_s, log G_k [B, N])``."""
+        raise NotImplementedError
+
+    def invalidate(self) -> None:
+        """Called after an MCMC move changed the particles: drop what depends on them."""
+        self.cache = {}
+
+    def final(self, x: Tensor) -> Tensor | None:
+        """An optional last log potential ``[B, N]`` (e.g. the true likelihood over the twist)."""
+        return None
+
+    def log_target(self, k: int, x: Tensor) -> Tensor:
+        """Unnormalised log density ``[B, N]`` of the intermediate target after step ``k``
+        (needed by MCMC moves)."""
+        raise NotImplementedError(f"{self.name!r} has no intermediate log target for MCMC moves")
+
+
+@dataclass
+class SMCOutput:
+    """What :func:`run_smc` returns (all batched over ``B``).
+
+    Attributes:
+        samples: ``Tensor[B, N, *event_shape]``, equally weighted after the final resampling.
+        log_weights: ``Tensor[B, N]``, normalised log-weights before the final resampling.
+        particles: ``Tensor[B, N, *event_shape]``, the weighted particles before it.
+        ess: ``Tensor[B, num_steps]``, effective sample size after each reweighting.
+        resampled: ``BoolTensor[B, num_steps]``, resampling after each step (the last is the final).
+        log_evidence: ``Tensor[B]``.
+        acceptance: ``Tensor[B, num_steps]`` of the move (NaN where none ran), or ``None``.
+        genealogy: ``LongTensor[B, num_steps, N]`` ancestors per step, when asked for.
+    """
+
+    samples: Tensor
+    log_weights: Tensor
+    particles: Tensor
+    ess: Tensor
+    resampled: Tensor
+    log_evidence: Tensor
+    acceptance: Tensor | None = None
+    genealogy: Tensor | None = None
+    stats: dict[str, Tensor] = field(default_factory=dict)
+
+
+def check_resampling_options(resampling: str, threshold: float | str) -> None:
+    """``ValueError`` naming the option for an unknown scheme or a bad threshold."""
+    if resampling not in RESAMPLERS:
+        raise ValueError(f"unknown resampling {resampling!r}; use one of {', '.join(RESAMPLERS)}")
+    if isinstance(threshold, str):
+        if threshold not in ("always", "never"):
+            raise ValueError(f"threshold must be a float in [0, 1], 'always' or 'never', got {threshold!r}")
+    elif isinstance(threshold, bool) or not 0.0 <= float(threshold) <= 1.0:
+        raise ValueError(f"threshold must be a float in [0, 1], 'always' or 'never', got {threshold!r}")
+
+
+def _reweight(log_weights: Tensor, log_potential: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """New normalised log-weights and the log-evidence increment; errors on NaN / all-zero weights."""
+    if torch.isnan(log_potential).any() or (log_potential == math.inf).any():
+        raise FloatingPointError(f"{what}: NaN or +inf log-weight")
+    unnorm = log_weights + log_potential
+    increment = torch.logsumexp(unnorm, dim=-1)  # log sum_i W_i G_i, W normalised
+    if not torch.isfinite(increment).all():
+        bad = (~torch.isfinite(increment)).nonzero().flatten()[:5].tolist()
+        raise FloatingPointError(f"{what}: all particle weights are zero (problems {bad})")
+    return unnorm - increment[:, None], increment
+
+
+def run_smc(
+    model: FeynmanKacModel,
+    time_pairs: Sequence[tuple[int, int]],
+    batch_size: int,
+    num_particles: int,
+    generator: torch.Generator,
+    *,
+    resampling: str = "systematic",
+    threshold: float | str = 0.5,
+    move: Move | None = None,
+    genealogy: bool = False,
+    progress: bool = False,
+) -> SMCOutput:
+    """Run the Feynman-Kac model ``model`` along ``time_pairs`` for ``B`` problems at once.
+
+    Args:
+        model: proposals and potentials (see :class:`FeynmanKacModel`).
+        time_pairs: ``[(t, s), ...]`` reverse transitions (``schedule.time_pairs``).
+        batch_size: ``B``. num_particles: ``N`` per problem.
+        generator: every random draw uses it.
+        resampling: a name in :data:`~posterior.particles.resampling.RESAMPLERS`.
+        threshold: resample a problem when its ESS ``< threshold * N``; ``"always"`` / ``"never"``.
+        move: optional MCMC kernel applied to resampled particles (resample-move).
+        genealogy: keep the ancestors of every step.
+        progress: show a progress bar.
+
+    Returns:
+        an :class:`SMCOutput`.
+
+    Raises:
+        FloatingPointError: NaN particles, NaN log-weights or all weights zero, naming the
+            method and the step.
+    """
+    check_resampling_options(resampling, threshold)
+    resample = RESAMPLERS[resampling]
+    B, N, K = batch_size, num_particles, len(time_pairs)
+
+    model.cache = {}
+    x, log_g0 = model.init(B, N, generator)
+    log_w = torch.full((B, N), -math.log(N), device=x.device, dtype=x.dtype)
+    log_z = torch.zeros(B, device=x.device, dtype=x.dtype)
+    if log_g0 is not None:
+        log_w, log_z = _reweight(log_w, log_g0, f"{model.name}: initial weights")
+    ess_trace = torch.empty(B, K, device=x.device, dtype=x.dtype)
+    resampled = torch.zeros(B, K, dtype=torch.bool, device=x.device)
+    acceptance = torch.full((B, K), math.nan, device=x.device, dtype=x.dtype) if move else None
+    ancestry: list[Tensor] = []
+    identity = torch.arange(N, device=x.device).expand(B, N)
+
+    for k, (t, s) in progress_bar(enumerate(time_pairs), enabled=progress, desc=model.name, total=K):
+        what = f"{model.name}: step {k} (t={t})"
+        x, log_g = model.step(k, t, s, x, generator)
+        if k == K - 1:
+            extra = model.final(x)
+            if extra is not None:
+                log_g = log_g + extra
+        if not torch.isfinite(x).all():
+            raise FloatingPointError(f"{what}: NaN or inf encountered in the particles")
+        log_w, inc = _reweight(log_w, log_g, what)
+        log_z = log_z + inc
+        ess_trace[:, k] = ess(log_w)
+        if k == K - 1:
+            break  # the final resampling below
+        if threshold == "always":
+            mask = torch.ones(B, dtype=torch.bool, device=x.device)
+        elif threshold == "never":
+            mask = torch.zeros(B, dtype=torch.bool, device=x.device)
+        else:
+            mask = ess_trace[:, k] < float(threshold) * N
+        resampled[:, k] = mask
+        anc = identity
+        if mask.any():
+            anc = torch.where(mask[:, None], resample(log_w, generator), identity)
+            x = _gather(x, anc)
+            model.cache = {name: _gather(v, anc) for name, v in model.cache.items()}
+            log_w = torch.where(mask[:, None], torch.full_like(log_w, -math.log(N)), log_w)
+            if move is not None:
+                x_moved, acc = move(x, lambda z, k=k: model.log_target(k, z), generator)
+                x = torch.where(mask.view(B, *([1] * (x.dim() - 1))), x_moved, x)
+                acceptance[:, k] = torch.where(mask, acc.to(x.dtype), acceptance[:, k])
+                model.invalidate()
+        if genealogy:
+            ancestry.append(anc)
+
+    weighted, final_log_w = x, log_w
+    anc = resample(log_w, generator)
+    resampled[:, K - 1] = True
+    if genealogy:
+        ancestry.append(anc)
+    return SMCOutput(
+        samples=_gather(x, anc),
+        log_weights=final_log_w,
+        particles=weighted,
+        ess=ess_trace,
+        resampled=resampled,
+        log_evidence=log_z,
+        acceptance=acceptance,
+        genealogy=torch.stack(ancestry, 1) if genealogy else None,
+    )
+
+
+def _gather(x: Tensor, ancestors: Tensor) -> Tensor:
+    """``x[b, ancestors[b, i]]`` for ``x: [B, N, ...]`` and ``ancestors: [B, M]``: ``[B, M, ...]``."""
+    B, M = ancestors.shape
+    idx = ancestors.reshape(B, M, *([1] * (x.dim() - 2))).expand(B, M, *x.shape[2:])
+    return torch.gather(x, 1, idx)
