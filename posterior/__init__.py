@@ -7,7 +7,7 @@
 
 from posterior import operators, problems
 from posterior.distributions import GaussianMixture
-from posterior.priors import DiffusionPrior, GaussianMixturePrior
+from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, load_prior
 from posterior.problem import InverseProblem
 from posterior.samplers import METHODS, Result, sample
 from posterior.schedule import VPSchedule
@@ -18,6 +18,8 @@ __all__ = [
     "VPSchedule",
     "DiffusionPrior",
     "GaussianMixturePrior",
+    "DiffusersPrior",
+    "load_prior",
     "GaussianMixture",
     "InverseProblem",
     "Result",

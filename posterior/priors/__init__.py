@@ -1,6 +1,16 @@
 """Diffusion priors: the interface, the exact Gaussian mixture, diffusers models, shipped weights."""
 
 from posterior.priors.base import Denoised, DiffusionPrior
+from posterior.priors.diffusers import DiffusersPrior
 from posterior.priors.gaussian_mixture import GaussianMixturePrior
+from posterior.priors.shipped import available_priors, load_prior, mnist_heldout
 
-__all__ = ["DiffusionPrior", "Denoised", "GaussianMixturePrior"]
+__all__ = [
+    "Denoised",
+    "DiffusersPrior",
+    "DiffusionPrior",
+    "GaussianMixturePrior",
+    "available_priors",
+    "load_prior",
+    "mnist_heldout",
+]
