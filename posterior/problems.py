@@ -1,8 +1,9 @@
-"""Ready-made inverse problems: the Gaussian-mixture benchmark and simulated problem batches."""
+"""Ready-made inverse problems: the Gaussian-mixture benchmark, simulated batches, MNIST images."""
 
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -15,7 +16,17 @@ from posterior.priors.gaussian_mixture import GaussianMixturePrior
 from posterior.problem import InverseProblem
 from posterior.schedule import VPSchedule
 
-__all__ = ["gmm_benchmark", "gmm_prior_grid", "simulate", "gmm_demo"]
+__all__ = [
+    "gmm_benchmark",
+    "gmm_demo",
+    "gmm_prior_grid",
+    "mnist_deblur",
+    "mnist_denoising",
+    "mnist_inpainting",
+    "mnist_problem",
+    "mnist_superresolution",
+    "simulate",
+]
 
 
 def gmm_prior_grid(
@@ -83,3 +94,101 @@ def simulate(
     problem = InverseProblem(prior, op, y, noise_std)
     problem.truth = x
     return problem
+
+
+# --------------------------------------------------------------------------------------- MNIST images
+def mnist_problem(
+    operator: Operator,
+    index: int | list[int] = 0,
+    noise_std: float = 0.05,
+    seed: int = 0,
+    prior: DiffusionPrior | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> InverseProblem:
+    """``y = A(x) + noise_std * eps`` for held-out MNIST digits ``x`` under the shipped MNIST prior.
+
+    Args:
+        operator: an image operator on ``[1, 28, 28]`` (see :mod:`posterior.operators`).
+        index: which of the 500 held-out digits (never seen by the prior); a list gives a batch
+            of ``B`` problems (``y: [B, *obs_shape]``).
+        noise_std: Gaussian noise on the ``[-1, 1]`` pixel scale.
+        seed: seeds the observation noise.
+        prior: the prior to use (default: ``load_prior("mnist", device, dtype)``).
+
+    ``problem.truth`` is the digit(s), ``Tensor[1, 28, 28]`` (``[B, 1, 28, 28]`` for a list).
+    """
+    from posterior.priors.shipped import load_prior, mnist_heldout
+
+    if prior is None:
+        prior = load_prior("mnist", device=device, dtype=dtype)
+    batched = not isinstance(index, int)
+    x, _ = mnist_heldout(index if batched else [index], device=prior.device, dtype=prior.dtype)
+    op = as_operator(operator).bind(tuple(prior.event_shape))
+    gen = torch.Generator().manual_seed(seed)
+    clean = op.A(x)
+    noise = torch.randn(clean.shape, generator=gen, dtype=torch.float64).to(clean)
+    y = clean + noise_std * noise
+    problem = InverseProblem(prior, op, y if batched else y[0], noise_std)
+    problem.truth = x if batched else x[0]
+    return problem
+
+
+def mnist_inpainting(
+    index: int | list[int] = 0,
+    kind: str = "half",
+    noise_std: float = 0.05,
+    seed: int = 0,
+    observed_fraction: float = 0.25,
+    **kwargs: Any,
+) -> InverseProblem:
+    """Inpainting of a held-out MNIST digit.
+
+    ``kind``: ``"half"`` (the bottom half hidden), ``"box"`` (a central 12x12 box hidden) or
+    ``"random"`` (only ``observed_fraction`` of the pixels observed, drawn with ``seed``).
+    Other arguments as in :func:`mnist_problem`.
+    """
+    from posterior.operators.image import Inpainting, box_mask, half_mask, random_mask
+
+    if kind == "half":
+        mask = half_mask((1, 28, 28), hide="bottom")
+    elif kind == "box":
+        mask = box_mask((1, 28, 28), 8, 8, 12, 12)
+    elif kind == "random":
+        mask = random_mask((1, 28, 28), observed_fraction, seed=seed)
+    else:
+        raise ValueError(f"kind must be 'half', 'box' or 'random', got {kind!r}")
+    return mnist_problem(Inpainting(mask), index, noise_std, seed, **kwargs)
+
+
+def mnist_superresolution(
+    factor: int = 4, index: int | list[int] = 0, noise_std: float = 0.05, seed: int = 0, **kwargs: Any
+) -> InverseProblem:
+    """``factor``-times downsampling (average pooling) of a held-out MNIST digit: 2 or 4 (28 = 4 x 7)."""
+    from posterior.operators.image import SuperResolution
+
+    return mnist_problem(SuperResolution(factor), index, noise_std, seed, **kwargs)
+
+
+def mnist_deblur(
+    sigma: float = 1.5, index: int | list[int] = 0, noise_std: float = 0.05, seed: int = 0, **kwargs: Any
+) -> InverseProblem:
+    """Gaussian blur (std ``sigma`` pixels, zero padding) of a held-out MNIST digit."""
+    from posterior.operators.image import Blur, gaussian_kernel
+    from posterior.priors.shipped import load_prior
+
+    if kwargs.get("prior") is None:
+        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+        kwargs["prior"] = load_prior("mnist", device=device, dtype=dtype)
+    prior = kwargs["prior"]
+    blur = Blur(gaussian_kernel(sigma, dtype=prior.dtype, device=prior.device))
+    return mnist_problem(blur, index, noise_std, seed, **kwargs)
+
+
+def mnist_denoising(
+    index: int | list[int] = 0, noise_std: float = 0.3, seed: int = 0, **kwargs: Any
+) -> InverseProblem:
+    """A held-out MNIST digit observed with Gaussian noise only (``A = I``)."""
+    from posterior.operators.linear import Identity
+
+    return mnist_problem(Identity(), index, noise_std, seed, **kwargs)
