@@ -20,7 +20,9 @@ def wasserstein_1d(a: Tensor, b: Tensor) -> Tensor:
     if a.shape[-1] == b.shape[-1]:
         return (a - b).abs().mean(-1)
     n, m = a.shape[-1], b.shape[-1]
-    levels = torch.cat([torch.arange(1, n + 1, device=a.device) / n, torch.arange(1, m + 1, device=a.device) / m])
+    levels = torch.cat(
+        [torch.arange(1, n + 1, device=a.device) / n, torch.arange(1, m + 1, device=a.device) / m]
+    )
     levels = levels.sort().values.to(a.dtype)
     widths = torch.diff(levels, prepend=levels.new_zeros(1))
     ia = torch.clamp(torch.ceil(levels * n - 1e-9).long() - 1, 0, n - 1)

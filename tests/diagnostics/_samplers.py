@@ -12,7 +12,7 @@ from posterior.samplers.result import Result
 class OracleSampler(Sampler):
     """Draws from ``problem.exact_posterior()`` (shrunk towards its draws' mean by ``shrink``)."""
 
-    name = "_test_oracle"
+    name = "test_oracle"
     exact = True
     summary = "test only: exact posterior draws"
 
@@ -45,7 +45,7 @@ class OracleSampler(Sampler):
 
 
 class ApproxOracleSampler(OracleSampler):
-    name = "_test_oracle_approx"
+    name = "test_oracle_approx"
     exact = False
     summary = "test only: exact posterior draws, flagged approximate"
 

@@ -1,0 +1,212 @@
+"""Results as ArviZ data, on arviz 0.x (``InferenceData``) and arviz >= 1 (``xarray.DataTree``).
+
+Layout (both lines): group ``posterior`` holds the variable ``x`` with dims ``(chain, draw,
+*event_dims)``, where a chain is one independent run (or one MCMC chain) and the draws are its
+equally weighted samples; image samples keep ``(channel, row, col)``. Batched results add a
+``problem`` dim after ``draw``. Group ``sample_stats`` holds what the method reports: ``log_weight``
+(``(chain, particle)``, before the final resampling), ``ess``, ``resampled`` and ``acceptance``
+(``(chain, step)``), ``log_evidence``, ``num_evals``, ``num_vjps`` and ``wall_time`` (``(chain,)``)
+and any per-method trace in ``Result.stats``. With ``problem=`` given, ``observed_data`` holds
+``y`` and ``constant_data`` the ground truth ``x_true`` when known.
+
+The only version-specific line is the container at the end (:func:`_container`); everything else is
+plain xarray, so ``az.summary`` / ``az.rhat`` / ``az.ess`` work on either.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from posterior.samplers.result import Result
+
+if TYPE_CHECKING:
+    from posterior.problem import InverseProblem
+
+__all__ = ["arviz_major_version", "event_dims", "run_chains", "to_arviz"]
+
+
+def _arviz() -> Any:
+    with warnings.catch_warnings():  # arviz 0.2x announces its 1.0 refactor on import
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def arviz_major_version() -> int:
+    """The installed arviz major version (0 for the ``InferenceData`` line)."""
+    return int(_arviz().__version__.split(".")[0])
+
+
+def event_dims(event_shape: Sequence[int], name: str = "x") -> tuple[str, ...]:
+    """Dimension names for one sample: ``(name_dim,)`` for vectors, ``(channel, row, col)`` for
+    images, ``name_dim_0, ...`` otherwise."""
+    if len(event_shape) == 1:
+        return (f"{name}_dim",)
+    if len(event_shape) == 3:
+        return ("channel", "row", "col")
+    return tuple(f"{name}_dim_{i}" for i in range(len(event_shape)))
+
+
+def _np(t: Tensor | float | int) -> np.ndarray:
+    if isinstance(t, Tensor):
+        t = t.detach().cpu()
+        return t.numpy() if t.dtype == torch.bool else t.double().numpy()
+    return np.asarray(t)
+
+
+def _batched(r: Result) -> Result:
+    """A view of ``r`` with the leading problem dim present (``B = 1`` for unbatched results)."""
+    if r.batched:
+        return r
+    fields = {name: getattr(r, name) for name in r.__dataclass_fields__}
+    for name in Result._BATCHED_FIELDS:
+        if fields[name] is not None:
+            fields[name] = fields[name][None]
+    fields["stats"] = {k: v[None] for k, v in r.stats.items()}
+    fields["batched"] = True
+    return Result(**fields)
+
+
+def to_arviz(
+    results: Result | Sequence[Result],
+    *,
+    problem: InverseProblem | None = None,
+    var_name: str = "x",
+    problem_index: int | None = None,
+) -> Any:
+    """Convert one result (one chain) or a list of results (independent runs: one chain each).
+
+    Args:
+        results: a :class:`~posterior.Result` or a sequence of them with equal sample shapes
+            (e.g. from :func:`run_chains`). Samples ``[N, *event]`` (or ``[B, N, *event]``).
+        problem: optional; adds ``observed_data`` (``y``) and ``constant_data`` (``x_true``).
+        var_name: name of the posterior variable.
+        problem_index: for batched results, keep only this problem (drops the ``problem`` dim).
+
+    Returns:
+        ``arviz.InferenceData`` on arviz 0.x, ``xarray.DataTree`` on arviz >= 1.
+    """
+    import xarray as xr
+
+    runs = [results] if isinstance(results, Result) else list(results)
+    if not runs or not all(isinstance(r, Result) for r in runs):
+        raise TypeError("to_arviz expects a Result or a non-empty sequence of Results")
+    keep_problem = any(r.batched for r in runs) and problem_index is None
+    runs = [_batched(r) for r in runs]
+    shapes = {tuple(r.samples.shape) for r in runs}
+    if len(shapes) > 1:
+        raise ValueError(f"results to stack as chains must have equal sample shapes, got {sorted(shapes)}")
+    B = runs[0].samples.shape[0]
+    if problem_index is not None and not -B <= problem_index < B:
+        raise ValueError(f"problem_index {problem_index} is out of range for {B} problems")
+    sel: slice | int = slice(None) if keep_problem else (problem_index or 0)
+    pdim = ("problem",) if keep_problem else ()
+
+    def stack(get: Any) -> np.ndarray | None:
+        values = [get(r) for r in runs]
+        if any(v is None for v in values):
+            return None
+        return np.stack([_np(v) for v in values])
+
+    ev = event_dims(runs[0].samples.shape[2:], var_name)
+    # samples [B, N, *event] -> [N, B, *event] so that dims read (chain, draw, problem, *event)
+    x = stack(lambda r: r.samples[sel].movedim(0, 1) if keep_problem else r.samples[sel])
+    posterior = xr.Dataset({var_name: (("chain", "draw", *pdim, *ev), x)})
+
+    stats: dict[str, Any] = {}
+    per_particle = stack(lambda r: None if r.log_weights is None else r.log_weights[sel])
+    if per_particle is not None:
+        stats["log_weight"] = (("chain", *pdim, "particle"), per_particle)
+    for name in ("ess", "resampled", "acceptance"):
+        value = stack(lambda r, n=name: None if getattr(r, n) is None else getattr(r, n)[sel])
+        if value is not None:
+            stats[name] = (("chain", *pdim, "step"), value)
+    log_z = stack(lambda r: None if r.log_evidence is None else r.log_evidence[sel])
+    if log_z is not None:
+        stats["log_evidence"] = (("chain", *pdim), log_z)
+    for name in ("num_evals", "num_vjps", "wall_time"):
+        stats[name] = (("chain",), np.asarray([float(getattr(r, name)) for r in runs]))
+    for key in runs[0].stats:
+        try:
+            value = stack(lambda r, k=key: r.stats[k][sel] if k in r.stats else None)
+        except ValueError:  # traces of unequal length across runs: not stackable
+            value = None
+        if value is not None:
+            extra = tuple(f"{key}_dim_{i}" for i in range(value.ndim - 1 - len(pdim)))
+            stats[key] = (("chain", *pdim, *extra), value)
+    groups: dict[str, Any] = {"posterior": posterior, "sample_stats": xr.Dataset(stats)}
+
+    if problem is not None:
+        y = problem.y_batch[sel]
+        obs_dims = event_dims(problem.obs_shape, "y")
+        groups["observed_data"] = xr.Dataset({"y": ((*pdim, *obs_dims), _np(y))})
+        truth = runs[0].truth if runs[0].truth is not None else problem.truth
+        if truth is not None:
+            truth = truth if truth.dim() > len(problem.event_shape) else truth[None]
+            groups["constant_data"] = xr.Dataset({f"{var_name}_true": ((*pdim, *ev), _np(truth[sel]))})
+    attrs = {"method": runs[0].method, **{k: str(v) for k, v in runs[0].options.items()}}
+    for ds in groups.values():
+        ds.attrs.update(attrs)
+    return _container(groups)
+
+
+def _container(groups: dict[str, Any]) -> Any:
+    """The one version switch: ``InferenceData`` (arviz 0.x) or ``DataTree`` (arviz >= 1)."""
+    az = _arviz()
+    if int(az.__version__.split(".")[0]) < 1:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # non-(chain, draw) sample_stats are fine
+            return az.InferenceData(**groups)
+    import xarray as xr
+
+    return xr.DataTree.from_dict(groups)
+
+
+def run_chains(
+    problem: InverseProblem,
+    method: str,
+    num_chains: int = 4,
+    num_particles: int = 256,
+    num_steps: int = 100,
+    seed: int = 0,
+    progress: bool = False,
+    return_results: bool = False,
+    **options: Any,
+) -> Any:
+    """Run ``method`` ``num_chains`` times with independent seeds and stack the runs as chains.
+
+    Chain ``r`` uses a seed drawn from ``torch.Generator().manual_seed(seed)``, so the chains are
+    independent and the whole call is reproducible. The output feeds ``az.rhat`` / ``az.ess`` /
+    ``az.summary`` directly: between-run disagreement (R-hat > 1) flags a sampler whose runs land in
+    different places, e.g. particle collapse onto different modes.
+
+    Returns:
+        the ArviZ object of :func:`to_arviz` (with ``problem``), or the list of
+        :class:`~posterior.Result` when ``return_results``.
+    """
+    from posterior.samplers.base import sample
+
+    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
+        raise ValueError(f"num_chains must be a positive integer, got {num_chains!r}")
+    gen = torch.Generator().manual_seed(seed)
+    seeds = torch.randint(0, 2**62, (num_chains,), generator=gen).tolist()
+    results = [
+        sample(
+            problem,
+            method,
+            num_particles=num_particles,
+            num_steps=num_steps,
+            seed=s,
+            progress=progress,
+            **options,
+        )
+        for s in seeds
+    ]
+    return results if return_results else to_arviz(results, problem=problem)

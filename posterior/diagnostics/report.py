@@ -1,0 +1,312 @@
+"""Comparison reports: run methods on problems, measure them, write ``report.md`` / ``report.json``
+and figures into a folder.
+
+Measures per (problem, method), averaged over the ``B`` problems of a batched problem:
+
+- ``sw``: sliced Wasserstein-1 (:func:`~posterior.diagnostics.distances.sliced_wasserstein`) from the
+  draws to as many exact posterior draws, next to ``sw_floor``, the same distance between two
+  independent exact sets (what a perfect sampler scores); only where the posterior is known.
+- ``coverage90``: share of true coordinates inside the 90% central intervals (truth known).
+- ``sbc_p``: chi-square p-value of the truth's rank among the draws (``B >= 20`` problems with
+  truth). The draws of one resampled particle run are correlated, which this quick check ignores;
+  :func:`~posterior.diagnostics.calibration.simulation_based_calibration` is the rigorous test.
+- ``log_evidence_error``: mean ``|log Z_hat - log Z|`` where both exist.
+- ``ess_min`` / ``ess_final``: ESS / N, minimum over the steps and at the last step.
+- ``evals_per_sample`` / ``vjps_per_sample``: network evaluations and VJPs per returned draw.
+- ``wall_time`` (seconds) and, for images with a truth, ``psnr`` of the posterior mean (range 2).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from posterior.diagnostics.arviz import _batched
+from posterior.diagnostics.calibration import coverage, coverage_curve_levels, sbc_ranks, sbc_test
+from posterior.diagnostics.distances import sliced_wasserstein
+from posterior.problem import InverseProblem
+from posterior.samplers.result import Result
+
+__all__ = ["Report", "compare", "evaluate"]
+
+_COLUMNS = [
+    ("sw", "SW to exact", "{:.3f}"),
+    ("sw_floor", "exact floor", "{:.3f}"),
+    ("coverage90", "cov. 90%", "{:.2f}"),
+    ("sbc_p", "SBC p", "{:.2g}"),
+    ("log_evidence_error", "|logZ err|", "{:.3f}"),
+    ("ess_min", "min ESS/N", "{:.2f}"),
+    ("psnr", "PSNR dB", "{:.1f}"),
+    ("evals_per_sample", "evals/draw", "{:.0f}"),
+    ("vjps_per_sample", "VJPs/draw", "{:.0f}"),
+    ("wall_time", "wall s", "{:.2f}"),
+]
+
+
+def _exact(problem: InverseProblem) -> Any | None:
+    try:
+        return problem.exact_posterior()
+    except ValueError:
+        return None
+
+
+def evaluate(
+    problem: InverseProblem,
+    result: Result,
+    seed: int = 0,
+    exact_draws: tuple[Tensor, Tensor] | None = None,
+) -> dict[str, float]:
+    """Metrics of one result on its problem (see the module docstring); absent ones are left out.
+
+    Args:
+        problem: the problem the result was drawn for (``B`` problems if batched).
+        result: its :class:`~posterior.Result`.
+        seed: fixes the exact draws and the slicing directions.
+        exact_draws: two independent exact sets ``Tensor[B, N, d]`` to reuse across methods.
+    """
+    r = result if result.batched else _batched(result)
+    s = r.samples  # [B, N, *event]
+    B, N = s.shape[:2]
+    out: dict[str, float] = {}
+    vector = len(problem.event_shape) == 1
+    if vector and exact_draws is None:
+        exact_draws = _exact_sets(problem, N, seed)
+    if vector and exact_draws is not None:
+        e1, e2 = exact_draws
+        out["sw"] = float(sliced_wasserstein(s, e1, seed=seed).mean())
+        out["sw_floor"] = float(sliced_wasserstein(e2, e1, seed=seed).mean())
+    truth = problem.truth
+    if truth is not None:
+        truth = truth if problem.batched else truth[None]
+        out["coverage90"] = coverage(s, truth, [0.9]).at(0.9)
+        if B >= 20:
+            out["sbc_p"] = sbc_test(sbc_ranks(s, truth), N).p_value
+        if len(problem.event_shape) == 3:
+            mse = (s.mean(1) - truth).pow(2).flatten(1).mean(1)
+            out["psnr"] = float((10 * torch.log10(4.0 / mse.clamp_min(1e-12))).mean())
+    if r.log_evidence is not None:
+        try:
+            ref = problem.exact_log_evidence()
+            out["log_evidence_error"] = float((r.log_evidence - ref.reshape(B)).abs().mean())
+        except ValueError:
+            pass
+    if r.ess is not None and r.ess.numel():
+        ess = r.ess.double() / N
+        out["ess_min"] = float(ess.min(-1).values.mean())
+        out["ess_final"] = float(ess[..., -1].mean())
+    out["evals_per_sample"] = r.num_evals / (B * N)
+    out["vjps_per_sample"] = r.num_vjps / (B * N)
+    out["wall_time"] = r.wall_time
+    return out
+
+
+def _exact_sets(problem: InverseProblem, n: int, seed: int) -> tuple[Tensor, Tensor] | None:
+    post = _exact(problem)
+    if post is None:
+        return None
+    gen = torch.Generator(problem.prior.device).manual_seed(seed + 1)
+    e = post.sample(2 * n, gen)
+    e = e if e.dim() == 3 else e[None]
+    return e[:, :n], e[:, n:]
+
+
+@dataclass
+class Report:
+    """The outcome of :func:`compare`.
+
+    Attributes:
+        rows: one dict per (problem, method): ``problem``, ``method``, the metrics, or ``error``.
+        results: ``{(problem, method): Result}``.
+        figures: written PNG paths.
+        out: the report folder (``None`` if nothing was written).
+    """
+
+    rows: list[dict[str, Any]]
+    results: dict[tuple[str, str], Result] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    out: Path | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "settings": self.settings,
+            "rows": self.rows,
+            "figures": [str(p.name) for p in self.figures],
+        }
+
+    def to_markdown(self) -> str:
+        cols = [c for c in _COLUMNS if any(c[0] in r for r in self.rows)]
+        lines = ["# posterior comparison report", ""]
+        if self.settings:
+            lines.append(", ".join(f"{k} = {v}" for k, v in self.settings.items()))
+            lines.append("")
+        lines.append("| problem | method | " + " | ".join(c[1] for c in cols) + " |")
+        lines.append("|---|---|" + "---|" * len(cols))
+        for r in self.rows:
+            if "error" in r:
+                cells = [f"error: {r['error']}"] + [""] * (len(cols) - 1)
+            else:
+                cells = [c[2].format(r[c[0]]) if c[0] in r else "" for c in cols]
+            lines.append(f"| {r['problem']} | {r['method']} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "SW: sliced Wasserstein-1 to as many exact posterior draws (100 directions); exact floor: "
+            "the same between two exact sets. cov. 90%: share of true coordinates inside the 90% "
+            "central intervals. SBC p: uniformity of the truth's rank among the draws of one run "
+            "(correlated for resampled particles; `posterior calibrate` runs the rigorous test). "
+            "|logZ err|: error of the log-evidence estimate. evals/draw, VJPs/draw: network calls per "
+            "returned draw.",
+            "",
+        ]
+        for p in self.figures:
+            lines.append(f"![{p.stem}]({p.name})")
+            lines.append("")
+        return "\n".join(lines)
+
+    def write(self, out: str | Path) -> Path:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.out = out
+        (out / "report.md").write_text(self.to_markdown())
+        (out / "report.json").write_text(json.dumps(self.to_json(), indent=2, default=_jsonable))
+        return out
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, Tensor):
+        return v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return str(v)
+
+
+def _name_problems(problems: Any) -> dict[str, InverseProblem]:
+    if isinstance(problems, InverseProblem):
+        return {"problem": problems}
+    if isinstance(problems, Mapping):
+        return dict(problems)
+    return {f"problem{i}": p for i, p in enumerate(problems)}
+
+
+def compare(
+    problems: InverseProblem | Mapping[str, InverseProblem] | Sequence[InverseProblem],
+    methods: Sequence[str],
+    num_particles: int = 256,
+    num_steps: int = 100,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    figures: bool = True,
+) -> Report:
+    """Run every method on every problem, measure them and (with ``out``) write a report folder.
+
+    Args:
+        problems: one problem, a list, or ``{name: problem}``; batched problems count as ``B``
+            problems for coverage and SBC.
+        methods: names in ``ps.METHODS``.
+        num_particles, num_steps, seed: passed to :func:`posterior.sample` (same seed per method).
+        out: folder for ``report.md``, ``report.json`` and the PNG figures.
+        progress: progress bars.
+        options: per-method options, ``{method: {option: value}}``.
+        figures: draw figures (needs ``out``).
+
+    A method that refuses a problem (e.g. needs a linear operator) gets a row with its ``error``;
+    the others still run.
+    """
+    from posterior._utils import progress_bar
+    from posterior.samplers.base import get_method, sample
+
+    named = _name_problems(problems)
+    classes = [get_method(m) for m in methods]  # unknown names fail before any work
+    options = options or {}
+    report = Report(
+        rows=[],
+        settings={"num_particles": num_particles, "num_steps": num_steps, "seed": seed},
+    )
+    jobs = [(pn, cls) for pn in named for cls in classes]
+    exact_cache: dict[str, tuple[Tensor, Tensor] | None] = {}
+    for pn, cls in progress_bar(jobs, enabled=progress, desc="compare", total=len(jobs)):
+        problem = named[pn]
+        row: dict[str, Any] = {"problem": pn, "method": cls.name}
+        try:
+            res = sample(
+                problem,
+                cls,
+                num_particles=num_particles,
+                num_steps=num_steps,
+                seed=seed,
+                progress=progress,
+                **dict(options.get(cls.name, {})),
+            )
+        except (ValueError, TypeError, NotImplementedError) as err:
+            row["error"] = str(err).splitlines()[0]
+            report.rows.append(row)
+            continue
+        if pn not in exact_cache:
+            exact_cache[pn] = (
+                _exact_sets(problem, num_particles, seed) if len(problem.event_shape) == 1 else None
+            )
+        row.update(evaluate(problem, res, seed=seed, exact_draws=exact_cache[pn]))
+        report.results[(pn, cls.name)] = res
+        report.rows.append(row)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        if figures:
+            report.figures = _figures(named, report, out)
+        report.write(out)
+    return report
+
+
+def _figures(named: Mapping[str, InverseProblem], report: Report, out: Path) -> list[Path]:
+    from posterior.diagnostics import plots
+
+    paths: list[Path] = []
+    for pn, problem in named.items():
+        res = {m: r for (p, m), r in report.results.items() if p == pn}
+        if not res:
+            continue
+        first = {m: (r.samples[0] if r.batched else r.samples) for m, r in res.items()}
+        slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in pn)
+        if len(problem.event_shape) == 1 and problem.event_shape[0] >= 2:
+            fig = plots.plot_samples_2d(problem, first)
+            paths.append(plots.save_figure(fig, out / f"{slug}_samples.png"))
+        elif len(problem.event_shape) == 3:
+            truth = (
+                None if problem.truth is None else (problem.truth[0] if problem.batched else problem.truth)
+            )
+            obs = _observation_image(problem)
+            fig = plots.plot_images(first, truth=truth, observation=obs)
+            paths.append(plots.save_figure(fig, out / f"{slug}_images.png"))
+        if any(r.ess is not None or r.log_weights is not None for r in res.values()):
+            paths.append(plots.save_figure(plots.plot_traces(res), out / f"{slug}_traces.png"))
+        if problem.truth is not None and problem.batch_size >= 20:
+            truth = problem.truth
+            covs = {
+                m: coverage(r.samples, truth, coverage_curve_levels())
+                for m, r in res.items()
+                if r.samples.dim() >= 3
+            }
+            if covs:
+                paths.append(plots.save_figure(plots.plot_coverage(covs), out / f"{slug}_coverage.png"))
+            tests = {m: sbc_test(sbc_ranks(r.samples, truth), r.samples.shape[1]) for m, r in res.items()}
+            paths.append(plots.save_figure(plots.plot_rank_histograms(tests), out / f"{slug}_ranks.png"))
+    return paths
+
+
+def _observation_image(problem: InverseProblem) -> Tensor | None:
+    """``A^+ y`` for problem 0 when the operator has a pseudo-inverse, else ``y`` if image-shaped."""
+    y = problem.y_batch[:1]
+    try:
+        img = problem.operator.A_pinv(y)  # type: ignore[attr-defined]
+        return img[0].reshape(problem.event_shape)
+    except (AttributeError, NotImplementedError, ValueError, RuntimeError):
+        return y[0] if tuple(y.shape[1:]) == tuple(problem.event_shape) else None
