@@ -168,6 +168,44 @@ class DiffusionPrior(ABC):
         self.num_vjps += x_t.shape[0]
         return Denoised(torch.cat(eps), torch.cat(x0)), torch.cat(vals), torch.cat(grads)
 
+    def denoise_vjp(self, x_t: Tensor, t: int | Tensor) -> tuple[Denoised, Callable[[Tensor], Tensor]]:
+        """Predictions plus a closure applying the transposed Jacobian of the denoiser.
+
+        Evaluates the network once (counted) and keeps its autograd graph, so that
+        ``vjp(v: Tensor[n, *event_shape]) -> (d x0 / d x_t)^T v: Tensor[n, *event_shape]`` can be
+        called repeatedly (each call counts one VJP per sample), as conjugate-gradient solves with
+        the Tweedie covariance ``Cov[x_0 | x_t] = (1 - abar_t) / sqrt(abar_t) * d x0 / d x_t`` need
+        (MMPS, Rozet et al., 2024). The graph lives as long as the closure.
+
+        Returns ``(Denoised, vjp)``; the predictions are detached.
+        """
+        self._check_input(x_t)
+        n = x_t.shape[0]
+        t = self._times(t, n, x_t.device)
+        graphs, eps, x0 = [], [], []
+        for sl in self._chunks(n):
+            with torch.enable_grad():
+                x = x_t[sl].detach().requires_grad_(True)
+                d = self._convert(self.model_output(x, t[sl]), x, t[sl])
+            graphs.append((sl, x, d.x0))
+            eps.append(d.eps.detach())
+            x0.append(d.x0.detach())
+        self.num_evals += n
+
+        def vjp(v: Tensor) -> Tensor:
+            if v.shape != x_t.shape:
+                raise ValueError(f"vjp expects a Tensor{list(x_t.shape)}, got {list(v.shape)}")
+            out = []
+            for sl, x, x0_chunk in graphs:
+                (g,) = torch.autograd.grad(
+                    x0_chunk, x, grad_outputs=v[sl], retain_graph=True, allow_unused=True
+                )
+                out.append(torch.zeros_like(x) if g is None else g)
+            self.num_vjps += n
+            return torch.cat(out)
+
+        return Denoised(torch.cat(eps), torch.cat(x0)), vjp
+
     def eps(self, x_t: Tensor, t: int | Tensor) -> Tensor:
         """Predicted noise, ``Tensor[n, *event_shape]``."""
         return self.denoise(x_t, t).eps

@@ -43,3 +43,40 @@ def posterior_score(problem: ps.InverseProblem, x: Tensor, t: int) -> Tensor:
     S = abar * cov + (1 - abar) * torch.eye(d, dtype=x.dtype)
     diff = x - abar**0.5 * mean[:, None]
     return -torch.linalg.solve(S[:, None], diff.unsqueeze(-1)).squeeze(-1)
+
+
+class NaNPrior(ps.DiffusionPrior):
+    """Wraps a prior and returns NaN predictions at times ``t < t_nan`` (to test divergence errors)."""
+
+    def __init__(self, prior: ps.DiffusionPrior, t_nan: int) -> None:
+        super().__init__()
+        self.inner, self.t_nan = prior, t_nan
+        self.schedule, self.event_shape = prior.schedule, prior.event_shape
+
+    def model_output(self, x_t: Tensor, t: Tensor) -> Tensor:
+        out = self.inner.model_output(x_t, t)
+        return torch.where((t < self.t_nan).reshape(-1, *([1] * (x_t.dim() - 1))), torch.nan, out)
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.dtype
+
+
+class NoSVD(ps.operators.LinearOperator):
+    """A dense matrix operator that hides its SVD (forces the conjugate-gradient paths)."""
+
+    has_svd = False
+
+    def __init__(self, matrix: Tensor) -> None:
+        self.weight = matrix
+        self.out_shape, self.in_shape = (matrix.shape[0],), (matrix.shape[1],)
+
+    def A(self, x: Tensor) -> Tensor:
+        return x @ self.weight.T
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        return y @ self.weight

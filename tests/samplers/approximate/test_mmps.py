@@ -4,8 +4,9 @@ import pytest
 import torch
 
 import posterior as ps
+from posterior.samplers.approximate._linear_solve import conjugate_gradient
 from posterior.samplers.approximate.mmps import mmps_denoise
-from tests.samplers.approximate._linear_gaussian import gaussian_problem, posterior_score
+from tests.samplers.approximate._linear_gaussian import NaNPrior, gaussian_problem, posterior_score
 
 
 @pytest.mark.parametrize("t", [0, 10, 100, 400, 700, 999])
@@ -64,3 +65,25 @@ def test_bad_input():
     noiseless = ps.InverseProblem(problem.prior, problem.operator, problem.y_batch, 0.0)
     with pytest.raises(ValueError, match="noise_std > 0"):
         ps.sample(noiseless, "mmps", num_particles=2, num_steps=2)
+
+
+def test_nan_names_method_and_step():
+    problem = gaussian_problem()
+    bad = ps.InverseProblem(NaNPrior(problem.prior, t_nan=500), problem.operator, problem.y_batch, 0.5)
+    with pytest.raises(FloatingPointError, match=r"mmps: step \d+ \(t=\d+\)"):
+        ps.sample(bad, "mmps", num_particles=2, num_steps=4)
+
+
+def test_conjugate_gradient_without_svd_matches_dense_solve():
+    """The batched CG solver: exact after dim iterations, residual below rtol with early stopping."""
+    gen = torch.Generator().manual_seed(1)
+    L = torch.randn(3, 5, 5, generator=gen, dtype=torch.float64)
+    M = L @ L.transpose(-1, -2) + 0.1 * torch.eye(5, dtype=torch.float64)
+    b = torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    x = conjugate_gradient(lambda v: (M @ v[..., None])[..., 0], b, iters=5)
+    assert torch.allclose(x, torch.linalg.solve(M, b), rtol=1e-8, atol=1e-10)
+    x = conjugate_gradient(lambda v: (M @ v[..., None])[..., 0], b, iters=50, rtol=1e-3)
+    r = b - (M @ x[..., None])[..., 0]
+    assert (r.norm(dim=-1) <= 1e-3 * b.norm(dim=-1)).all()
+    zero = conjugate_gradient(lambda v: (M @ v[..., None])[..., 0], torch.zeros_like(b), iters=5)
+    assert torch.equal(zero, torch.zeros_like(b))
