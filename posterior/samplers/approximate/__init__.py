@@ -2,8 +2,13 @@
 
 from posterior.samplers.approximate import (  # noqa: F401
     csgm,
+    ddrm,
     diffpir,
+    dps,
     mmps,
+    pigdm,
     pnp_admm,
     reddiff,
+    score_ald,
+    sdedit,
 )
