@@ -76,18 +76,10 @@ def test_oracle_well_separated_modes(dim: int, obs_dim: int, seed: int) -> None:
 
 
 @pytest.mark.slow
-def test_single_chains_mix_rhat_and_ula_bias() -> None:
-    problem = _connected_problem()
-    post = problem.exact_posterior()
-    r = ps.sample(problem, "mala", 4, 3000, seed=0, keep_chain=True, burn_in=500, init="prior")
-    chains = r.stats["chain"]  # [4, 2500, 2]
-    assert rhat(chains) < 1.01
-    import arviz as az
-
-    ess = min(float(az.ess(chains[..., j].double().numpy())) for j in range(2))
-    d, q = near_exact(chains.reshape(-1, 2), post, n_eff=int(ess))
-    assert d < q, (d, q, ess)
-    # ULA at a large step on a problem where it matters: started exactly, it drifts away
+def test_ula_bias_shows_at_large_step() -> None:
+    # Started from exact posterior draws, MALA stays exact; ULA at the same (large) step drifts
+    # away: its stationary law is off by O(step_size). (Single-chain mixing and R-hat over 4
+    # trajectories of this kernel: tests/kernels/test_pyro.py.)
     sharp = ps.problems.gmm_benchmark(2, 1, seed=1)
     post = sharp.exact_posterior()
     exact = post.sample(1000, torch.Generator().manual_seed(0))
