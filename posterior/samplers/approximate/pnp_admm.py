@@ -15,7 +15,9 @@ The prior step is the proximal map of ``R`` with step ``1 / rho_k``, replaced by
 at noise level ``sigmabar_k``: if ``v = x_0 + sigmabar e`` then ``sqrt(abar_t) v`` is distributed as
 ``x_t`` for the time with ``(1 - abar_t) / abar_t = sigmabar^2``, so
 ``D(v) = E[x_0 | x_t = sqrt(abar_t) v]``. The penalty follows the diffusion times,
-``rho_k = lam / sigmabar_{t_k}^2``, decreasing the denoising strength from pure noise to clean.
+``rho_k = lam / sigmabar_{t_k}^2``, decreasing the denoising strength from pure noise to clean;
+the scaled dual ``u`` is rescaled by ``rho_{k-1} / rho_k`` when the penalty changes (Boyd et al.,
+"Distributed Optimization and Statistical Learning via ADMM", 2011, section 3.4.1).
 The data step is closed-form through the operator's SVD, conjugate gradients otherwise.
 Deterministic given the initial ``z ~ N(0, I)``; the particles are independent restarts.
 """
@@ -93,10 +95,16 @@ class PnPADMM(Sampler):
         z = initial_noise(problem, num_particles, generator)
         u = torch.zeros_like(z)
         x = z
+        rho_prev = None
         for i, t in enumerate(progress_bar(times, enabled=progress, desc=self.name)):
             abar = prior.schedule.alpha_bar(t).item()
-            rho = torch.tensor(self.lam * abar / (1 - abar), dtype=z.dtype, device=z.device)
-            x = admm_data_step(problem, z - u, rho, self.cg_iters)
+            rho = self.lam * abar / (1 - abar)
+            if rho_prev is not None:  # the scaled dual u = dual / rho follows the penalty
+                u = u * (rho_prev / rho)
+            rho_prev = rho
+            x = admm_data_step(
+                problem, z - u, torch.tensor(rho, dtype=z.dtype, device=z.device), self.cg_iters
+            )
             z = denoise(prior, abar**0.5 * (x + u), t).x0
             u = u + x - z
             check_finite(x, f"{self.name}: step {i} (t={t})")

@@ -14,8 +14,8 @@ score distillation): its gradient is ``lambda_t (eps_theta(x_t; t) - eps)``, imp
 surrogate ``lambda_t * sg(eps_theta - eps) . mu``. The weighting is the paper's
 ``lambda_t = lam * sqrt(1 - abar_t) / sqrt(abar_t)`` (inverse square root of the SNR), with
 ``lam = 0.25``, Adam with learning rate 0.1 and betas (0.9, 0.99), ``mu`` initialised at the
-pseudo-inverse ``A^+ y``, and the diffusion times visited once each from ``T`` down to ``0``
-(the authors' configuration).
+pseudo-inverse ``A^+ y`` (here noise-regularised), and the diffusion times visited once each from
+``T`` down to ``0`` (the authors' configuration).
 
 Stationarity (section 4 of the paper): at the optimum ``A'(mu)^T (y - A(mu)) / sigma^2 =
 E_{t,eps}[lambda_t (eps_theta(x_t; t) - eps)]``. For a Gaussian prior ``N(m, C)``,
@@ -38,6 +38,7 @@ from torch import Tensor
 from posterior._utils import progress_bar
 from posterior.operators.base import LinearOperator
 from posterior.problem import InverseProblem
+from posterior.samplers.approximate._linear_solve import ridge_solve
 from posterior.samplers.approximate._loop import denoise, initial_noise, make_result, randn_like
 from posterior.samplers.approximate._optim import Adam
 from posterior.samplers.base import Sampler, register
@@ -90,8 +91,9 @@ class REDDiff(Sampler):
         time_sampling: ``"descending"`` (default, the authors' schedule: the ``num_steps`` grid
             from ``T`` to ``0``, one iteration each) or ``"random"`` (Algorithm 1: a uniform
             time in ``0..T-1`` at each iteration, shared by the batch).
-        init: ``"pinv"`` (default, ``mu_0 = A^+ y``; needs a linear operator with an SVD) or
-            ``"noise"`` (``mu_0 ~ N(0, I)`` per particle).
+        init: ``"pinv"`` (default, ``mu_0 = A^+ y`` as in the paper, regularised:
+            ``argmin ||y - A x||^2 + sigma^2 ||x||^2``; needs a linear operator) or ``"noise"``
+            (``mu_0 ~ N(0, I)`` per particle).
     """
 
     name: ClassVar[str] = "reddiff"
@@ -119,13 +121,16 @@ class REDDiff(Sampler):
         if self.init == "noise":
             return noise
         op = problem.operator
-        if not isinstance(op, LinearOperator) or not op.has_svd:
+        if not isinstance(op, LinearOperator):
             raise ValueError(
-                f"'reddiff' with init='pinv' needs a linear operator with an SVD; {op!r} has none: "
-                "pass init='noise'"
+                f"'reddiff' with init='pinv' needs a linear operator; {op!r} is not linear: pass init='noise'"
             )
-        mu0 = op.A_pinv(problem.y_batch)  # [B, *event]
-        return mu0.unsqueeze(1).expand_as(noise).clone()
+        # A^+ y regularised by the noise: argmin ||y - A x||^2 + sigma^2 ||x||^2 (the plain
+        # pseudo-inverse amplifies noise without bound on ill-conditioned operators such as blurs)
+        B, N = noise.shape[:2]
+        rho = problem.sigma.to(noise.dtype).pow(2)
+        mu0 = ridge_solve(op, problem.y_batch, torch.zeros_like(noise[:, 0]), rho)  # [B, *event]
+        return mu0.unsqueeze(1).expand(B, N, *mu0.shape[1:]).clone()
 
     def run(
         self,
