@@ -164,6 +164,10 @@ def _image_prior(spec: str, device: Any) -> Any:
             raise UsageError(f"prior folder {spec!r} does not exist or is not a folder")
         if not os.access(path, os.R_OK | os.X_OK):
             raise UsageError(f"prior folder {spec!r} is not readable")
+        if not ((path / "unet").is_dir() or (path / "config.json").is_file()):  # before importing diffusers
+            raise UsageError(
+                f"cannot load a diffusers prior from {spec!r}: no unet/ subfolder and no config.json"
+            )
         try:
             return ps.DiffusersPrior.from_pretrained(path, device=device)
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
@@ -358,7 +362,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if results:
         tests = {m: c.sbc for m, c in results.items()}
         figures.append(plots.save_figure(plots.plot_rank_histograms(tests), out / "ranks.png"))
-        curves = {m: coverage(c.samples, c.truth, coverage_curve_levels()) for m, c in results.items()}
+        levels = coverage_curve_levels(
+            max(1, args.draws // 2)
+        )  # up to (L - 1) / (L + 1), see credible_interval
+        curves = {m: coverage(c.draws, c.truth, levels) for m, c in results.items()}
         figures.append(plots.save_figure(plots.plot_coverage(curves), out / "coverage.png"))
     settings = {
         k: getattr(args, k)
@@ -380,7 +387,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def _calibration_markdown(settings: dict[str, Any], rows: list[dict[str, Any]], figures: list[Path]) -> str:
     lines = ["# posterior calibration", "", ", ".join(f"{k} = {v}" for k, v in settings.items()), ""]
-    lines += ["| method | mode | SBC chi2 (max over coords) | dof | SBC p | coverage 50/80/90/95% | wall s |"]
+    levels = next((r["coverage"]["levels"] for r in rows if "coverage" in r), [])
+    head = "/".join(f"{100 * v:g}" for v in levels)
+    lines += [f"| method | mode | SBC chi2 (max over coords) | dof | SBC p | coverage {head}% | wall s |"]
     lines += ["|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:

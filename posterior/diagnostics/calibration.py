@@ -93,16 +93,29 @@ class Coverage:
         per_coordinate: ``Tensor[L, *event]``, share of the ``B`` problems covered, per coordinate.
         overall: ``Tensor[L]``, share over problems and coordinates.
         num_problems: ``B``.
+        per_problem: ``Tensor[L, B]``, share of each problem's coordinates covered.
     """
 
     levels: Tensor
     per_coordinate: Tensor
     overall: Tensor
     num_problems: int
+    per_problem: Tensor | None = None
 
     def stderr(self) -> Tensor:
         """Binomial standard error ``sqrt(a (1 - a) / B)`` of one coordinate's coverage: ``[L]``."""
         return (self.levels * (1 - self.levels) / self.num_problems).sqrt()
+
+    def overall_stderr(self) -> Tensor:
+        """Monte Carlo standard error of :attr:`overall`: ``[L]``.
+
+        Problems are independent but the coordinates of one problem are not, so the error comes from
+        the spread of the per-problem shares: ``std_b(per_problem) / sqrt(B)`` (for ``d = 1`` this is
+        the binomial error).
+        """
+        if self.per_problem is None or self.num_problems < 2:
+            return self.stderr()
+        return self.per_problem.std(1) / self.num_problems**0.5
 
     def at(self, level: float) -> float:
         """Overall coverage at a nominal level that is in :attr:`levels`."""
@@ -115,7 +128,7 @@ class Coverage:
         return {
             "levels": self.levels.tolist(),
             "coverage": self.overall.tolist(),
-            "stderr_per_coordinate": self.stderr().tolist(),
+            "stderr": self.overall_stderr().tolist(),
             "num_problems": self.num_problems,
         }
 
@@ -141,26 +154,40 @@ def coverage(samples: Tensor, truth: Tensor, levels: Sequence[float] | Tensor = 
     t = truth.to(samples.dtype).unsqueeze(0)
     inside = ((low <= t) & (t <= high)).double()
     per = inside.mean(1)  # [L, *event]
-    return Coverage(lv, per.cpu(), per.reshape(len(lv), -1).mean(-1).cpu(), samples.shape[0])
+    per_problem = inside.reshape(len(lv), samples.shape[0], -1).mean(-1)  # [L, B]
+    return Coverage(
+        lv, per.cpu(), per.reshape(len(lv), -1).mean(-1).cpu(), samples.shape[0], per_problem.cpu()
+    )
 
 
 # --------------------------------------------------------------------------- SBC
-def sbc_ranks(samples: Tensor, truth: Tensor) -> Tensor:
+def sbc_ranks(samples: Tensor, truth: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Rank of the truth among ``L`` posterior draws, per coordinate.
+
+    Ties (e.g. pixels clipped to the image range in both the truth and the draws) are broken
+    uniformly at random, which keeps the ranks of a calibrated sampler uniform.
 
     Args:
         samples: ``Tensor[B, L, *event]``.
         truth: ``Tensor[B, *event]``.
+        generator: for the tie-breaking draws (on ``samples``' device).
 
     Returns:
-        ``LongTensor[B, *event]`` with values in ``0..L``: the number of draws below the truth.
+        ``LongTensor[B, *event]`` with values in ``0..L``: the number of draws below the truth
+        (plus a uniform share of the draws equal to it).
     """
     if samples.dim() < 3 or tuple(truth.shape) != (samples.shape[0], *samples.shape[2:]):
         raise ValueError(
             f"expected samples [B, L, *event] and truth [B, *event], "
             f"got {list(samples.shape)} and {list(truth.shape)}"
         )
-    return (samples < truth.to(samples.dtype).unsqueeze(1)).sum(1)
+    t = truth.to(samples.dtype).unsqueeze(1)
+    ranks = (samples < t).sum(1)
+    ties = (samples == t).sum(1)
+    if bool((ties > 0).any()):
+        u = torch.rand(ties.shape, generator=generator, device=samples.device, dtype=torch.float64)
+        ranks = ranks + (u * (ties + 1)).floor().long().clamp(max=ties)
+    return ranks
 
 
 def default_num_bins(num_draws: int, num_problems: int, max_bins: int = 20) -> int:
@@ -262,8 +289,9 @@ class Calibration:
     Attributes:
         method: the method name.
         sbc: the :class:`SBCTest` of ranks among ``num_draws`` independent-given-``y`` draws.
-        coverage: :class:`Coverage` of the truth by the intervals of one run's ``N`` samples.
+        coverage: :class:`Coverage` of the truth by the intervals of the ``L`` independent draws.
         samples: ``Tensor[B, N, *event]`` draws of one run per problem (for figures).
+        draws: ``Tensor[B, L, *event]`` the independent draws behind ranks and coverage.
         truth: ``Tensor[B, *event]``.
         wall_time: seconds spent sampling.
         mode: ``"runs"`` or ``"draws"``.
@@ -273,6 +301,7 @@ class Calibration:
     sbc: SBCTest
     coverage: Coverage
     samples: Tensor
+    draws: Tensor
     truth: Tensor
     wall_time: float
     mode: str
@@ -311,17 +340,20 @@ def simulation_based_calibration(
     num_particles: int = 64,
     num_steps: int = 50,
     mode: str | None = None,
-    levels: Sequence[float] | Tensor = LEVELS,
+    levels: Sequence[float] | Tensor = (0.5, 0.8, 0.9),
     seed: int = 0,
     progress: bool = False,
     num_bins: int | None = None,
+    truth_steps: int | None = None,
     **options: Any,
 ) -> Calibration:
     """SBC and coverage of ``method`` over ``num_problems`` problems simulated from the prior.
 
-    ``x_b ~ prior`` (for a diffusion network: ancestral samples of the model itself, so the check
-    is against the model's own prior), ``y_b = A(x_b) + noise_std * eps``; then the method runs on all
-    problems at once.
+    ``x_b ~ prior``, ``y_b = A(x_b) + noise_std * eps``; then the method runs on all problems at
+    once. For the Gaussian-mixture prior ``x_b`` is an exact draw. For a diffusion network it is an
+    ancestral (DDPM) draw of the model itself over ``truth_steps`` steps (default ``num_steps``): a
+    sampler run with ``num_steps`` steps uses that same chain as its prior, so the check is
+    self-consistent without paying for all training steps.
 
     Args:
         prior, operator, noise_std: the model; see :func:`posterior.problems.simulate`.
@@ -332,8 +364,12 @@ def simulation_based_calibration(
         mode: ``"runs"`` (each draw from its own run: ``B * L`` runs in one batch; valid for any
             method) or ``"draws"`` (``L`` distinct draws of one run: needs independent draws and
             ``num_particles >= L``). Default: ``"runs"`` for exact methods, ``"draws"`` otherwise.
-        levels: coverage levels; coverage uses the ``N`` samples of one run per problem.
+        levels: coverage levels. Coverage uses the same ``L`` independent draws as the ranks, so
+            it is exact in expectation for a calibrated sampler (see :func:`credible_interval`)
+            for levels up to ``(L - 1) / (L + 1)`` (0.9 for ``L = 19``); the ``N`` samples of one
+            resampled particle run are correlated and their intervals too narrow at small ``N``.
         seed: fixes the problems and the sampler's randomness.
+        truth_steps: ancestral steps for ``x_b`` when the prior has no exact sampler.
     """
     from posterior.problems import simulate
     from posterior.samplers.base import get_method, sample
@@ -349,7 +385,12 @@ def simulation_based_calibration(
         raise ValueError(f"mode='draws' needs num_particles >= num_draws, got {num_particles} < {num_draws}")
 
     gen = as_generator(seed, prior.device)
-    base = simulate(prior, operator, noise_std, num_problems, seed=gen)
+    from posterior.priors.gaussian_mixture import GaussianMixturePrior
+
+    truth0 = None
+    if not isinstance(prior, GaussianMixturePrior):
+        truth0 = prior.sample(num_problems, gen, num_steps=truth_steps or num_steps, progress=progress)
+    base = simulate(prior, operator, noise_std, num_problems, seed=gen, truth=truth0)
     truth = base.truth
     assert truth is not None
     reps = num_draws if mode == "runs" else 1
@@ -371,12 +412,13 @@ def simulation_based_calibration(
     else:
         draws = _pick(s, num_draws, gen)
         one_run = s
-    ranks = sbc_ranks(draws, truth)
+    ranks = sbc_ranks(draws, truth, gen)
     return Calibration(
         method=cls.name,
         sbc=sbc_test(ranks, num_draws, num_bins),
-        coverage=coverage(one_run, truth, levels),
+        coverage=coverage(draws, truth, levels),
         samples=one_run,
+        draws=draws,
         truth=truth,
         wall_time=result.wall_time,
         mode=mode,

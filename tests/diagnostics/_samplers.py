@@ -20,7 +20,12 @@ class OracleSampler(Sampler):
         self.shrink = shrink
 
     def run(
-        self, problem: InverseProblem, num_particles: int, num_steps: int, generator: torch.Generator, progress: bool
+        self,
+        problem: InverseProblem,
+        num_particles: int,
+        num_steps: int,
+        generator: torch.Generator,
+        progress: bool,
     ) -> Result:
         post = problem.exact_posterior()
         x = post.sample(num_particles, generator)  # [B, N, d]

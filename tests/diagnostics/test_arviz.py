@@ -1,0 +1,172 @@
+"""ArviZ conversion: layout, stacking runs as chains, both arviz lines, every registered method."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+import posterior as ps
+from posterior.diagnostics.arviz import arviz_major_version, event_dims, run_chains, to_arviz
+from posterior.samplers.result import Result
+from tests.diagnostics._samplers import register_test_samplers
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+register_test_samplers()
+
+
+def _groups(data) -> set[str]:
+    """Group names: ``InferenceData.groups()`` (0.x) or the DataTree's children (1.x)."""
+    return set(data.groups()) if callable(data.groups) else set(data.children)
+
+
+def _group(data, name: str):
+    """A group as an ``xarray.Dataset`` on either arviz line."""
+    node = data[name]
+    return node.to_dataset() if hasattr(node, "to_dataset") else node
+
+
+@pytest.fixture(scope="module")
+def problem() -> ps.InverseProblem:
+    return ps.problems.gmm_benchmark(dim=4, obs_dim=2, seed=0)
+
+
+def test_container_type_follows_arviz_line(problem) -> None:
+    data = ps.sample(problem, "test_oracle", num_particles=64, num_steps=5, seed=0).to_arviz()
+    if arviz_major_version() < 1:
+        assert isinstance(data, az.InferenceData)
+    else:
+        import xarray as xr
+
+        assert isinstance(data, xr.DataTree)
+
+
+def test_single_result_layout_and_stats(problem) -> None:
+    res = ps.sample(problem, "test_oracle", num_particles=64, num_steps=5, seed=0)
+    data = to_arviz(res, problem=problem)
+    assert {"posterior", "sample_stats", "observed_data", "constant_data"} <= _groups(data)
+    post = _group(data, "posterior")
+    assert post["x"].dims == ("chain", "draw", "x_dim")
+    assert post["x"].shape == (1, 64, 4)
+    torch.testing.assert_close(torch.as_tensor(post["x"].values[0]), res.samples.double())
+    stats = _group(data, "sample_stats")
+    assert stats["ess"].dims == ("chain", "step") and stats["ess"].shape == (1, 5)
+    assert stats["log_weight"].dims == ("chain", "particle")
+    assert stats["resampled"].dtype == bool
+    assert float(stats["log_evidence"][0]) == pytest.approx(float(res.log_evidence))
+    assert float(stats["num_evals"][0]) == res.num_evals
+    assert stats["step_size"].dims == ("chain", "step_size_dim_0")
+    assert _group(data, "observed_data")["y"].shape == (2,)
+    torch.testing.assert_close(
+        torch.as_tensor(_group(data, "constant_data")["x_true"].values), problem.truth.double()
+    )
+    summary = az.summary(data)
+    assert len(summary) == 4
+
+
+def test_run_chains_stacks_independent_runs_for_rhat(problem) -> None:
+    data = run_chains(problem, "test_oracle", num_chains=4, num_particles=200, num_steps=2, seed=0)
+    post = _group(data, "posterior")
+    assert post["x"].shape == (4, 200, 4)
+    chains = torch.as_tensor(post["x"].values)
+    assert not torch.equal(chains[0], chains[1])  # independent seeds
+    rhat = torch.as_tensor(az.rhat(data)["x"].values)
+    # exact iid draws: R-hat is 1 up to O(1/sqrt(draws)) noise
+    assert (rhat < 1.02).all(), rhat
+    ess = torch.as_tensor(az.ess(data)["x"].values)
+    assert (ess > 0.5 * 800).all(), ess
+
+
+def test_rhat_flags_runs_that_disagree(problem) -> None:
+    """R-hat must expose runs that land in different places (a broken sampler)."""
+    runs = run_chains(
+        problem, "test_oracle", num_chains=4, num_particles=200, num_steps=2, seed=0, return_results=True
+    )
+    shifted = [
+        Result(samples=r.samples + 2.0 * i, method=r.method, batched=False) for i, r in enumerate(runs)
+    ]
+    rhat = torch.as_tensor(az.rhat(to_arviz(shifted))["x"].values)
+    assert (rhat > 1.5).all(), rhat
+
+
+def test_same_seed_same_chains(problem) -> None:
+    a = run_chains(
+        problem, "test_oracle", num_chains=2, num_particles=16, num_steps=1, seed=3, return_results=True
+    )
+    b = run_chains(
+        problem, "test_oracle", num_chains=2, num_particles=16, num_steps=1, seed=3, return_results=True
+    )
+    for ra, rb in zip(a, b, strict=True):
+        assert torch.equal(ra.samples, rb.samples)
+
+
+def test_batched_results_keep_a_problem_dim(problem) -> None:
+    batch = ps.problems.simulate(problem.prior, problem.operator, problem.noise_std, 3, seed=0)
+    res = ps.sample(batch, "test_oracle", num_particles=32, num_steps=4, seed=0)
+    data = to_arviz(res, problem=batch)
+    post = _group(data, "posterior")
+    assert post["x"].dims == ("chain", "draw", "problem", "x_dim")
+    assert post["x"].shape == (1, 32, 3, 4)
+    torch.testing.assert_close(torch.as_tensor(post["x"].values[0, :, 1]), res.samples[1].double())
+    assert _group(data, "sample_stats")["ess"].dims == ("chain", "problem", "step")
+    assert _group(data, "observed_data")["y"].shape == (3, 2)
+    assert len(az.summary(data)) == 3 * 4
+    one = to_arviz(res, problem=batch, problem_index=2)
+    x = _group(one, "posterior")["x"]
+    assert x.dims == ("chain", "draw", "x_dim")
+    torch.testing.assert_close(torch.as_tensor(x.values[0]), res.samples[2].double())
+
+
+def test_images_keep_channel_row_col() -> None:
+    samples = torch.randn(10, 1, 4, 5)
+    data = to_arviz(
+        [
+            Result(samples=samples, method="m", batched=False),
+            Result(samples=samples + 1, method="m", batched=False),
+        ]
+    )
+    x = _group(data, "posterior")["x"]
+    assert x.dims == ("chain", "draw", "channel", "row", "col")
+    assert x.shape == (2, 10, 1, 4, 5)
+    assert len(az.summary(data)) == 20
+    assert event_dims((3,)) == ("x_dim",)
+    assert event_dims((2, 2)) == ("x_dim_0", "x_dim_1")
+
+
+def test_bad_input() -> None:
+    with pytest.raises(TypeError, match="Result"):
+        to_arviz([])
+    a = Result(samples=torch.randn(5, 2), method="m", batched=False)
+    b = Result(samples=torch.randn(6, 2), method="m", batched=False)
+    with pytest.raises(ValueError, match="equal sample shapes"):
+        to_arviz([a, b])
+    c = Result(samples=torch.randn(2, 5, 2), method="m")
+    with pytest.raises(ValueError, match="problem_index"):
+        to_arviz(c, problem_index=2)
+    with pytest.raises(ValueError, match="num_chains"):
+        run_chains(ps.problems.gmm_demo(), "test_oracle", num_chains=0)
+
+
+# Every registered method (the real samplers as they land), tiny runs: to_arviz + az.summary.
+_REAL = sorted(m for m in ps.METHODS if not m.startswith("test_"))
+
+
+@pytest.mark.parametrize("method", _REAL)
+def test_every_method_converts_and_summarises(method: str) -> None:
+    problem = ps.problems.gmm_benchmark(dim=2, obs_dim=1, seed=0)
+    res = ps.sample(problem, method, num_particles=16, num_steps=8, seed=0)
+    data = res.to_arviz(problem=problem)
+    summary = az.summary(data)
+    assert len(summary) == 2
+    assert np.isfinite(summary.iloc[:, 0].to_numpy(dtype=float)).all()
+    stats = _group(data, "sample_stats")
+    assert float(stats["num_evals"][0]) == res.num_evals
+    if res.ess is not None:
+        assert stats["ess"].shape[-1] == res.ess.shape[-1]
+    if res.log_evidence is not None:
+        assert "log_evidence" in stats

@@ -1,0 +1,132 @@
+"""The ``posterior`` command: bad input gives one line and status 2; commands write their output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import posterior as ps
+from posterior.cli import main, make_problem
+from tests.diagnostics._samplers import register_test_samplers
+
+register_test_samplers()
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    status = main(argv)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["compare", "--method", "no_such_method"], "unknown method 'no_such_method'; known methods:"),
+        (["compare", "--particles", "0"], "--particles: expected a positive integer, got '0'"),
+        (["compare", "--steps", "-3"], "--steps: expected a positive integer"),
+        (["compare", "--particles", "many"], "expected a positive integer, got 'many'"),
+        (["compare", "--problem", "mnist-inpaint", "--prior", "/no/such/folder"], "does not exist"),
+        (["compare", "--problem", "nonsense"], "unknown problem 'nonsense'"),
+        (["compare", "--problem", "gmm:3:1"], "dim must be an even number"),
+        (["compare", "--problem", "gmm:8"], "expected gmm:DIM:OBS"),
+        (["calibrate", "--draws", "0"], "--draws"),
+        (["calibrate", "--method", "nope"], "unknown method"),
+        (["demo", "--device", "nodev"], "unknown device 'nodev'"),
+        (["frobnicate"], "invalid choice"),
+        ([], "missing command"),
+        (["compare", "--bogus-flag"], "unrecognized arguments"),
+    ],
+)
+def test_bad_arguments_one_line_status_2(argv, needle, capsys) -> None:
+    status, _, err = _run(argv, capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("posterior: error: ")
+    assert needle in lines[0]
+    assert "Traceback" not in err
+
+
+def test_unreadable_prior_folder(tmp_path: Path, capsys) -> None:
+    (tmp_path / "junk.txt").write_text("not a model")
+    status, _, err = _run(["compare", "--problem", "mnist-inpaint", "--prior", str(tmp_path)], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "cannot load a diffusers prior" in err
+
+
+def test_methods_lists_every_method_with_its_summary(capsys) -> None:
+    status, out, _ = _run(["methods"], capsys)
+    assert status == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == len(ps.METHODS)
+    for name, cls in ps.METHODS.items():
+        line = next(ln for ln in lines if ln.split()[0] == name)
+        assert cls.summary in line
+        assert ("exact" if cls.exact else "approx") in line
+
+
+def test_compare_writes_report(tmp_path: Path, capsys) -> None:
+    argv = ["compare", "--method", "test_oracle", "--method", "test_oracle_approx", "--problem", "gmm-demo"]
+    argv += ["--problem", "gmm:4:2", "--particles", "64", "--steps", "3", "--quiet", "--out", str(tmp_path)]
+    status, out, err = _run(argv, capsys)
+    assert status == 0, err
+    assert err == ""  # --quiet
+    assert str(tmp_path / "report.md") in out
+    data = json.loads((tmp_path / "report.json").read_text())
+    rows = {(r["problem"], r["method"]): r for r in data["rows"]}
+    assert set(rows) == {
+        (p, m) for p in ("gmm-demo", "gmm:4:2") for m in ("test_oracle", "test_oracle_approx")
+    }
+    assert rows[("gmm-demo", "test_oracle")]["sw"] >= 0
+    assert (tmp_path / "gmm-demo_samples.png").stat().st_size > 10_000
+    assert "| gmm:4:2 | test_oracle |" in (tmp_path / "report.md").read_text()
+
+
+def test_calibrate_writes_figures(tmp_path: Path, capsys) -> None:
+    argv = [
+        "calibrate",
+        "--method",
+        "test_oracle",
+        "--problem",
+        "gmm:2:1",
+        "--num-problems",
+        "60",
+        "--draws",
+        "9",
+    ]
+    argv += ["--particles", "16", "--steps", "1", "--quiet", "--out", str(tmp_path)]
+    status, _, err = _run(argv, capsys)
+    assert status == 0, err
+    data = json.loads((tmp_path / "calibration.json").read_text())
+    row = data["rows"][0]
+    assert row["method"] == "test_oracle" and row["sbc"]["num_problems"] == 60
+    assert (tmp_path / "ranks.png").exists() and (tmp_path / "coverage.png").exists()
+
+
+def test_make_problem_batches_with_truth() -> None:
+    p = make_problem("gmm:4:2", num_problems=5, seed=1)
+    assert p.batch_size == 5 and p.truth.shape == (5, 4)
+    q = make_problem("gmm-demo")
+    assert not q.batched and q.event_shape == (2,)
+
+
+@pytest.mark.slow
+def test_console_script_demo(tmp_path: Path) -> None:
+    """The installed entry point, end to end, on the shipped demo (small run)."""
+    cmd = [sys.executable, "-m", "posterior.cli", "demo", "--particles", "64", "--steps", "10"]
+    proc = subprocess.run(
+        [*cmd, "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "report written to" in proc.stdout
+    assert (tmp_path / "demo_samples.png").exists() and (tmp_path / "report.json").exists()
+    methods = {r["method"] for r in json.loads((tmp_path / "report.json").read_text())["rows"]}
+    assert methods == {m for m in ("smc", "tds", "mcgdiff", "dps") if m in ps.METHODS}
+    bad = subprocess.run(
+        [*cmd[:3], "compare", "--method", "nope"], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
