@@ -34,11 +34,12 @@ def test_converges_to_the_map_for_a_gaussian_prior():
     problem = gaussian_problem(d=4, m=2, B=2)
     mean, _ = posterior_moments(problem)
     errs = []
-    for steps in (40, 160):
+    for steps in (10, 40, 160):
         res = ps.sample(problem, "pnp_admm", num_particles=2, num_steps=steps, seed=0)
         errs.append((res.samples - mean[:, None]).abs().max().item())
-    assert errs[1] < errs[0] / 4, errs
-    assert errs[1] < 0.05 * mean.abs().max().item(), errs
+    assert errs[1] < errs[0] / 10 and errs[2] < errs[1] / 10, errs
+    # float64 and 160 contractions: what is left is far below any statistical scale
+    assert errs[2] < 1e-6 * mean.abs().max().item(), errs
 
 
 def test_shapes_counts_and_bad_input():

@@ -5,7 +5,7 @@ import torch
 
 import posterior as ps
 from posterior.samplers.approximate.reddiff import reddiff_gradient
-from tests.samplers.approximate._linear_gaussian import NaNPrior, gaussian_problem
+from tests.samplers.approximate._linear_gaussian import NaNPrior, NoSVD, gaussian_problem
 
 
 def _gaussian_terms(problem):
@@ -119,3 +119,17 @@ def test_bad_input():
     bad = ps.InverseProblem(NaNPrior(problem.prior, t_nan=500), problem.operator, problem.y_batch, 0.5)
     with pytest.raises(FloatingPointError, match=r"reddiff: iteration \d+ \(t=\d+\)"):
         ps.sample(bad, "reddiff", num_particles=2, num_steps=4)
+
+
+@pytest.mark.parametrize("svd", [True, False])
+def test_pinv_init_is_the_noise_regularised_pseudo_inverse(svd):
+    """With lr tiny the returned mean stays at mu_0 = argmin ||y - A x||^2 + s^2 ||x||^2."""
+    problem = gaussian_problem(d=4, m=2, B=2)
+    A = problem.operator.matrix()
+    if not svd:
+        problem = ps.InverseProblem(problem.prior, NoSVD(A), problem.y_batch, problem.sigma)
+    s2 = problem.sigma.pow(2)
+    H = A.T @ A + s2[:, None, None] * torch.eye(4, dtype=A.dtype)
+    mu0 = torch.linalg.solve(H, (problem.y_batch @ A)[..., None])[..., 0]
+    res = ps.sample(problem, "reddiff", num_particles=2, num_steps=1, lr=1e-12)
+    assert torch.allclose(res.samples, mu0[:, None].expand(2, 2, 4), atol=1e-6)
