@@ -43,8 +43,9 @@ def test_noiseless_pins_observed_coordinates() -> None:
 def test_exact_for_gaussian_prior_noiseless_eta_0() -> None:
     # Prior N(mu, I) is diagonal in any basis V; with sigma_y = 0, eta = 0 and eta_b = 1 the
     # observed coordinates are pinned to y and the others follow the DDIM (probability-flow)
-    # path of their own prior marginal: exact as the step count grows. Measured bias at 500
-    # steps: < 1% of the variance (MC band here: ~10%).
+    # path of their own prior marginal: exact as the step count grows. Discretisation bias at
+    # 500 steps, measured with N = 40000: variances low by < 2 %, means off by < 0.025 sd; the MC
+    # bands here are 9.8 % and 0.07 sd.
     problem = gaussian_problem(noise_std=(0.0, 0.0))
     mean, var = posterior_mean_var(problem)
     res = ps.sample(problem, "ddrm", num_particles=4000, num_steps=500, seed=0, eta=0.0, eta_b=1.0)

@@ -38,7 +38,9 @@ def test_noiseless_problem() -> None:
 def test_exact_for_gaussian_prior(eta: float) -> None:
     # Prior N(mu, I): p(x_0 | x_t) = N(x0_hat, (1 - abar_t) I) exactly, so the PiGDM score is the
     # exact conditional score and the sampler converges to the posterior with the step count.
-    # Measured discretisation bias at 500 steps: < 1% of the variance (MC band here: ~10%).
+    # Discretisation bias at 500 steps, measured with N = 40000: variances low by 0.8-2 %
+    # (eta = 0) and 0-3.6 % (eta = 1), means off by < 0.035 sd; the MC bands here are 9.8 % and
+    # 0.07 sd.
     problem = gaussian_problem(noise_std=(0.3, 0.7))
     mean, var = posterior_mean_var(problem)
     res = ps.sample(problem, "pigdm", num_particles=4000, num_steps=500, seed=0, eta=eta)
