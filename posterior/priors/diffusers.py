@@ -147,7 +147,7 @@ class DiffusersPrior(DiffusionPrior):
             )
         if not (unet_dir / "config.json").is_file():
             raise FileNotFoundError(f"{unet_dir} has no config.json")
-        if not (unet_dir / _WEIGHTS).is_file():
+        if not ((unet_dir / _WEIGHTS).is_file() or (unet_dir / f"{_WEIGHTS}.index.json").is_file()):
             found = sorted(p.name for p in unet_dir.iterdir() if p.suffix in {".bin", ".pt", ".pth", ".ckpt"})
             extra = f" (found {', '.join(found)}; convert them to safetensors)" if found else ""
             raise FileNotFoundError(
