@@ -43,7 +43,8 @@ def ess(log_weights: Tensor) -> Tensor:
 
     Computed in log space; unnormalised weights are fine.
     """
-    return torch.exp(2 * torch.logsumexp(log_weights, -1) - torch.logsumexp(2 * log_weights, -1))
+    normalised = log_weights - torch.logsumexp(log_weights, -1, keepdim=True)
+    return torch.exp(-torch.logsumexp(2 * normalised, -1))
 
 
 def _cdf(log_weights: Tensor) -> Tensor:
@@ -81,7 +82,7 @@ def stratified(log_weights: Tensor, generator: torch.Generator | None = None) ->
 
     Offspring counts lie in ``[floor(N w) - 1, floor(N w) + 2]``.
     """
-    cdf = _cdf(log_weights)
+    cdf = _cdf(log_weights).double()  # float64 grid: (i + U) / N must resolve strata at N ~ 1e7
     B, N = cdf.shape
     u = (torch.arange(N, device=cdf.device, dtype=cdf.dtype) + _uniform((B, N), cdf, generator)) / N
     return _search(cdf, u.clamp_(max=1 - torch.finfo(cdf.dtype).eps / 2))
@@ -96,8 +97,9 @@ def systematic(log_weights: Tensor, generator: torch.Generator | None = None) ->
     """
     cdf = _cdf(log_weights)
     B, N = cdf.shape
-    U = _uniform((B, 1), cdf, generator)
-    below = torch.ceil(N * cdf - U).clamp_(0, N).long()  # #{j : (j + U)/N < c_i}
+    U = _uniform((B, 1), cdf.double(), generator).clamp_(max=1 - 2**-26)  # N - U > N - 1 below N ~ 1e8
+    # #{j : (j + U)/N < c_i}, in float64: in float32, N - U rounds to N - 1 for N ~ 1e4
+    below = torch.ceil(N * cdf.double() - U).clamp_(0, N).long()
     below[:, -1] = N  # the last cumulative weight is one: every grid point lies below it
     counts = torch.diff(below, dim=-1, prepend=below.new_zeros(B, 1)).clamp_(min=0)
     return _indices_from_counts(counts)

@@ -3,7 +3,8 @@
 Dou & Song, "Diffusion posterior sampling for linear inverse problem solving: a filtering
 perspective", ICLR 2024. Each particle carries a measurement path ``y_t``, drawn backwards
 towards ``y_{-1} = y`` with the DDPM bridge (and resampled with its particle), so that
-``y_t = A x_t + sqrt(abar_t) sigma n`` mirrors the forward process of ``x``. In the SVD basis (``c_t = U^T y_t / S``):
+``y_t = A x_t + sqrt(abar_t) sigma n`` mirrors the forward process of ``x``. In the SVD basis
+(``c_t = U^T y_t / S``):
 
     y_T ~ N(sqrt(abar_T) y, (1 - abar_T) A A^T)       y_s | y_t ~ q(y_s | y_t, y_{-1} = y)
     g_t(x_t) = N(c_t; V^T x_t, abar_t sigma^2 / S^2 + 2 (1 - abar_t))   (observed coordinates)

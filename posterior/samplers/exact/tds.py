@@ -15,10 +15,16 @@ and the last step (``s = CLEAN``) uses the true likelihood ``p(y | x_0)`` for ``
 evaluation and one vector-Jacobian product per particle and step (``prior.denoise_with_grad``).
 Works for any differentiable operator.
 
-Choice of ``r_t`` (the paper leaves it open): ``r_t^2 = twist_scale * (1 - abar_t) / abar_t``, the
-variance of ``x_0`` given ``x_t`` under a flat prior on ``x_0`` (``x_t / sqrt(abar_t)`` is ``x_0``
-plus noise of that variance). It makes the twist flat early, when ``x0_hat`` says little, and sharp
-late; ``twist_scale = 0`` is the DPS-like twist of the paper's experiments.
+Choice of ``r_t`` (the paper leaves it open): the variance of ``x_0`` given ``x_t`` when the prior
+is replaced by a Gaussian of the same per-coordinate variance ``V``,
+
+    r_t^2 = twist_scale * V (1 - abar_t) / (1 - abar_t + abar_t V),
+
+which tends to ``V`` (the twist knows no more than the prior) early and to ``(1 - abar_t) / abar_t``
+late. ``V = inf`` gives the flat-prior ``(1 - abar_t) / abar_t``; ``twist_scale = 0`` the DPS-like
+twist of the paper's experiments. Measured on the Gaussian-mixture benchmark (dim 8, obs_dim 2,
+4 seeds, N = 2000): sliced W1 0.14 with ``V`` = the prior's variance (65), 0.30 with ``V = inf``,
+1.0 with ``V = 16`` (an overconfident twist misallocates the modes).
 """
 
 from __future__ import annotations
@@ -41,8 +47,17 @@ __all__ = ["TDS"]
 class TDSModel(DiffusionModel):
     name = "tds"
 
-    def __init__(self, problem: InverseProblem, num_steps: int, eta: float, exact_start: bool, scale: float):
+    def __init__(
+        self,
+        problem: InverseProblem,
+        num_steps: int,
+        eta: float,
+        exact_start: bool,
+        scale: float,
+        prior_var: float,
+    ) -> None:
         super().__init__(problem, eta, exact_start)
+        self.prior_var = prior_var
         problem.require_noise("tds")
         self.scale = scale
         self.times = [t for t, _ in problem.prior.schedule.time_pairs(num_steps)] + [CLEAN]
@@ -51,7 +66,9 @@ class TDSModel(DiffusionModel):
         """``log p~_t(y | x_t)``, its gradient and the predictions at ``x: [B, N, *event]``."""
         B, N = x.shape[:2]
         abar = self.prior.schedule.alpha_bar(t).item()
-        var = self.problem.sigma.pow(2) + self.scale * (1 - abar) / abar  # [B]
+        V = self.prior_var
+        r2 = (1 - abar) / abar if V == math.inf else V * (1 - abar) / (1 - abar + abar * V)
+        var = self.problem.sigma.pow(2) + self.scale * r2  # [B]
         var_rows = var.repeat_interleave(N)  # [B * N]
         y_rows = self.problem.y_batch.repeat_interleave(N, 0)  # [B * N, *obs]
         op, m = self.problem.operator, self.problem.obs_dim
@@ -103,8 +120,10 @@ class TDS(ParticleSampler):
     """Twisted Diffusion Sampler (Wu et al., NeurIPS 2023), any differentiable operator.
 
     Options:
-        twist_scale: ``r_t^2 = twist_scale * (1 - abar_t) / abar_t`` in the twisting variance
-            ``sigma^2 + r_t^2`` (default ``1``; ``0``: the DPS-like twist).
+        twist_scale: multiplies ``r_t^2`` in the twisting variance ``sigma^2 + r_t^2`` (default
+            ``1``; ``0``: the DPS-like twist).
+        prior_var: ``V`` in ``r_t^2`` (see the module docstring). ``"auto"`` (default): the
+            Gaussian-mixture prior's mean per-coordinate variance, ``1`` for other priors.
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.
         threshold: resample when ESS ``< threshold * N`` (default ``0.5``), or ``"always"``/``"never"``.
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
@@ -118,6 +137,7 @@ class TDS(ParticleSampler):
     def __init__(
         self,
         twist_scale: float = 1.0,
+        prior_var: float | str = "auto",
         resampling: str = "systematic",
         threshold: float | str = 0.5,
         eta: float = 1.0,
@@ -128,6 +148,22 @@ class TDS(ParticleSampler):
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):
             raise ValueError(f"twist_scale must be a finite number >= 0, got {twist_scale!r}")
         self.twist_scale = float(twist_scale)
+        if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
+            raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
+        self.prior_var = prior_var
 
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> TDSModel:
-        return TDSModel(problem, num_steps, self.eta, self.exact_start, self.twist_scale)
+        V = self.prior_var
+        if V == "auto":
+            V = _prior_variance(problem)
+        return TDSModel(problem, num_steps, self.eta, self.exact_start, self.twist_scale, float(V))
+
+
+def _prior_variance(problem: InverseProblem) -> float:
+    """Mean per-coordinate variance of the clean prior: exact for a Gaussian mixture, else ``1``
+    (data scaled to ``[-1, 1]``, as images are)."""
+    from posterior.priors.gaussian_mixture import GaussianMixturePrior
+
+    if isinstance(problem.prior, GaussianMixturePrior):
+        return float(problem.prior.distribution.covariance.diagonal().mean())
+    return 1.0

@@ -1,0 +1,142 @@
+"""The Feynman-Kac engine on a linear-Gaussian state-space model with a Kalman-filter oracle."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor
+
+from posterior.particles import FeynmanKacModel, run_smc
+
+OBS = torch.tensor([0.5, -1.0, 2.0, 0.3, 1.2, -0.4, 0.8, 0.0])  # y_1 .. y_K
+Q, R = 0.5, 0.3  # transition and observation variances
+
+
+class RandomWalk(FeynmanKacModel):
+    """``x_0 ~ N(0, 1)``, ``x_k = x_{k-1} + N(0, Q)``, ``y_k ~ N(x_k, R)``: bootstrap filter."""
+
+    name = "walk"
+
+    def __init__(self, nan_at: int | None = None) -> None:
+        super().__init__()
+        self.nan_at = nan_at
+
+    def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        return torch.randn(B, N, 1, generator=generator, dtype=torch.float64), None
+
+    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = x + Q**0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        log_g = -0.5 * (OBS[k] - x[..., 0]) ** 2 / R - 0.5 * math.log(2 * math.pi * R)
+        if k == self.nan_at:
+            log_g = torch.full_like(log_g, math.nan)
+        return x, log_g
+
+    def log_target(self, k: int, x: Tensor) -> Tensor:
+        raise AssertionError("not needed")
+
+
+def kalman_log_evidence() -> float:
+    m, v, out = 0.0, 1.0, 0.0
+    for y in OBS.tolist():
+        v = v + Q
+        out += -0.5 * (y - m) ** 2 / (v + R) - 0.5 * math.log(2 * math.pi * (v + R))
+        gain = v / (v + R)
+        m, v = m + gain * (y - m), (1 - gain) * v
+    return out
+
+
+def kalman_final() -> tuple[float, float]:
+    m, v = 0.0, 1.0
+    for y in OBS.tolist():
+        v = v + Q
+        gain = v / (v + R)
+        m, v = m + gain * (y - m), (1 - gain) * v
+    return m, v
+
+
+PAIRS = [(k + 1, k) for k in range(len(OBS))][::-1]  # any K pairs: the toy ignores the times
+
+
+@pytest.mark.parametrize("threshold", [0.5, "always", "never"])
+@pytest.mark.parametrize("resampling", ["systematic", "multinomial", "stratified", "residual"])
+def test_evidence_and_filter_match_kalman(threshold: float | str, resampling: str) -> None:
+    """``Z`` is unbiased: the mean of ``Z_hat / Z`` over ``B`` runs is 1 within 4 standard errors;
+    the filtering mean matches Kalman's within 4 standard errors."""
+    B, N = 400, 64
+    out = run_smc(
+        RandomWalk(),
+        PAIRS,
+        B,
+        N,
+        torch.Generator().manual_seed(0),
+        resampling=resampling,
+        threshold=threshold,
+    )
+    ratio = torch.exp(out.log_evidence - kalman_log_evidence())
+    assert abs(ratio.mean().item() - 1) < 4 * ratio.std().item() / B**0.5
+    m, v = kalman_final()
+    est = (out.log_weights.exp() * out.particles[..., 0]).sum(-1)  # [B] weighted means
+    assert abs(est.mean().item() - m) < 4 * est.std().item() / B**0.5 + 0.02 * v**0.5
+    assert out.ess.shape == (B, len(OBS)) and out.resampled.shape == (B, len(OBS))
+    if threshold == "never":
+        assert not out.resampled[:, :-1].any()
+    if threshold == "always":
+        assert out.resampled.all()
+
+
+def test_evidence_check_has_power() -> None:
+    """A potential off by a constant factor fails the evidence check above."""
+
+    class Off(RandomWalk):
+        def step(self, k, t, s, x, generator):  # type: ignore[no-untyped-def]
+            x, log_g = super().step(k, t, s, x, generator)
+            return x, log_g + 0.05
+
+    B, N = 400, 64
+    out = run_smc(Off(), PAIRS, B, N, torch.Generator().manual_seed(0))
+    ratio = torch.exp(out.log_evidence - kalman_log_evidence())
+    assert abs(ratio.mean().item() - 1) > 4 * ratio.std().item() / B**0.5
+
+
+def test_nan_weights_raise_naming_method_and_step() -> None:
+    with pytest.raises(FloatingPointError, match=r"walk: step 3 \(t=5\)"):
+        run_smc(RandomWalk(nan_at=3), PAIRS, 2, 16, torch.Generator().manual_seed(0))
+
+
+def test_all_zero_weights_raise() -> None:
+    class Zero(RandomWalk):
+        def step(self, k, t, s, x, generator):  # type: ignore[no-untyped-def]
+            x, log_g = super().step(k, t, s, x, generator)
+            return x, torch.full_like(log_g, -math.inf) if k == 2 else log_g
+
+    with pytest.raises(FloatingPointError, match=r"walk: step 2 .*all particle weights are zero"):
+        run_smc(Zero(), PAIRS, 2, 16, torch.Generator().manual_seed(0))
+
+
+def test_same_seed_same_output_and_genealogy() -> None:
+    a = run_smc(RandomWalk(), PAIRS, 3, 32, torch.Generator().manual_seed(7), genealogy=True)
+    b = run_smc(RandomWalk(), PAIRS, 3, 32, torch.Generator().manual_seed(7), genealogy=True)
+    assert torch.equal(a.samples, b.samples) and torch.equal(a.log_evidence, b.log_evidence)
+    assert a.genealogy is not None and a.genealogy.shape == (3, len(OBS), 32)
+
+
+def test_move_hook_is_called_and_acceptance_recorded() -> None:
+    calls = []
+
+    def move(x: Tensor, log_target, generator):  # type: ignore[no-untyped-def]
+        calls.append(x.shape)
+        return x, torch.full((x.shape[0],), 0.5, dtype=x.dtype)
+
+    out = run_smc(RandomWalk(), PAIRS, 2, 16, torch.Generator().manual_seed(0), threshold="always", move=move)
+    assert len(calls) == len(OBS) - 1
+    assert out.acceptance is not None
+    assert torch.all(out.acceptance[:, :-1] == 0.5) and torch.isnan(out.acceptance[:, -1]).all()
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ValueError, match="resampling"):
+        run_smc(RandomWalk(), PAIRS, 1, 8, torch.Generator(), resampling="bogus")
+    with pytest.raises(ValueError, match="threshold"):
+        run_smc(RandomWalk(), PAIRS, 1, 8, torch.Generator(), threshold=1.5)
