@@ -145,6 +145,14 @@ class PosteriorTarget(Target):
         B, N = x.shape[:2]
         flat = x.reshape(B * N, *x.shape[2:])
         lp: Tensor | None
+        if t == CLEAN and self.likelihood:  # one autograd pass for prior and likelihood
+
+            def log_post(z: Tensor) -> Tensor:
+                prior_lp = prior.log_prob(z.reshape(B * N, *z.shape[2:]), CLEAN).reshape(B, N)
+                return prior_lp + self.problem.log_likelihood(z)
+
+            lp, grad = _value_and_grad(log_post, x)
+            return TargetValue(lp if need_log_prob else None, grad)
         if t == CLEAN:
             lp, grad = _value_and_grad(lambda z: prior.log_prob(z, CLEAN), flat)
         else:
