@@ -324,6 +324,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    import posterior as ps
     from posterior.diagnostics import plots
     from posterior.diagnostics.calibration import (
         coverage,
@@ -338,6 +339,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     results, rows = {}, []
     for m in methods:
         _say(args, f"calibrate: {m} on {args.num_problems} problems x {args.draws} draws")
+        m_mode = mode or ("runs" if ps.METHODS[m].exact else "draws")
+        # one run must hold the draws in mode "draws"
+        particles = args.particles if m_mode == "runs" else max(args.particles, args.draws)
         try:
             cal = simulation_based_calibration(
                 base.prior,
@@ -346,9 +350,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                 m,
                 num_problems=args.num_problems,
                 num_draws=args.draws,
-                num_particles=args.particles,
+                num_particles=particles,
                 num_steps=args.steps,
-                mode=mode,
+                mode=m_mode,
                 seed=args.seed,
                 progress=not args.quiet,
             )

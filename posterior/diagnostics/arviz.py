@@ -80,6 +80,7 @@ def to_arviz(
     problem: InverseProblem | None = None,
     var_name: str = "x",
     problem_index: int | None = None,
+    use_mcmc_chains: bool = True,
 ) -> Any:
     """Convert one result (one chain) or a list of results (independent runs: one chain each).
 
@@ -89,6 +90,10 @@ def to_arviz(
         problem: optional; adds ``observed_data`` (``y``) and ``constant_data`` (``x_true``).
         var_name: name of the posterior variable.
         problem_index: for batched results, keep only this problem (drops the ``problem`` dim).
+        use_mcmc_chains: where every result stores its MCMC draws (``stats["chain"]``:
+            ``[B, N, D, *event]``, e.g. ``"mala"`` / ``"gibbs"`` with ``keep_chain``), use the
+            ``N`` chains x ``D`` draws of each run as the posterior (chains of several runs are
+            concatenated) and put the per-run statistics on a ``run`` dim instead of ``chain``.
 
     Returns:
         ``arviz.InferenceData`` on arviz 0.x, ``xarray.DataTree`` on arviz >= 1.
@@ -116,31 +121,45 @@ def to_arviz(
         return np.stack([_np(v) for v in values])
 
     ev = event_dims(runs[0].samples.shape[2:], var_name)
-    # samples [B, N, *event] -> [N, B, *event] so that dims read (chain, draw, problem, *event)
-    x = stack(lambda r: r.samples[sel].movedim(0, 1) if keep_problem else r.samples[sel])
+    mcmc = use_mcmc_chains and all(
+        r.stats.get("chain") is not None and r.stats["chain"].shape[2] > 0 for r in runs
+    )
+    if mcmc:  # stored MCMC draws [B, N, D, *event]: the N chains of every run are the chains
+        x = np.concatenate(
+            [
+                _np(r.stats["chain"][sel].movedim(0, 2) if keep_problem else r.stats["chain"][sel])
+                for r in runs
+            ]
+        )
+    else:
+        # samples [B, N, *event] -> [N, B, *event] so that dims read (chain, draw, problem, *event)
+        x = stack(lambda r: r.samples[sel].movedim(0, 1) if keep_problem else r.samples[sel])
     posterior = xr.Dataset({var_name: (("chain", "draw", *pdim, *ev), x)})
+    run = "run" if mcmc else "chain"  # per-run statistics: one run holds many MCMC chains
 
     stats: dict[str, Any] = {}
     per_particle = stack(lambda r: None if r.log_weights is None else r.log_weights[sel])
     if per_particle is not None:
-        stats["log_weight"] = (("chain", *pdim, "particle"), per_particle)
+        stats["log_weight"] = ((run, *pdim, "particle"), per_particle)
     for name in ("ess", "resampled", "acceptance"):
         value = stack(lambda r, n=name: None if getattr(r, n) is None else getattr(r, n)[sel])
         if value is not None:
-            stats[name] = (("chain", *pdim, "step"), value)
+            stats[name] = ((run, *pdim, "step"), value)
     log_z = stack(lambda r: None if r.log_evidence is None else r.log_evidence[sel])
     if log_z is not None:
-        stats["log_evidence"] = (("chain", *pdim), log_z)
+        stats["log_evidence"] = ((run, *pdim), log_z)
     for name in ("num_evals", "num_vjps", "wall_time"):
-        stats[name] = (("chain",), np.asarray([float(getattr(r, name)) for r in runs]))
+        stats[name] = ((run,), np.asarray([float(getattr(r, name)) for r in runs]))
     for key in runs[0].stats:
+        if key == "chain" and mcmc:
+            continue
         try:
             value = stack(lambda r, k=key: r.stats[k][sel] if k in r.stats else None)
         except ValueError:  # traces of unequal length across runs: not stackable
             value = None
         if value is not None:
             extra = tuple(f"{key}_dim_{i}" for i in range(value.ndim - 1 - len(pdim)))
-            stats[key] = (("chain", *pdim, *extra), value)
+            stats[key] = ((run, *pdim, *extra), value)
     groups: dict[str, Any] = {"posterior": posterior, "sample_stats": xr.Dataset(stats)}
 
     if problem is not None:

@@ -170,3 +170,19 @@ def test_every_method_converts_and_summarises(method: str) -> None:
         assert stats["ess"].shape[-1] == res.ess.shape[-1]
     if res.log_evidence is not None:
         assert "log_evidence" in stats
+
+
+@pytest.mark.skipif("mala" not in ps.METHODS, reason="mala not registered")
+def test_mcmc_chains_become_arviz_chains() -> None:
+    problem = ps.problems.gmm_benchmark(dim=2, obs_dim=1, seed=0)
+    res = ps.sample(problem, "mala", num_particles=4, num_steps=60, seed=0, keep_chain=True)
+    draws = res.stats["chain"]  # [N, D, d]
+    data = to_arviz([res, res], problem=problem)
+    x = _group(data, "posterior")["x"]
+    assert x.shape == (8, draws.shape[1], 2)
+    torch.testing.assert_close(torch.as_tensor(x.values[:4]), draws.double())
+    stats = _group(data, "sample_stats")
+    assert stats["acceptance"].dims == ("run", "step") and "chain" not in stats
+    assert len(az.summary(data)) == 2
+    plain = _group(to_arviz(res, use_mcmc_chains=False), "posterior")["x"]
+    assert plain.shape == (1, 4, 2)
