@@ -58,9 +58,9 @@ def test_initial_params_and_bad_input() -> None:
 def test_pyro_mala_draws_pass_the_oracle() -> None:
     problem = _connected_problem()
     kernel = PyroKernel(problem, "mala", num_parallel=4, seed=0, init="prior")
-    mcmc = pyro.infer.MCMC(kernel, num_samples=1600, warmup_steps=400, disable_progbar=True)
+    mcmc = pyro.infer.MCMC(kernel, num_samples=1200, warmup_steps=300, disable_progbar=True)
     mcmc.run()
-    chains = kernel.chains(mcmc.get_samples(group_by_chain=True)["x"])  # [4, 1600, 2]
+    chains = kernel.chains(mcmc.get_samples(group_by_chain=True)["x"])  # [4, 1200, 2]
     assert rhat(chains) < 1.01
     import arviz as az
 
