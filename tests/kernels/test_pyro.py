@@ -13,11 +13,11 @@ from posterior.kernels.pyro import PyroKernel
 from tests.kernels._oracle import near_exact, rhat
 
 
-def _connected_problem() -> ps.InverseProblem:
+def _connected_problem(noise: float = 1.0) -> ps.InverseProblem:
     prior = ps.GaussianMixturePrior(
         torch.tensor([0.3, 0.7]), torch.tensor([[-1.5, 0.0], [1.5, 0.5]]), torch.ones(2, 2)
     )
-    return ps.InverseProblem(prior, torch.tensor([[1.0, 1.0]]), torch.tensor([0.5]), 1.0)
+    return ps.InverseProblem(prior, torch.tensor([[1.0, 1.0]]), torch.tensor([0.5]), noise)
 
 
 @pytest.mark.parametrize("kind", ["mala", "ula", "gibbs"])
@@ -67,3 +67,19 @@ def test_pyro_mala_draws_pass_the_oracle() -> None:
     ess = min(float(az.ess(chains[..., j].double().numpy())) for j in range(2))
     d, q = near_exact(chains.reshape(-1, 2), problem.exact_posterior(), n_eff=int(ess))
     assert d < q, (d, q, ess)
+
+
+@pytest.mark.slow
+def test_pyro_gibbs_draws_pass_the_oracle() -> None:
+    # 400 vectorised split-Gibbs chains started from the prior (far from the posterior: the test
+    # fails if the kernel does not move them); the last draw of every chain is a posterior draw.
+    problem = _connected_problem(noise=2.0)
+    post = problem.exact_posterior()
+    start = problem.prior.sample(400, torch.Generator().manual_seed(0))
+    assert near_exact(start, post)[0] > near_exact(start, post)[1]  # the start is off
+    kernel = PyroKernel(problem, "gibbs", num_parallel=400, seed=0, init="prior")
+    mcmc = pyro.infer.MCMC(kernel, num_samples=10, warmup_steps=0, disable_progbar=True)
+    mcmc.run()
+    chains = kernel.chains(mcmc.get_samples(group_by_chain=True)["x"])  # [400, 10, 2]
+    d, q = near_exact(chains[:, -1], post)
+    assert d < q, (d, q)
