@@ -41,7 +41,7 @@ _COLUMNS = [
     ("sw_floor", "exact floor", "{:.3f}"),
     ("coverage90", "cov. 90%", "{:.2f}"),
     ("sbc_p", "SBC p", "{:.2g}"),
-    ("log_evidence_error", "|logZ err|", "{:.3f}"),
+    ("log_evidence_error", "logZ abs. err.", "{:.3f}"),
     ("ess_min", "min ESS/N", "{:.2f}"),
     ("psnr", "PSNR dB", "{:.1f}"),
     ("evals_per_sample", "evals/draw", "{:.0f}"),
@@ -161,8 +161,8 @@ class Report:
             "the same between two exact sets. cov. 90%: share of true coordinates inside the 90% "
             "central intervals. SBC p: uniformity of the truth's rank among the draws of one run "
             "(correlated for resampled particles; `posterior calibrate` runs the rigorous test). "
-            "|logZ err|: error of the log-evidence estimate. evals/draw, VJPs/draw: network calls per "
-            "returned draw.",
+            "logZ abs. err.: absolute error of the log-evidence estimate. evals/draw, VJPs/draw: "
+            "network calls per returned draw.",
             "",
         ]
         for p in self.figures:
