@@ -52,7 +52,6 @@ def test_resample_move_in_smc_raises_unique_particles_and_stays_exact() -> None:
     def unique(x: torch.Tensor) -> float:
         return sum(torch.unique(xb, dim=0).shape[0] for xb in x) / x.shape[0]
 
-    plain = ps.sample(problem, "smc", N, 50, seed=0)
     moved = ps.sample(problem, "smc", N, 50, seed=0, move=mala_move(2))
     tds = ps.sample(problem, "tds", N, 50, seed=0, move=mala_move(2))
     # acceptance recorded at every resampling step (NaN elsewhere), in a sane range
@@ -60,15 +59,12 @@ def test_resample_move_in_smc_raises_unique_particles_and_stays_exact() -> None:
         acc = r.acceptance[:, :-1][r.resampled[:, :-1]]
         assert acc.numel() > 0 and (acc > 0.2).all() and (acc < 1).all()
         assert torch.isnan(r.acceptance[:, :-1][~r.resampled[:, :-1]]).all()
-    assert unique(moved.samples) > 1.05 * unique(plain.samples), (
-        unique(plain.samples),
-        unique(moved.samples),
-    )
     for r in (moved, tds):
         d = sliced_wasserstein(r.samples, ref).mean().item()
         assert d < 3 * floor, (r.method, d, floor)
-    # the final move (after the engine's last resampling) removes the remaining duplicates, and
-    # its draws sit at the floor: near_exact's quantile test at n_eff = N / 2
+    # Moves after intermediate resamplings change the final duplicates only indirectly (the last
+    # resampling comes after the last move). The final move removes them: unique particles rise
+    # to ~N, and the draws sit at the floor (near_exact's quantile test at n_eff = N / 2).
     final, _ = rejuvenate(tds.samples, problem, mala_move(3, step_size=0.3), torch.Generator().manual_seed(1))
     assert unique(final) > 0.97 * N > unique(tds.samples)
     covs = post.covs if post.covs.dim() == 3 else post.covs[0]  # shared by the problems, or per problem
