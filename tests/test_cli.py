@@ -11,9 +11,13 @@ import pytest
 
 import posterior as ps
 from posterior.cli import main, make_problem
-from tests.diagnostics._samplers import register_test_samplers
+from tests.diagnostics._samplers import oracle_samplers_registered
 
-register_test_samplers()
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_samplers():
+    with oracle_samplers_registered():
+        yield
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from posterior.problem import InverseProblem
@@ -55,6 +58,15 @@ class ApproxOracleSampler(OracleSampler):
     summary = "test only: exact posterior draws, flagged approximate"
 
 
-def register_test_samplers() -> None:
-    for cls in (OracleSampler, ApproxOracleSampler):
-        METHODS.setdefault(cls.name, cls)
+@contextmanager
+def oracle_samplers_registered() -> Iterator[None]:
+    """Register the test samplers for the duration of a test module, then remove them, so that
+    other modules that loop over ``ps.METHODS`` never see them."""
+    added = [cls for cls in (OracleSampler, ApproxOracleSampler) if cls.name not in METHODS]
+    for cls in added:
+        METHODS[cls.name] = cls
+    try:
+        yield
+    finally:
+        for cls in added:
+            METHODS.pop(cls.name, None)

@@ -11,13 +11,17 @@ import torch
 import posterior as ps
 from posterior.diagnostics.arviz import arviz_major_version, event_dims, run_chains, to_arviz
 from posterior.samplers.result import Result
-from tests.diagnostics._samplers import register_test_samplers
+from tests.diagnostics._samplers import oracle_samplers_registered
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-register_test_samplers()
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_samplers():
+    with oracle_samplers_registered():
+        yield
 
 
 def _groups(data) -> set[str]:

@@ -17,9 +17,13 @@ from posterior.diagnostics.calibration import (
     sbc_test,
     simulation_based_calibration,
 )
-from tests.diagnostics._samplers import register_test_samplers
+from tests.diagnostics._samplers import oracle_samplers_registered
 
-register_test_samplers()
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_samplers():
+    with oracle_samplers_registered():
+        yield
 
 
 # --------------------------------------------------------------------------- intervals and coverage

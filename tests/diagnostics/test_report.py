@@ -14,9 +14,13 @@ from posterior.diagnostics import plots
 from posterior.diagnostics.calibration import coverage, sbc_ranks, sbc_test
 from posterior.diagnostics.report import compare, evaluate
 from posterior.samplers.result import Result
-from tests.diagnostics._samplers import register_test_samplers
+from tests.diagnostics._samplers import oracle_samplers_registered
 
-register_test_samplers()
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_samplers():
+    with oracle_samplers_registered():
+        yield
 
 
 def test_evaluate_separates_exact_from_shrunk_draws() -> None:
