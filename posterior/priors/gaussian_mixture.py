@@ -128,7 +128,8 @@ class GaussianMixturePrior(DiffusionPrior):
         return self.distribution.sample(num_samples, as_generator(generator, self.device))
 
     def __repr__(self) -> str:
-        return f"GaussianMixturePrior(K={self.distribution.num_components}, d={self.event_shape[0]}, {self.schedule})"
+        K, d = self.distribution.num_components, self.event_shape[0]
+        return f"GaussianMixturePrior(K={K}, d={d}, {self.schedule})"
 
 
 def _is_diagonal(covs: Tensor) -> bool:

@@ -1,9 +1,11 @@
 """What the particle samplers share: options, the batched reverse kernel, the start, the result.
 
-The start of every diffusion sampler is ``x_T ~ N(0, I)``. Where the prior has a density
-(``prior.has_log_prob``, e.g. the Gaussian mixture) the initial log potential adds
-``log p_T(x_T) - log N(x_T; 0, I)``, so that the particle system targets the model's own path
-measure exactly, not one started from a slightly wrong marginal.
+The start of every diffusion sampler is ``x_T ~ N(0, I)``. With ``exact_start``, a prior that can
+draw its noised marginal exactly (``prior.marginal(t).sample``, the Gaussian mixture) starts from
+``p_T`` itself; otherwise, where the prior has a density (``prior.has_log_prob``) the initial log
+potential adds ``log p_T(x_T) - log N(x_T; 0, I)``. Either way the particle system targets the
+path measure started from the right marginal. (The importance-weighted start degenerates in high
+dimension: at d = 800 the log ratio's spread is a few units.)
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class DiffusionModel(FeynmanKacModel):
     def start(self, B: int, N: int, t: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         """``x_T ~ N(0, I)`` and, where the prior has a density, the log ratio ``p_T / N(0, I)``."""
         prior = self.prior
+        marginal = getattr(prior, "marginal", None)
+        if self.exact_start and marginal is not None:  # exact draws from p_T (Gaussian mixture)
+            return marginal(t).sample(B * N, generator).reshape(B, N, *self.event), None
         x = torch.randn(B, N, *self.event, generator=generator, device=prior.device, dtype=prior.dtype)
         if not (self.exact_start and prior.has_log_prob):
             return x, None
