@@ -9,6 +9,10 @@ equally weighted samples; image samples keep ``(channel, row, col)``. Batched re
 and any per-method trace in ``Result.stats``. With ``problem=`` given, ``observed_data`` holds
 ``y`` and ``constant_data`` the ground truth ``x_true`` when known.
 
+MCMC results that keep their chains (``"mala"`` / ``"gibbs"`` with ``keep_chain=True``:
+``stats["chain"]`` of shape ``[B, N, D, *event]``) become ``N`` chains of ``D`` draws each (the
+chains of several runs concatenated); the per-run statistics then sit on a ``run`` dim.
+
 The only version-specific line is the container at the end (:func:`_container`); everything else is
 plain xarray, so ``az.summary`` / ``az.rhat`` / ``az.ess`` work on either.
 """
