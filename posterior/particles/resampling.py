@@ -59,6 +59,21 @@ def _uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | 
     return u.clamp_(max=1 - torch.finfo(like.dtype).eps / 2)  # strictly below one
 
 
+def _sorted_uniform(
+    shape: tuple[int, int], like: Tensor, generator: torch.Generator | None, count: Tensor | None = None
+) -> Tensor:
+    """Sorted i.i.d. uniforms ``[B, n]`` in ``O(n)``: cumulative sums of exponentials divided by
+    the sum of ``count_b + 1`` of them (Devroye, 1986, V.3), so the first ``count_b`` entries of
+    row ``b`` (default: all ``n``) are ``count_b`` sorted uniforms. Sorted queries make the search
+    cache-friendly."""
+    B, n = shape
+    e = torch.empty(B, n + 1, device=like.device, dtype=torch.float64).exponential_(generator=generator)
+    c = torch.cumsum(e, -1)
+    total = c[:, n:] if count is None else torch.gather(c, 1, count.reshape(B, 1))
+    u = (c[:, :n] / total).to(like.dtype)
+    return u.clamp_(max=1 - torch.finfo(like.dtype).eps / 2)
+
+
 def _search(cdf: Tensor, u: Tensor) -> Tensor:
     """First index ``i`` with ``cdf[i] > u``, clamped into range: ``LongTensor[B, n]``."""
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[-1] - 1)
@@ -72,9 +87,10 @@ def _check(log_weights: Tensor) -> None:
 
 
 def multinomial(log_weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Multinomial resampling: ``N`` independent draws from the weights. ``LongTensor[B, N]``."""
+    """Multinomial resampling: ``N`` independent draws from the weights. ``LongTensor[B, N]``,
+    sorted within rows (the draws are exchangeable)."""
     cdf = _cdf(log_weights)
-    return _search(cdf, _uniform(tuple(cdf.shape), cdf, generator))
+    return _search(cdf, _sorted_uniform(tuple(cdf.shape), cdf, generator))
 
 
 def stratified(log_weights: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -121,9 +137,11 @@ def residual(log_weights: Tensor, generator: torch.Generator | None = None) -> T
     resid = (nw - counts).clamp_(min=0)
     c = torch.cumsum(resid, -1)
     c = c / c[..., -1:].clamp_min(torch.finfo(c.dtype).tiny)  # rows with no residual: never used
-    extra = _search(c, _uniform((B, N), c, generator))
+    R = (N - D).clamp_(min=0)  # [B, 1] residual draws per row
+    extra = _search(c, _sorted_uniform((B, N), c, generator, count=R))  # first R_b entries used
     cols = torch.arange(N, device=log_weights.device)
-    return torch.where(cols < D, det, extra)
+    shifted = torch.gather(extra, 1, (cols - D).clamp_(0, N - 1))  # column j >= D_b takes extra[j - D_b]
+    return torch.where(cols < D, det, shifted)
 
 
 def _indices_from_counts(counts: Tensor, total: int | None = None) -> Tensor:

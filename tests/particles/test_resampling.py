@@ -107,6 +107,9 @@ def test_float32_cumsum_ending_below_one(scheme: str, monkeypatch: pytest.Monkey
         return torch.full(shape, 1 - torch.finfo(like.dtype).eps / 2, dtype=like.dtype)
 
     monkeypatch.setattr(rs, "_uniform", top)
+    monkeypatch.setattr(
+        rs, "_sorted_uniform", lambda shape, like, generator, count=None: top(shape, like, generator)
+    )
     anc = RESAMPLERS[scheme](lw, None)
     assert (anc < N - 3).all()
     if scheme in ("multinomial", "systematic"):
