@@ -8,6 +8,8 @@ coverage of the true image by the pixel-wise 90% intervals, wall time) as JSON n
     python examples/mnist_inpainting.py                      # docs/figures/mnist_inpainting.png/.json
     python examples/mnist_inpainting.py --task sr4 --out /tmp/mnist_sr4.png
 
+About 1.5 minutes on one CPU thread (64 particles, 50 steps, four methods).
+
 PSNR is on the [0, 1] pixel scale: ``10 log10(1 / MSE)`` with images mapped from [-1, 1]. The
 coverage is the share of the 784 pixels whose true value lies between the 5% and 95% quantiles of
 the method's samples (a calibrated posterior gives about 0.9; few particles make the empirical
@@ -59,14 +61,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--index", type=int, default=0, help="which held-out digit (0..499)")
     p.add_argument("--noise-std", type=float, default=0.1, help="observation noise on the [-1, 1] scale")
-    p.add_argument("--particles", type=int, default=32)
+    p.add_argument("--particles", type=int, default=64)
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "mnist_inpainting.png")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    args.threads = torch.get_num_threads()
 
     import matplotlib
 
@@ -158,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"sample {j + 1}" + (f"\n{n['wall_time_s']:.0f} s" if j == 0 else ""),
             )
     fig.suptitle(
-        f"MNIST posterior, {args.particles} particles, {args.steps} steps (shipped prior)", fontsize=9
+        f"MNIST posterior, {args.particles} particles, {args.steps} steps (shipped prior); "
+        f"std maps share one colour scale, 0 to {std_max:.2f}",
+        fontsize=9,
     )
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
