@@ -33,7 +33,7 @@ def _operators() -> list[tuple[str, object, tuple[int, int, int], bool]]:
         ("blur-gauss-mild", Blur(gaussian_kernel(0.5, dtype=F64)), (1, 7, 9), True),
         (
             "blur-rect",
-            Blur(torch.outer(torch.tensor([1.0, 2.0, 0.5], dtype=F64), torch.arange(1.0, 6.0, dtype=F64) / 15)),
+            Blur(torch.outer(torch.tensor([1.0, 2.0, 0.5], dtype=F64), torch.arange(1.0, 6.0, dtype=F64))),
             (1, 6, 7),
             False,
         ),
