@@ -39,11 +39,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--obs-dims-800", nargs="+", type=int, default=[2], help="obs_dims run at dim >= 800")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/exactness"))
+    p.add_argument(
+        "--table-from",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="only write the table of these JSON files (later files win for the same run)",
+    )
     return p.parse_args(argv)
+
+
+def table_from(paths: list[Path], methods: list[str] | None) -> str:
+    """The Markdown table of earlier runs; a later file's run replaces the same (method, cell, seed)."""
+    runs: dict[tuple, dict] = {}
+    for path in paths:
+        for r in json.loads(path.read_text()):
+            runs[(r["method"], r["dim"], r["obs_dim"], r["seed"])] = r
+    found = sorted({r["method"] for r in runs.values()} - {"floor"})
+    return to_markdown(list(runs.values()), methods or found)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.table_from:
+        table = table_from(args.table_from, args.methods)
+        args.out.with_suffix(".md").write_text(table)
+        print(table)
+        return
     torch.set_num_threads(args.threads)
     methods = args.methods or sorted(ps.METHODS)
     unknown = [m for m in methods if m not in ps.METHODS]

@@ -209,10 +209,14 @@ def run_smc(
         resampled[:, k] = mask
         anc = identity
         if mask.any():
-            anc = torch.where(mask[:, None], resample(log_w, generator), identity)
-            x = _gather(x, anc)
-            model.cache = {name: _gather(v, anc) for name, v in model.cache.items()}
-            log_w = torch.where(mask[:, None], torch.full_like(log_w, -math.log(N)), log_w)
+            # resample and move only the problems that need it (the rest keep their particles)
+            rows = mask.nonzero().squeeze(1)
+            anc_rows = resample(log_w[rows], generator)
+            anc = identity.clone()
+            anc[rows] = anc_rows
+            x = _gather_rows(x, rows, anc_rows)
+            model.cache = {name: _gather_rows(v, rows, anc_rows) for name, v in model.cache.items()}
+            log_w = log_w.index_fill(0, rows, -math.log(N))
             if move is not None:
                 x_moved, acc = move(x, lambda z, k=k: model.log_target(k, z), generator)
                 x = torch.where(mask.view(B, *([1] * (x.dim() - 1))), x_moved, x)
@@ -236,6 +240,14 @@ def run_smc(
         acceptance=acceptance,
         genealogy=torch.stack(ancestry, 1) if genealogy else None,
     )
+
+
+def _gather_rows(x: Tensor, rows: Tensor, ancestors: Tensor) -> Tensor:
+    """``x`` with problems ``rows`` replaced by ``x[rows][ancestors]``; all rows at once when
+    every problem resamples."""
+    if rows.numel() == x.shape[0]:
+        return _gather(x, ancestors)
+    return x.index_copy(0, rows, _gather(x[rows], ancestors))
 
 
 def _gather(x: Tensor, ancestors: Tensor) -> Tensor:
