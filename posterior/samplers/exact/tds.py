@@ -110,9 +110,28 @@ class TDSModel(DiffusionModel):
         return x_s, log_pq + new - c["log_twist"]
 
     def log_target(self, k: int, x: Tensor) -> Tensor:
+        """``log p_s(x) + log p~_s(y | x)`` after step ``k``, differentiable in ``x`` (the twist's
+        gradient comes from ``denoise_with_grad``); needs a prior with a density."""
         s = self.times[k + 1]
         prior = self.prior.log_prob(self.flat(x), s).reshape(x.shape[:2])
-        return prior + (self.twist(x, s)["log_twist"] if s != CLEAN else self.problem.log_likelihood(x))
+        if s == CLEAN:
+            return prior + self.problem.log_likelihood(x)
+        return prior + _Twist.apply(x, self, s)
+
+
+class _Twist(torch.autograd.Function):
+    """``log p~_s(y | x)`` as an autograd op whose backward is the gradient computed with it."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, model: TDSModel, s: int) -> Tensor:  # type: ignore[override]
+        out = model.twist(x.detach(), s)
+        ctx.save_for_backward(out["grad"])
+        return out["log_twist"]
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return grad_out.reshape(*grad_out.shape, *([1] * (grad.dim() - 2))) * grad, None, None
 
 
 @register

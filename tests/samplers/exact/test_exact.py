@@ -167,3 +167,19 @@ def test_flat_likelihood_gives_the_prior(method: str) -> None:
     ref = prior.sample(2048, 1).expand(3, -1, -1)
     floor = sliced_wasserstein(prior.sample(2048, 2).expand(3, -1, -1), ref).mean()
     assert sliced_wasserstein(res.samples, ref).mean() < 1.5 * floor
+
+
+@pytest.mark.parametrize("method", EXACT)
+def test_resample_move_records_acceptance(method: str) -> None:
+    """A MALA move after each resampling (differentiable intermediate targets): acceptance in
+    (0, 1] where a move ran, NaN elsewhere, and finite samples."""
+    from posterior.kernels.moves import mala_move
+
+    problem = batch_problem(2)
+    res = ps.sample(
+        problem, method, num_particles=64, num_steps=10, seed=0, threshold="always", move=mala_move()
+    )
+    acc = res.acceptance
+    assert acc.shape == (2, 10) and torch.isnan(acc[:, -1]).all()
+    assert ((acc[:, :-1] > 0) & (acc[:, :-1] <= 1)).all()
+    assert torch.isfinite(res.samples).all()
