@@ -101,6 +101,8 @@ class SMCOutput:
         log_evidence: ``Tensor[B]``.
         acceptance: ``Tensor[B, num_steps]`` of the move (NaN where none ran), or ``None``.
         genealogy: ``LongTensor[B, num_steps, N]`` ancestors per step, when asked for.
+        state: the weighted :class:`ParticleState` before the final resampling (its
+            ``ancestors`` are those of the final resampling).
     """
 
     samples: Tensor
@@ -111,6 +113,7 @@ class SMCOutput:
     log_evidence: Tensor
     acceptance: Tensor | None = None
     genealogy: Tensor | None = None
+    state: ParticleState | None = None
     stats: dict[str, Tensor] = field(default_factory=dict)
 
 
@@ -239,6 +242,7 @@ def run_smc(
         log_evidence=log_z,
         acceptance=acceptance,
         genealogy=torch.stack(ancestry, 1) if genealogy else None,
+        state=ParticleState(weighted, final_log_w, log_z, anc),
     )
 
 

@@ -120,6 +120,8 @@ def test_same_seed_same_output_and_genealogy() -> None:
     b = run_smc(RandomWalk(), PAIRS, 3, 32, torch.Generator().manual_seed(7), genealogy=True)
     assert torch.equal(a.samples, b.samples) and torch.equal(a.log_evidence, b.log_evidence)
     assert a.genealogy is not None and a.genealogy.shape == (3, len(OBS), 32)
+    assert a.state is not None and torch.equal(a.state.ancestors, a.genealogy[:, -1])
+    assert torch.equal(a.samples, torch.gather(a.state.particles, 1, a.state.ancestors[..., None]))
 
 
 def test_move_hook_is_called_and_acceptance_recorded() -> None:
