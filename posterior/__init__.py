@@ -1,8 +1,8 @@
 """posterior: calibrated posterior sampling for inverse problems with diffusion priors.
 
-    >>> import posterior as ps
-    >>> problem = ps.problems.gmm_benchmark(dim=8, obs_dim=2, seed=0)
-    >>> result = ps.sample(problem, "tds", num_particles=256, num_steps=100, seed=0)
+>>> import posterior as ps
+>>> problem = ps.problems.gmm_benchmark(dim=8, obs_dim=2, seed=0)
+>>> result = ps.sample(problem, "tds", num_particles=256, num_steps=100, seed=0)
 """
 
 from posterior import operators, problems
@@ -15,16 +15,16 @@ from posterior.schedule import VPSchedule
 __version__ = "0.1.0"
 
 __all__ = [
-    "VPSchedule",
-    "DiffusionPrior",
-    "GaussianMixturePrior",
+    "METHODS",
     "DiffusersPrior",
-    "load_prior",
+    "DiffusionPrior",
     "GaussianMixture",
+    "GaussianMixturePrior",
     "InverseProblem",
     "Result",
-    "METHODS",
-    "sample",
+    "VPSchedule",
+    "load_prior",
     "operators",
     "problems",
+    "sample",
 ]

@@ -10,7 +10,7 @@ from torch import Tensor
 
 T = TypeVar("T")
 
-__all__ = ["as_generator", "progress_bar", "check_finite"]
+__all__ = ["as_generator", "check_finite", "progress_bar"]
 
 
 def as_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -30,7 +30,9 @@ def as_generator(seed: int | torch.Generator | None, device: torch.device | str 
     return gen
 
 
-def progress_bar(iterable: Iterable[T], enabled: bool = True, desc: str | None = None, total: int | None = None) -> Iterator[T]:
+def progress_bar(
+    iterable: Iterable[T], enabled: bool = True, desc: str | None = None, total: int | None = None
+) -> Iterator[T]:
     """``tqdm`` over ``iterable`` when ``enabled``, the bare iterable otherwise."""
     if not enabled:
         return iter(iterable)

@@ -61,7 +61,8 @@ class InverseProblem:
         else:
             raise ValueError(
                 f"y has shape {list(y.shape)} but the operator maps x {list(prior.event_shape)} to "
-                f"{list(obs_shape)}: pass y of shape {list(obs_shape)} or [B, {', '.join(map(str, obs_shape))}]"
+                f"{list(obs_shape)}: pass y of shape {list(obs_shape)} "
+                f"or [B, {', '.join(map(str, obs_shape))}]"
             )
         self.y, self.y_batch, self.obs_shape = y, y_batch, obs_shape
 
@@ -71,7 +72,9 @@ class InverseProblem:
         if (sigma < 0).any():
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
         if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] not in (1, self.batch_size)):
-            raise ValueError(f"noise_std must be a scalar or Tensor[{self.batch_size}], got shape {list(sigma.shape)}")
+            raise ValueError(
+                f"noise_std must be a scalar or Tensor[{self.batch_size}], got shape {list(sigma.shape)}"
+            )
         self.noise_std = noise_std
         self.truth: Tensor | None = None  # the x behind y, when a builder knows it
         self.sigma = sigma.expand(self.batch_size).clone() if sigma.dim() else sigma.repeat(self.batch_size)
@@ -203,6 +206,8 @@ class InverseProblem:
 
 def _log_normal(resid: Tensor, L: Tensor) -> Tensor:
     """``log N(resid; 0, L L^T)`` for ``resid: [B, K, m]`` and ``L: [(B,) K, m, m]``; ``[B, K]``."""
-    z = torch.linalg.solve_triangular(L.expand(*resid.shape[:2], *L.shape[-2:]), resid.unsqueeze(-1), upper=False)
+    z = torch.linalg.solve_triangular(
+        L.expand(*resid.shape[:2], *L.shape[-2:]), resid.unsqueeze(-1), upper=False
+    )
     logdet = L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
     return -0.5 * z.squeeze(-1).pow(2).sum(-1) - logdet - 0.5 * resid.shape[-1] * math.log(2 * math.pi)

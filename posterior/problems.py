@@ -41,7 +41,9 @@ def gmm_prior_grid(
     weights = torch.randn(25, generator=generator, dtype=torch.float64).pow(2)
     weights = weights / weights.sum()
     variances = torch.ones(25, dim, dtype=torch.float64)
-    return GaussianMixturePrior(weights.to(dtype), means.to(dtype), variances.to(dtype), schedule=VPSchedule.linear())
+    return GaussianMixturePrior(
+        weights.to(dtype), means.to(dtype), variances.to(dtype), schedule=VPSchedule.linear()
+    )
 
 
 def gmm_benchmark(dim: int, obs_dim: int, seed: int, dtype: torch.dtype = torch.float32) -> InverseProblem:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["VPSchedule", "CLEAN"]
+__all__ = ["CLEAN", "VPSchedule"]
 
 #: The time index of clean data, ``abar_{-1} = 1``.
 CLEAN = -1
@@ -108,7 +108,7 @@ class VPSchedule:
     def time_pairs(self, num_steps: int, spacing: str = "leading") -> list[tuple[int, int]]:
         """``[(t, s), ...]``: consecutive reverse transitions ``t -> s`` ending at ``s = CLEAN``."""
         ts = self.timesteps(num_steps, spacing).tolist()
-        return list(zip(ts, ts[1:] + [CLEAN]))
+        return list(zip(ts, [*ts[1:], CLEAN], strict=True))
 
     def __repr__(self) -> str:
         a = self.alphas_cumprod

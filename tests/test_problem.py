@@ -17,7 +17,11 @@ def _problem(seed=0, batch=False, noise=0.7):
     covs = B_ @ B_.transpose(-1, -2) / d + 0.2 * torch.eye(d, dtype=torch.float64)
     prior = ps.GaussianMixturePrior(w / w.sum(), means, covs)
     A = torch.randn(m, d, generator=gen, dtype=torch.float64)
-    y = torch.randn(3, m, generator=gen, dtype=torch.float64) if batch else torch.tensor([0.8], dtype=torch.float64)
+    y = (
+        torch.randn(3, m, generator=gen, dtype=torch.float64)
+        if batch
+        else torch.tensor([0.8], dtype=torch.float64)
+    )
     return ps.InverseProblem(prior, A, y, noise)
 
 
@@ -62,7 +66,9 @@ def test_batched_problems_agree_with_single_ones():
         assert torch.allclose(single.exact_posterior().mean, post.mean[b])
         assert torch.allclose(single.exact_log_evidence(), logz[b])
     # one noise level per problem
-    varied = ps.InverseProblem(problem.prior, problem.operator, problem.y, torch.tensor([0.5, 0.7, 0.9]).double())
+    varied = ps.InverseProblem(
+        problem.prior, problem.operator, problem.y, torch.tensor([0.5, 0.7, 0.9]).double()
+    )
     single = ps.InverseProblem(problem.prior, problem.operator, problem.y[2], 0.9)
     assert torch.allclose(varied.exact_log_evidence()[2], single.exact_log_evidence())
     assert torch.allclose(varied.exact_posterior().mean[2], single.exact_posterior().mean)

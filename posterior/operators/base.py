@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["Operator", "LinearOperator", "Nonlinear", "as_operator"]
+__all__ = ["LinearOperator", "Nonlinear", "Operator", "as_operator"]
 
 
 class Operator(ABC):
@@ -155,4 +155,6 @@ def as_operator(op: Operator | Tensor | Callable[[Tensor], Tensor]) -> Operator:
         return Matrix(op)
     if callable(op):
         return Nonlinear(op)
-    raise TypeError(f"cannot use {type(op).__name__} as an operator: pass an Operator, a Tensor[m, d] or a callable")
+    raise TypeError(
+        f"cannot use {type(op).__name__} as an operator: pass an Operator, a Tensor[m, d] or a callable"
+    )

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from posterior.operators.base import LinearOperator
 
-__all__ = ["Identity", "Matrix", "CompressedSensing"]
+__all__ = ["CompressedSensing", "Identity", "Matrix"]
 
 
 class Identity(LinearOperator):

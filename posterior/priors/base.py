@@ -20,7 +20,7 @@ from torch import Tensor
 from posterior._utils import as_generator, progress_bar
 from posterior.schedule import CLEAN, VPSchedule
 
-__all__ = ["DiffusionPrior", "Denoised", "PREDICTION_TYPES"]
+__all__ = ["PREDICTION_TYPES", "Denoised", "DiffusionPrior"]
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
@@ -112,8 +112,7 @@ class DiffusionPrior(ABC):
     def _check_input(self, x_t: Tensor) -> None:
         if tuple(x_t.shape[1:]) != tuple(self.event_shape):
             raise ValueError(
-                f"expected x_t of shape [n, {', '.join(map(str, self.event_shape))}], "
-                f"got {list(x_t.shape)}"
+                f"expected x_t of shape [n, {', '.join(map(str, self.event_shape))}], got {list(x_t.shape)}"
             )
 
     # ----------------------------------------------------------------- evaluation

@@ -14,7 +14,7 @@ from posterior._utils import as_generator, check_finite
 from posterior.problem import InverseProblem
 from posterior.samplers.result import Result
 
-__all__ = ["Sampler", "METHODS", "register", "sample"]
+__all__ = ["METHODS", "Sampler", "register", "sample"]
 
 #: ``{name: sampler class}`` of every registered method.
 METHODS: dict[str, type[Sampler]] = {}
@@ -117,6 +117,8 @@ def sample(
     result.num_evals = prior.num_evals - evals0
     result.num_vjps = prior.num_vjps - vjps0
     result.options = {"num_particles": num_particles, "num_steps": num_steps, **sampler.options()}
-    result.truth = None if problem.truth is None else (problem.truth if problem.batched else problem.truth[None])
+    result.truth = (
+        None if problem.truth is None else (problem.truth if problem.batched else problem.truth[None])
+    )
     check_finite(result.samples, f"{cls.name}: final samples")
     return result if problem.batched else result.unbatched()
