@@ -7,6 +7,7 @@
 
 from posterior import operators, problems
 from posterior.distributions import GaussianMixture
+from posterior.particles import ParticleDegeneracyWarning
 from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, load_prior
 from posterior.problem import InverseProblem
 from posterior.samplers import METHODS, Result, sample
@@ -21,6 +22,7 @@ __all__ = [
     "GaussianMixture",
     "GaussianMixturePrior",
     "InverseProblem",
+    "ParticleDegeneracyWarning",
     "Result",
     "VPSchedule",
     "load_prior",

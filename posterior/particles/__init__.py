@@ -1,6 +1,13 @@
 """Particle machinery: resampling schemes, the effective sample size and the Feynman-Kac engine."""
 
-from posterior.particles.engine import FeynmanKacModel, ParticleState, SMCOutput, run_smc
+from posterior.particles.engine import (
+    FeynmanKacModel,
+    ParticleDegeneracyWarning,
+    ParticleState,
+    SMCOutput,
+    run_smc,
+    warn_if_degenerate,
+)
 from posterior.particles.resampling import (
     RESAMPLERS,
     ess,
@@ -14,6 +21,7 @@ from posterior.particles.resampling import (
 __all__ = [
     "RESAMPLERS",
     "FeynmanKacModel",
+    "ParticleDegeneracyWarning",
     "ParticleState",
     "SMCOutput",
     "ess",
@@ -23,4 +31,5 @@ __all__ = [
     "run_smc",
     "stratified",
     "systematic",
+    "warn_if_degenerate",
 ]

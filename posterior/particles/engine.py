@@ -18,6 +18,7 @@ log-weights ``[B, N]``; resampling decisions are made per problem.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -28,7 +29,24 @@ from torch import Tensor
 from posterior._utils import progress_bar
 from posterior.particles.resampling import RESAMPLERS, ess
 
-__all__ = ["FeynmanKacModel", "ParticleState", "SMCOutput", "check_resampling_options", "run_smc"]
+__all__ = [
+    "FeynmanKacModel",
+    "ParticleDegeneracyWarning",
+    "ParticleState",
+    "SMCOutput",
+    "check_resampling_options",
+    "run_smc",
+    "warn_if_degenerate",
+]
+
+#: ESS below which :func:`run_smc` warns: the whole particle system rests on about one particle.
+DEGENERATE_ESS = 2.0
+
+
+class ParticleDegeneracyWarning(UserWarning):
+    """The effective sample size collapsed: the draws are far from the many-particle regime in
+    which the sampler is exact (more particles, or a resample-move, are the remedies)."""
+
 
 #: ``move(particles, log_target_fn, generator) -> (particles, acceptance [B])``: an MCMC kernel
 #: leaving ``exp(log_target_fn(x))`` invariant, applied after each resampling.
@@ -152,6 +170,7 @@ def run_smc(
     move: Move | None = None,
     genealogy: bool = False,
     progress: bool = False,
+    warn_degenerate: bool = True,
 ) -> SMCOutput:
     """Run the Feynman-Kac model ``model`` along ``time_pairs`` for ``B`` problems at once.
 
@@ -165,6 +184,8 @@ def run_smc(
         move: optional MCMC kernel applied to resampled particles (resample-move).
         genealogy: keep the ancestors of every step.
         progress: show a progress bar.
+        warn_degenerate: issue a :class:`ParticleDegeneracyWarning` when the ESS of some problem
+            fell below ``2`` (see :func:`warn_if_degenerate`).
 
     Returns:
         an :class:`SMCOutput`.
@@ -228,6 +249,8 @@ def run_smc(
         if genealogy:
             ancestry.append(anc)
 
+    if warn_degenerate:
+        warn_if_degenerate(ess_trace, model.name)
     weighted, final_log_w = x, log_w
     anc = resample(log_w, generator)
     resampled[:, K - 1] = True
@@ -244,6 +267,28 @@ def run_smc(
         genealogy=torch.stack(ancestry, 1) if genealogy else None,
         state=ParticleState(weighted, final_log_w, log_z, anc),
     )
+
+
+def warn_if_degenerate(ess_trace: Tensor, name: str, level: float = DEGENERATE_ESS) -> bool:
+    """Warn (:class:`ParticleDegeneracyWarning`) if the ESS ``[B, K]`` of any problem fell below
+    ``level`` at some step; one warning for the whole batch. Returns whether it warned."""
+    low = ess_trace < level  # [B, K]
+    bad = low.any(-1)
+    if not bad.any():
+        return False
+    B, K = ess_trace.shape
+    worst = int(ess_trace.min(-1).values.argmin())
+    steps = low[worst].nonzero().flatten().tolist()
+    where = f"problem {worst}, " if B > 1 else ""
+    warnings.warn(
+        f"{name}: the effective sample size fell below {level:g} in {int(bad.sum())} of {B} problem(s) "
+        f"({where}{len(steps)} of {K} steps, first at step {steps[0]}, minimum "
+        f"{float(ess_trace[worst].min()):.2f}): the draws rest on about one particle and their spread "
+        "underestimates the posterior's; use more particles or a resample-move (result.ess has the trace)",
+        ParticleDegeneracyWarning,
+        stacklevel=2,
+    )
+    return True
 
 
 def _gather_rows(x: Tensor, rows: Tensor, ancestors: Tensor) -> Tensor:

@@ -142,3 +142,30 @@ def test_bad_options() -> None:
         run_smc(RandomWalk(), PAIRS, 1, 8, torch.Generator(), resampling="bogus")
     with pytest.raises(ValueError, match="threshold"):
         run_smc(RandomWalk(), PAIRS, 1, 8, torch.Generator(), threshold=1.5)
+
+
+class Sharp(RandomWalk):
+    """The random walk observed with a tiny variance at one step: the weights collapse there."""
+
+    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x, log_g = super().step(k, t, s, x, generator)
+        return x, log_g * (1e7 if k == 3 else 1.0)
+
+
+def test_collapse_warns_once_for_the_batch_and_healthy_runs_do_not() -> None:
+    import warnings
+
+    from posterior.particles import ParticleDegeneracyWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParticleDegeneracyWarning)
+        out = run_smc(RandomWalk(), PAIRS, 3, 500, torch.Generator().manual_seed(0))
+    assert out.ess.min() > 2
+    with pytest.warns(
+        ParticleDegeneracyWarning, match=r"walk: .* in 3 of 3 problem\(s\) .* first at step 3"
+    ) as rec:
+        out = run_smc(Sharp(), PAIRS, 3, 500, torch.Generator().manual_seed(0))
+    assert len(rec) == 1 and out.ess[:, 3].max() < 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParticleDegeneracyWarning)
+        run_smc(Sharp(), PAIRS, 3, 500, torch.Generator().manual_seed(0), warn_degenerate=False)
