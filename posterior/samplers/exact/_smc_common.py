@@ -148,6 +148,16 @@ class SVDTwistModel(DiffusionModel):
     The last step (``s = CLEAN``, a deterministic kernel) multiplies by the true likelihood over
     ``g_t``: the potentials telescope, so the final target is exactly the model's posterior and the
     product of increments estimates ``p(y)``.
+
+    Noiseless problems (``noise_std = 0`` for the whole batch): the path is pinned at the last
+    noisy time ``t_K`` instead of at ``CLEAN``, ``c_{t_K} = sqrt(abar_K) y~`` with ``w_{t_K} = 0``
+    (:attr:`a_end` ``= abar_K``; ``1`` with noise): the step into ``t_K`` sets the observed
+    coordinates to ``c_{t_K}`` exactly and weighs by the predictive ``N(c_{t_K}; mu, v)``, and the
+    last, deterministic step sets them to ``y~`` and weighs nothing. The target is the model's
+    ``x_{t_K}`` given ``V^T x_{t_K} = sqrt(abar_K) y~`` (observed coordinates), mapped by its last
+    denoising step: ``p(x_0 | A x_0 = y)`` up to the ``1 - abar_K`` (``1e-4`` for DDPM) of noise left
+    at ``t_K``. The log-evidence is then the density of ``y`` (the Jacobian of ``y -> c_{t_K}``
+    added).
     """
 
     def __init__(
@@ -158,7 +168,13 @@ class SVDTwistModel(DiffusionModel):
         pairs = problem.prior.schedule.time_pairs(num_steps)
         self.times = [t for t, _ in pairs] + [CLEAN]  # the time after step k is times[k + 1]
         op = problem.require_linear(method, svd=True)
-        problem.require_noise(method)
+        zero = problem.sigma == 0
+        if zero.any() and not zero.all():
+            raise ValueError(
+                f"{method!r} needs noise_std > 0 for every problem of the batch or = 0 for all; "
+                f"got 0 in {int(zero.sum())} of {zero.numel()} problems"
+            )
+        self.noiseless = bool(zero.all())
         B = problem.batch_size
         s = op.singular_values.to(device=problem.prior.device, dtype=problem.prior.dtype)
         self.r = s.numel()
@@ -167,6 +183,15 @@ class SVDTwistModel(DiffusionModel):
         self.y_tilde = op.U_adjoint(problem.y_batch)[:, : self.r] / s_safe  # [B, r]
         self.obs_var = problem.sigma[:, None].pow(2) / s_safe.pow(2)  # [B, r]: variance of y~ given z0
         self.op, self.B = op, B
+        # where the path is pinned: abar at t_K (noiseless) or at CLEAN (= 1, with noise)
+        self.a_end = self.prior.schedule.alpha_bar(self.times[-2]).item() if self.noiseless else 1.0
+        if self.noiseless:  # log p(y) = log p(c_{t_K}) + log |d c_{t_K} / d y|
+            jac = 0.5 * math.log(self.a_end) * int(self.observed.sum()) - torch.log(s[self.observed]).sum()
+            self.log_jacobian = float(jac)
+
+    def pinned(self, t: int) -> bool:
+        """Whether the twist at ``t`` is a point mass (``w_t = 0``: the noiseless path's end)."""
+        return self.noiseless and t == self.times[-2]
 
     def path(self, t: int) -> tuple[Tensor, Tensor]:
         """Pseudo-observations ``c_t: [B, 1 or N, r]`` and twist variances ``w_t: [B, 1, r]``."""
@@ -180,6 +205,8 @@ class SVDTwistModel(DiffusionModel):
         return self.batched(self.op.V_adjoint(self.flat(x))[:, : self.r], x.shape[0])
 
     def log_twist(self, z: Tensor, t: int) -> Tensor:
+        if self.pinned(t):  # a point mass, satisfied by construction: its normaliser is left out
+            return z.new_zeros(z.shape[:2])
         c, w = self.path(t)
         return _masked_log_normal(z, c, w, self.observed)
 
@@ -206,6 +233,8 @@ class SVDTwistModel(DiffusionModel):
             log_g_t = self.log_twist(self.coords(x), t)
         self.advance(t, s, generator)
         mean, v = self.kernel(self.denoise(x, t), t, s, like=x)
+        if s == CLEAN and self.noiseless:  # observed coordinates become y~; nothing to weigh
+            return self.replace(mean, self.y_tilde[:, None]), -log_g_t
         if s == CLEAN or v == 0.0:  # deterministic last step: weight by the true likelihood
             x_s = mean
             new = self.problem.log_likelihood(x_s) if s == CLEAN else self.log_twist(self.coords(x_s), s)
@@ -214,6 +243,11 @@ class SVDTwistModel(DiffusionModel):
             return x_s, new - log_g_t
         c, w = self.path(s)
         mu = self.coords(mean)  # [B, N, r]
+        if self.pinned(s):  # the twist is a point mass at c: set the observed coordinates to it
+            x_s = self.replace(mean + v**0.5 * self.noise(x, generator), c)
+            self.cache["log_g"] = x_s.new_zeros(x_s.shape[:2])  # log_twist at the point mass
+            log_pred = _masked_log_normal(mu, c, torch.full_like(mu, v), self.observed)
+            return x_s, log_pred + self.log_jacobian - log_g_t
         prec = 1 / v + 1 / w
         post_mean = (mu / v + c / w) / prec
         # x_s = mean + sqrt(v) eps, then the observed coordinates are replaced by their
@@ -228,6 +262,11 @@ class SVDTwistModel(DiffusionModel):
         new = self.log_twist(z_new, s)
         self.cache["log_g"] = new
         return x_s, log_pred - log_g_t
+
+    def replace(self, x: Tensor, c: Tensor) -> Tensor:
+        """``x`` with its observed SVD coordinates set to ``c: [B, 1 or N, r]`` (moved along ``V``)."""
+        z = self.coords(x)
+        return x + self._lift(torch.where(self.observed, c - z, torch.zeros_like(z)).expand_as(z))
 
     def _lift(self, dz: Tensor) -> Tensor:
         """``V [dz, 0]``: ``[B, N, r] -> [B, N, *event]``."""

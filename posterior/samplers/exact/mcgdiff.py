@@ -7,9 +7,10 @@ variance it would have if ``z_0`` were observed through the diffusion's own nois
 
     g_t(x_t) = prod_i N(sqrt(abar_t) y~_i; z_t,i, 1 - abar_t + abar_t sigma^2 / S_i^2)
 
-(noiseless case: ``1 - abar_t``, MCGdiff's potential; the noisy case folds the observation noise
-into the variance instead of MCGdiff's time-shift ``tau_i``, which keeps every step a plain
-Gaussian product). Proposal: prior reverse kernel times ``g_s`` (optimal, coordinate-wise);
+(noiseless case: ``1 - abar_t / abar_K``, MCGdiff's potential pinned at the last noisy time
+``t_K``, where the observed coordinates are set to ``sqrt(abar_K) y~``; the noisy case folds the
+observation noise into the variance instead of MCGdiff's time-shift ``tau_i``, which keeps every
+step a plain Gaussian product). Proposal: prior reverse kernel times ``g_s`` (optimal, coordinate-wise);
 weight: the Gaussian predictive over ``g_t``; last step: the true likelihood. Gradient-free.
 """
 
@@ -28,12 +29,12 @@ __all__ = ["MCGdiff"]
 class MCGdiffModel(SVDTwistModel):
     def path(self, t: int) -> tuple[Tensor, Tensor]:
         abar = self.prior.schedule.alpha_bar(t).item()
-        return abar**0.5 * self.y_tilde[:, None], ((1 - abar) + abar * self.obs_var)[:, None]
+        return abar**0.5 * self.y_tilde[:, None], ((1 - abar / self.a_end) + abar * self.obs_var)[:, None]
 
 
 @register
 class MCGdiff(ParticleSampler):
-    """MCGdiff (Cardoso et al., ICLR 2024) for linear operators with an SVD and ``noise_std > 0``.
+    """MCGdiff (Cardoso et al., ICLR 2024) for linear operators with an SVD, noisy or noiseless.
 
     Options:
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.

@@ -73,11 +73,58 @@ def test_mcgdiff_and_smc_need_a_linear_operator() -> None:
             ps.sample(problem, method, num_particles=8, num_steps=4)
 
 
-def test_noise_free_problems_are_refused_clearly() -> None:
+def test_noise_free_problems_are_refused_clearly_by_tds_and_mixed_batches_by_all() -> None:
     problem = ps.InverseProblem(small_prior(), torch.eye(4)[:2], torch.zeros(2), 0.0)
-    for method in EXACT:
-        with pytest.raises(ValueError, match="needs noise_std > 0"):
-            ps.sample(problem, method, num_particles=8, num_steps=4)
+    with pytest.raises(ValueError, match="needs noise_std > 0"):
+        ps.sample(problem, "tds", num_particles=8, num_steps=4)
+    mixed = ps.InverseProblem(small_prior(), torch.eye(4)[:2], torch.zeros(2, 2), torch.tensor([0.0, 0.1]))
+    for method in ("smc", "mcgdiff"):
+        with pytest.raises(ValueError, match="= 0 for all; got 0 in 1 of 2 problems"):
+            ps.sample(mixed, method, num_particles=8, num_steps=4)
+
+
+def noiseless(B: int, seed: int) -> tuple[ps.InverseProblem, ps.GaussianMixture]:
+    """:func:`two_modes` observed without noise, and the exact posterior of a ``1e-3`` noise
+    version as reference (the noiseless posterior has no density on R^3)."""
+    noisy = two_modes(B, seed)
+    y = noisy.operator.A(noisy.truth)
+    problem = ps.InverseProblem(noisy.prior, noisy.operator, y, 0.0)
+    problem.truth = noisy.truth
+    return problem, ps.InverseProblem(noisy.prior, noisy.operator, y, 1e-3).exact_posterior()
+
+
+@pytest.mark.parametrize("method", ["smc", "mcgdiff"])
+def test_noiseless_draws_satisfy_the_measurement(method: str) -> None:
+    problem, _ = noiseless(2, 1)
+    res = ps.sample(problem, method, num_particles=64, num_steps=20, seed=0)
+    residual = problem.operator.A(res.samples.reshape(-1, 3)).reshape(2, 64, 2) - problem.y[:, None]
+    assert residual.abs().max() < 1e-5
+    assert torch.isfinite(res.log_evidence).all()
+    with pytest.raises(ValueError, match="noise_std > 0"):
+        problem.exact_posterior()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["smc", "mcgdiff"])
+def test_noiseless_reaches_the_exact_posterior(method: str) -> None:
+    """``noise_std = 0``: on B = 4 problems, sliced W1 to the exact posterior at N = 4096 with 200
+    steps is within 4x the exact-vs-exact floor (measured: mcgdiff 2.5x, smc 3.0x; conditioning on
+    an exact measurement is sharper than on a noisy one and needs finer steps: 5-7x at 50 steps),
+    and ``Z_hat / Z`` (the density of y) averages 1 over 64 problems within 4 standard errors plus
+    the 2% allowed for the discretisation."""
+    problem, exact = noiseless(4, 1)
+    res = ps.sample(problem, method, num_particles=4096, num_steps=200, seed=0)
+    dist = sliced_wasserstein(res.samples, exact.sample(4096, torch.Generator().manual_seed(0))).mean()
+    floor = sliced_wasserstein(
+        exact.sample(4096, torch.Generator().manual_seed(1)),
+        exact.sample(4096, torch.Generator().manual_seed(2)),
+    ).mean()
+    assert dist < 4 * floor, (dist, floor)
+    problem, _ = noiseless(64, 2)
+    res = ps.sample(problem, method, num_particles=256, num_steps=50, seed=0)
+    ratio = (res.log_evidence.double() - problem.exact_log_evidence()).exp()
+    se = ratio.std().item() / 64**0.5
+    assert abs(ratio.mean().item() - 1) < 4 * se + 0.02, (ratio.mean().item(), se)
 
 
 def test_nan_weights_name_method_and_step() -> None:
