@@ -170,14 +170,22 @@ class InverseProblem:
         Per component, a Kalman update: ``mu_k' = mu_k + G_k (y - A mu_k)``,
         ``Sigma_k' = Sigma_k - G_k A Sigma_k`` with ``G_k = Sigma_k A^T S_k^{-1}``; weights
         ``propto w_k N(y; A mu_k, S_k)``. Batch dims: ``[B]`` for batched problems, none otherwise.
-        Needs ``noise_std > 0`` (with ``noise_std = 0`` the posterior lives on ``{A x = y}`` and has
-        no density; a tiny ``noise_std`` gives a reference as close to it as wanted).
+        With ``noise_std = 0`` the posterior lives on ``{A x = y}``: its covariances are singular
+        and, where they are not positive definite in floating point, a ``ValueError`` says so (a
+        tiny ``noise_std`` gives a reference as close to it as wanted).
         """
-        if (self.sigma <= 0).any():
+        try:
+            return self._exact_posterior()
+        except torch.linalg.LinAlgError as err:
+            if (self.sigma > 0).all():
+                raise
             raise ValueError(
-                "exact_posterior needs noise_std > 0: with noise_std = 0 the posterior is singular "
-                "(supported on A x = y); build the problem with a tiny noise_std for a reference"
-            )
+                "exact_posterior: with noise_std = 0 the posterior is singular (supported on A x = y) "
+                "and has no Gaussian-mixture form here; build the problem with a tiny noise_std for "
+                "a reference"
+            ) from err
+
+    def _exact_posterior(self) -> GaussianMixture:
         prior, A, y, S, covs = self._marginal_terms()
         mu = prior.means.double()  # [K, d]
         L = torch.linalg.cholesky(S)  # [(B,) K, m, m]
