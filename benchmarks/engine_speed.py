@@ -86,7 +86,7 @@ NUMPY: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
 # ----------------------------------------------------------------------------- timing
 def torch_step(log_w: torch.Tensor, log_g: torch.Tensor, resample: Callable, gen: torch.Generator) -> None:
     lw = log_w + log_g
-    lw = lw - torch.logsumexp(lw, -1, keepdim=True)
+    lw -= torch.logsumexp(lw, -1, keepdim=True)  # in place: no second [B, N] buffer
     ess(lw)
     resample(lw, gen)
 

@@ -129,3 +129,74 @@ def test_bad_input() -> None:
         rs.systematic(torch.zeros(5))
     with pytest.raises(ValueError, match="zero particles"):
         rs.multinomial(torch.zeros(2, 0))
+
+
+def _reference(scheme: str, lw: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Searchsorted reference for the grid schemes on a float64 CDF: ``u`` are the uniforms
+    ``[B, N]`` (stratified: one per stratum) or ``[B, 1]`` (systematic)."""
+    c = torch.cumsum(torch.softmax(lw.double(), -1), -1)
+    c = c / c[:, -1:]
+    N = lw.shape[1]
+    grid = (torch.arange(N, dtype=torch.float64) + u) / N
+    return torch.searchsorted(c, grid, right=True).clamp_(max=N - 1)
+
+
+@pytest.mark.parametrize("scheme", ["stratified", "systematic"])
+@pytest.mark.parametrize("N", [1, 7, 1000, 100_000])
+def test_count_formula_matches_search(scheme: str, N: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The O(N) count formulas (``ceil(N c - U_{floor(N c)})``, ``ceil(N c - U)``) give the same
+    ancestors as searching the grid ``(j + U_j) / N`` in the CDF, with the same uniforms."""
+    g = torch.Generator().manual_seed(N)
+    lw = 2 * torch.randn(3, N, generator=g, dtype=torch.float64)
+    lw[:, ::5] = -math.inf  # zero weights
+    lw[:, 0] = 0.0
+    drawn: list[torch.Tensor] = []
+
+    def record(shape, like, generator):
+        drawn.append(torch.rand(shape, generator=generator, dtype=like.dtype))
+        return drawn[-1].clone()
+
+    monkeypatch.setattr(rs, "_uniform", record)
+    anc = RESAMPLERS[scheme](lw, torch.Generator().manual_seed(0))
+    u = drawn[0][:, :N] if scheme == "stratified" else drawn[0]
+    torch.testing.assert_close(anc, _reference(scheme, lw, u), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("B", [1, 3])
+def test_ancestors_from_below_is_repeat_interleave(B: int) -> None:
+    g = torch.Generator().manual_seed(B)
+    N = 50
+    counts = torch.zeros(B, N, dtype=torch.long)
+    for b in range(B):  # N offspring spread over a few particles, zeros included
+        counts[b] = torch.bincount(torch.randint(0, N // 3, (N,), generator=g) * 3, minlength=N)
+    anc = rs._ancestors_from_below(counts.cumsum(-1))
+    expected = torch.stack([torch.repeat_interleave(torch.arange(N), counts[b]) for b in range(B)])
+    assert anc.is_contiguous()
+    torch.testing.assert_close(anc, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_same_seed_same_ancestors(scheme: str) -> None:
+    lw = torch.randn(2, 1000, generator=torch.Generator().manual_seed(0))
+    a = RESAMPLERS[scheme](lw, torch.Generator().manual_seed(3))
+    b = RESAMPLERS[scheme](lw, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("scheme", ["stratified", "systematic", "residual"])
+def test_offspring_bounds_at_ten_million(scheme: str) -> None:
+    """Float32 log-weights, N = 10^7: the float64 grid still resolves the strata."""
+    N = 10_000_000
+    lw = 2 * torch.randn(1, N, generator=torch.Generator().manual_seed(0))
+    counts = offspring_counts(RESAMPLERS[scheme](lw, torch.Generator().manual_seed(1)))
+    nw = N * torch.softmax(lw.double(), -1)
+    low, high = {"stratified": (-1, 2), "systematic": (0, 1), "residual": (0, N)}[scheme]
+    assert counts.sum() == N
+    assert (counts >= torch.floor(nw - 1e-6) + low).all()
+    assert (counts <= torch.floor(nw + 1e-6) + high).all()
+
+
+def test_ess_matches_float64() -> None:
+    lw = 3 * torch.randn(2, 100_000, generator=torch.Generator().manual_seed(0))
+    w = torch.softmax(lw.double(), -1)
+    torch.testing.assert_close(ess(lw).double(), 1 / (w * w).sum(-1), rtol=1e-5, atol=0)
