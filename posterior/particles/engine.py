@@ -18,6 +18,8 @@ log-weights ``[B, N]``; resampling decisions are made per problem.
 from __future__ import annotations
 
 import math
+import os
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -286,9 +288,19 @@ def warn_if_degenerate(ess_trace: Tensor, name: str, level: float = DEGENERATE_E
         f"{float(ess_trace[worst].min()):.2f}): the draws rest on about one particle and their spread "
         "underestimates the posterior's; use more particles or a resample-move (result.ess has the trace)",
         ParticleDegeneracyWarning,
-        stacklevel=2,
+        stacklevel=_caller_outside_package(),
     )
     return True
+
+
+def _caller_outside_package() -> int:
+    """The ``stacklevel`` that points a warning issued here at the first caller outside
+    ``posterior`` (the user's line, not the engine's)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1  # the frame that calls warnings.warn
+    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _gather_rows(x: Tensor, rows: Tensor, ancestors: Tensor) -> Tensor:
