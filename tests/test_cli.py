@@ -119,7 +119,7 @@ def test_make_problem_batches_with_truth() -> None:
 @pytest.mark.slow
 def test_console_script_demo(tmp_path: Path) -> None:
     """The installed entry point, end to end, on the shipped demo (small run)."""
-    cmd = [sys.executable, "-m", "posterior.cli", "demo", "--particles", "64", "--steps", "10"]
+    cmd = [sys.executable, "-m", "posterior.cli", "demo", "--particles", "64", "--steps", "10", "--no-image"]
     proc = subprocess.run(
         [*cmd, "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
     )
