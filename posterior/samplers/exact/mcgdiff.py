@@ -12,24 +12,56 @@ variance it would have if ``z_0`` were observed through the diffusion's own nois
 observation noise into the variance instead of MCGdiff's time-shift ``tau_i``, which keeps every
 step a plain Gaussian product). Proposal: prior reverse kernel times ``g_s`` (optimal, coordinate-wise);
 weight: the Gaussian predictive over ``g_t``; last step: the true likelihood. Gradient-free.
+
+The twist by default (``prior_var = V`` finite) is ``p(y~ | z_t)`` for a ``N(0, V)`` prior on each
+coordinate of ``z_0`` instead of MCGdiff's potential above (which is the ``V = inf`` limit):
+
+    g_t(x_t) = prod_i N(y~_i; a_t z_t,i, r_t^2 + sigma^2 / S_i^2),
+    a_t = sqrt(abar_t) V / (abar_t V + 1 - abar_t),   r_t^2 = V (1 - abar_t) / (abar_t V + 1 - abar_t).
+
+Both agree at small ``t``; at large ``t`` this one is flat (``x_t`` says nothing about ``y``),
+where MCGdiff's pulls every coordinate of ``z_t`` to ``0`` with unit variance. With an exact
+score the reverse kernel carries that potential along and the weights stay even; with a learned
+model, whose kernel does not quite match its forward process at large ``t``, the mismatch is
+summed over every observed coordinate and the weights collapse in the first steps. Any positive twist
+keeps the sampler exact; this choice is what decides its efficiency. Measured (2026-11-30): MNIST
+half-inpainting, 4 digits, 32 particles, 20 steps, noise 0.1: PSNR of the mean 16.3 dB and 90%
+pixel coverage 0.24 with ``V = 1`` against 11.0 dB and 0.02 with ``V = inf`` (first-step ESS 32 of
+32 against 1-3); with noise 30 (a flat likelihood) ESS 32 at every step against 1. On the
+Gaussian-mixture grid (dims 8 and 80, obs_dim 1, 2, 4, 5 seeds, N = 2000) the mean sliced W1 over
+the six cells is 0.27 with ``"auto"`` against 0.36 with ``inf``.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from posterior.particles.engine import Move
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
 from posterior.samplers.exact._smc_common import ParticleSampler, SVDTwistModel
+from posterior.samplers.exact.tds import _prior_variance
+from posterior.schedule import CLEAN
 
 __all__ = ["MCGdiff"]
 
 
 class MCGdiffModel(SVDTwistModel):
+    prior_var: float = math.inf
+
     def path(self, t: int) -> tuple[Tensor, Tensor]:
-        abar = self.prior.schedule.alpha_bar(t).item()
-        return abar**0.5 * self.y_tilde[:, None], ((1 - abar / self.a_end) + abar * self.obs_var)[:, None]
+        abar, V = self.prior.schedule.alpha_bar(t).item(), self.prior_var
+        if V == math.inf or self.noiseless or t == CLEAN:
+            return abar**0.5 * self.y_tilde[:, None], ((1 - abar / self.a_end) + abar * self.obs_var)[:, None]
+        # p(y~ | z_t) for a N(0, V) prior on z_0: N(y~; a z_t, r2 + sigma^2 / S^2), written as a
+        # Gaussian in z_t: N(y~ / a; z_t, (r2 + sigma^2 / S^2) / a^2) (the factor 1 / a is a
+        # constant: any positive twist keeps the weights exact)
+        a = abar**0.5 * V / (abar * V + 1 - abar)
+        r2 = V * (1 - abar) / (abar * V + 1 - abar)
+        return self.y_tilde[:, None] / a, ((r2 + self.obs_var) / a**2)[:, None]
 
 
 @register
@@ -42,10 +74,29 @@ class MCGdiff(ParticleSampler):
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
         exact_start: weight ``x_T ~ N(0, I)`` by ``p_T / N(0, I)`` where the prior has a density.
         move: optional MCMC move after each resampling (resample-move).
+        prior_var: ``V``, the per-coordinate prior variance of the twist (see the module
+            docstring). ``"auto"`` (default): the Gaussian-mixture prior's mean per-coordinate
+            variance, ``1`` for other priors; ``math.inf``: MCGdiff's own potential.
     """
 
     name = "mcgdiff"
     summary = "MCGdiff (Cardoso et al. 2024): SVD-basis twisted SMC for linear Gaussian problems"
 
+    def __init__(
+        self,
+        resampling: str = "systematic",
+        threshold: float | str = 0.5,
+        eta: float = 1.0,
+        exact_start: bool = True,
+        move: Move | None = None,
+        prior_var: float | str = "auto",
+    ) -> None:
+        super().__init__(resampling, threshold, eta, exact_start, move)
+        if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
+            raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
+        self.prior_var = prior_var
+
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> MCGdiffModel:
-        return MCGdiffModel(problem, num_steps, self.eta, self.exact_start, self.name)
+        model = MCGdiffModel(problem, num_steps, self.eta, self.exact_start, self.name)
+        model.prior_var = _prior_variance(problem) if self.prior_var == "auto" else float(self.prior_var)
+        return model
