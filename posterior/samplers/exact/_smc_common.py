@@ -22,7 +22,15 @@ from posterior.samplers.base import Sampler
 from posterior.samplers.result import Result
 from posterior.schedule import CLEAN
 
-__all__ = ["DiffusionModel", "ParticleSampler", "SVDTwistModel", "log_normal", "to_result"]
+__all__ = [
+    "DiffusionModel",
+    "ParticleSampler",
+    "SVDTwistModel",
+    "check_prior_var",
+    "log_normal",
+    "prior_var_option",
+    "to_result",
+]
 
 
 def log_normal(x: Tensor, mean: Tensor | float, var: Tensor | float) -> Tensor:
@@ -122,6 +130,26 @@ class ParticleSampler(Sampler):
             progress=progress,
         )
         return to_result(out, self.name)
+
+
+def check_prior_var(prior_var: float | str) -> float | str:
+    """Validate a ``prior_var`` option: ``"auto"``, a positive float or ``math.inf``."""
+    if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
+        raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
+    return prior_var
+
+
+def prior_var_option(problem: InverseProblem, prior_var: float | str) -> float:
+    """The per-coordinate prior variance ``V`` a twist assumes: ``"auto"`` is the Gaussian-mixture
+    prior's mean per-coordinate variance (exact), else ``1`` (data scaled to ``[-1, 1]``, as
+    images are)."""
+    if prior_var != "auto":
+        return float(prior_var)
+    from posterior.priors.gaussian_mixture import GaussianMixturePrior
+
+    if isinstance(problem.prior, GaussianMixturePrior):
+        return float(problem.prior.distribution.covariance.diagonal().mean())
+    return 1.0
 
 
 def to_result(out: SMCOutput, name: str) -> Result:

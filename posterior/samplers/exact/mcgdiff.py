@@ -42,8 +42,12 @@ from torch import Tensor
 from posterior.particles.engine import Move
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
-from posterior.samplers.exact._smc_common import ParticleSampler, SVDTwistModel
-from posterior.samplers.exact.tds import _prior_variance
+from posterior.samplers.exact._smc_common import (
+    ParticleSampler,
+    SVDTwistModel,
+    check_prior_var,
+    prior_var_option,
+)
 from posterior.schedule import CLEAN
 
 __all__ = ["MCGdiff"]
@@ -92,11 +96,9 @@ class MCGdiff(ParticleSampler):
         prior_var: float | str = "auto",
     ) -> None:
         super().__init__(resampling, threshold, eta, exact_start, move)
-        if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
-            raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
-        self.prior_var = prior_var
+        self.prior_var = check_prior_var(prior_var)
 
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> MCGdiffModel:
         model = MCGdiffModel(problem, num_steps, self.eta, self.exact_start, self.name)
-        model.prior_var = _prior_variance(problem) if self.prior_var == "auto" else float(self.prior_var)
+        model.prior_var = prior_var_option(problem, self.prior_var)
         return model

@@ -38,7 +38,12 @@ from posterior.particles.engine import Move
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
-from posterior.samplers.exact._smc_common import DiffusionModel, ParticleSampler
+from posterior.samplers.exact._smc_common import (
+    DiffusionModel,
+    ParticleSampler,
+    check_prior_var,
+    prior_var_option,
+)
 from posterior.schedule import CLEAN
 
 __all__ = ["TDS"]
@@ -167,22 +172,8 @@ class TDS(ParticleSampler):
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):
             raise ValueError(f"twist_scale must be a finite number >= 0, got {twist_scale!r}")
         self.twist_scale = float(twist_scale)
-        if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
-            raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
-        self.prior_var = prior_var
+        self.prior_var = check_prior_var(prior_var)
 
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> TDSModel:
-        V = self.prior_var
-        if V == "auto":
-            V = _prior_variance(problem)
-        return TDSModel(problem, num_steps, self.eta, self.exact_start, self.twist_scale, float(V))
-
-
-def _prior_variance(problem: InverseProblem) -> float:
-    """Mean per-coordinate variance of the clean prior: exact for a Gaussian mixture, else ``1``
-    (data scaled to ``[-1, 1]``, as images are)."""
-    from posterior.priors.gaussian_mixture import GaussianMixturePrior
-
-    if isinstance(problem.prior, GaussianMixturePrior):
-        return float(problem.prior.distribution.covariance.diagonal().mean())
-    return 1.0
+        V = prior_var_option(problem, self.prior_var)
+        return TDSModel(problem, num_steps, self.eta, self.exact_start, self.twist_scale, V)
