@@ -118,6 +118,11 @@ class ParticleSampler(Sampler):
     ) -> Result:
         pairs = problem.prior.schedule.time_pairs(num_steps)
         model = self.model(problem, num_steps, generator)
+        if self.move is not None and getattr(model, "noiseless", False):
+            raise ValueError(
+                f"{self.name!r}: a move needs noise_std > 0 (with noise_std = 0 the intermediate "
+                "target at the last noisy time lives on {A x = y}, where a Langevin move cannot stay)"
+            )
         out = run_smc(
             model,
             pairs,

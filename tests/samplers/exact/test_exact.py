@@ -102,6 +102,9 @@ def test_noiseless_draws_satisfy_the_measurement(method: str) -> None:
     assert torch.isfinite(res.log_evidence).all()
     with pytest.raises(ValueError, match="posterior is singular"):
         problem.exact_posterior()  # a rank-deficient covariance in three dimensions
+    move = ps.kernels.mala_move(step_size=0.1)
+    with pytest.raises(ValueError, match="a move needs noise_std > 0"):
+        ps.sample(problem, method, num_particles=8, num_steps=4, move=move)
 
 
 @pytest.mark.slow
