@@ -60,18 +60,11 @@ def _cdf(log_weights: Tensor) -> Tensor:
     The weights ``exp(log_weights - max)`` are computed in the dtype of ``log_weights``; the
     cumulative sum and its normalisation in float64, in one buffer that callers may overwrite.
     """
-    return _cdf_and_scratch(log_weights)[0]
-
-
-def _cdf_and_scratch(log_weights: Tensor) -> tuple[Tensor, Tensor | None]:
-    """:func:`_cdf` and the buffer ``[B, N]`` that held the weights when it is not the CDF's
-    (``None`` for float64 input), free for the caller to reuse."""
     _check(log_weights)
     w = log_weights - log_weights.amax(-1, keepdim=True)
     c = w.exp_().to(torch.float64)  # a no-op for float64 input
     c.cumsum_(-1)
-    c.div_(c[:, -1:].clone())  # x / x == 1 exactly; trailing zero-weight entries become 1 too
-    return c, (None if c is w else w)
+    return c.div_(c[:, -1:].clone())  # x / x == 1 exactly; trailing zero-weight entries become 1 too
 
 
 def _uniform(shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -127,7 +120,7 @@ def stratified(log_weights: Tensor, generator: torch.Generator | None = None) ->
     stratum: it moves a stratum's selection probabilities by less than ``2^-24``, below what
     float32 weights resolve.
     """
-    s, scratch = _cdf_and_scratch(log_weights)
+    s = _cdf(log_weights)
     B, N = s.shape
     s.mul_(N)  # in [0, N], the last entry exactly N
     like = s.new_empty((), dtype=torch.float64 if log_weights.dtype == torch.float64 else torch.float32)
@@ -135,11 +128,7 @@ def stratified(log_weights: Tensor, generator: torch.Generator | None = None) ->
     if u.dtype == torch.float64:  # s - U_k must not round down onto k - 1 below N ~ 1e8
         u.clamp_(max=1 - 2**-26)  # (float32 uniforms are at most 1 - 2^-24 already)
     u[:, N] = 0  # s = N (k = N): all N points lie below
-    # k = floor(s) as a flat index into u (int32 where it fits: half the bytes of int64)
-    if B * (N + 1) < 2**31 and scratch is not None and scratch.dtype == torch.float32:
-        k = scratch.view(torch.int32).copy_(s)  # reuse the float32 weights' buffer
-    else:
-        k = s.to(torch.int32 if B * (N + 1) < 2**31 else torch.long)
+    k = s.to(torch.int32 if B * (N + 1) < 2**31 else torch.long)  # floor(s), a flat index into u
     if B > 1:
         k += torch.arange(0, B * (N + 1), N + 1, device=k.device, dtype=k.dtype)[:, None]
     s.sub_(u.view(-1).index_select(0, k.view(-1)).view(B, N)).ceil_()  # in (-1, N]: ceil in [0, N]
