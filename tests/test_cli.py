@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,19 @@ def test_console_script_demo(tmp_path: Path) -> None:
         [*cmd[:3], "compare", "--method", "nope"], capture_output=True, text=True, timeout=120
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_console_script_demo_runs_its_image_part(tmp_path: Path) -> None:
+    """The README's main job with its image part: the shipped MNIST prior's report lands in
+    OUT/mnist with one row per image-demo method and a PSNR for each."""
+    cmd = [sys.executable, "-m", "posterior.cli", "demo", "--particles", "32", "--steps", "10"]
+    proc = subprocess.run(
+        [*cmd, "--quiet", "--out", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "image report written to" in proc.stdout
+    rows = json.loads((tmp_path / "mnist" / "report.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["tds", "mcgdiff", "dps"]
+    assert all(math.isfinite(r["psnr"]) for r in rows)
+    assert (tmp_path / "mnist" / "mnist-inpaint_images.png").exists()
