@@ -26,9 +26,8 @@ __all__ = [
     "DiffusionModel",
     "ParticleSampler",
     "SVDTwistModel",
-    "check_prior_var",
+    "TwistedSampler",
     "log_normal",
-    "prior_var_option",
     "to_result",
 ]
 
@@ -137,24 +136,34 @@ class ParticleSampler(Sampler):
         return to_result(out, self.name)
 
 
-def check_prior_var(prior_var: float | str) -> float | str:
-    """Validate a ``prior_var`` option: ``"auto"``, a positive float or ``math.inf``."""
-    if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
-        raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
-    return prior_var
+class TwistedSampler(ParticleSampler):
+    """A particle sampler whose twist assumes a per-coordinate prior variance ``V`` (``prior_var``:
+    ``"auto"``, a positive float or ``math.inf``), documented on each subclass."""
 
+    def __init__(
+        self,
+        resampling: str = "systematic",
+        threshold: float | str = 0.5,
+        eta: float = 1.0,
+        exact_start: bool = True,
+        move: Move | None = None,
+        prior_var: float | str = "auto",
+    ) -> None:
+        super().__init__(resampling, threshold, eta, exact_start, move)
+        if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
+            raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
+        self.prior_var = prior_var
 
-def prior_var_option(problem: InverseProblem, prior_var: float | str) -> float:
-    """The per-coordinate prior variance ``V`` a twist assumes: ``"auto"`` is the Gaussian-mixture
-    prior's mean per-coordinate variance (exact), else ``1`` (data scaled to ``[-1, 1]``, as
-    images are)."""
-    if prior_var != "auto":
-        return float(prior_var)
-    from posterior.priors.gaussian_mixture import GaussianMixturePrior
+    def prior_variance(self, problem: InverseProblem) -> float:
+        """``V`` for ``problem``: ``"auto"`` is the Gaussian-mixture prior's mean per-coordinate
+        variance (exact), else ``1`` (data scaled to ``[-1, 1]``, as images are)."""
+        if self.prior_var != "auto":
+            return float(self.prior_var)
+        from posterior.priors.gaussian_mixture import GaussianMixturePrior
 
-    if isinstance(problem.prior, GaussianMixturePrior):
-        return float(problem.prior.distribution.covariance.diagonal().mean())
-    return 1.0
+        if isinstance(problem.prior, GaussianMixturePrior):
+            return float(problem.prior.distribution.covariance.diagonal().mean())
+        return 1.0
 
 
 def to_result(out: SMCOutput, name: str) -> Result:

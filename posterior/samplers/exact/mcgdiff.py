@@ -39,22 +39,20 @@ import math
 import torch
 from torch import Tensor
 
-from posterior.particles.engine import Move
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
-from posterior.samplers.exact._smc_common import (
-    ParticleSampler,
-    SVDTwistModel,
-    check_prior_var,
-    prior_var_option,
-)
+from posterior.samplers.exact._smc_common import SVDTwistModel, TwistedSampler
 from posterior.schedule import CLEAN
 
 __all__ = ["MCGdiff"]
 
 
 class MCGdiffModel(SVDTwistModel):
-    prior_var: float = math.inf
+    def __init__(
+        self, problem: InverseProblem, num_steps: int, eta: float, exact_start: bool, prior_var: float
+    ) -> None:
+        super().__init__(problem, num_steps, eta, exact_start, "mcgdiff")
+        self.prior_var = prior_var
 
     def path(self, t: int) -> tuple[Tensor, Tensor]:
         abar, V = self.prior.schedule.alpha_bar(t).item(), self.prior_var
@@ -69,7 +67,7 @@ class MCGdiffModel(SVDTwistModel):
 
 
 @register
-class MCGdiff(ParticleSampler):
+class MCGdiff(TwistedSampler):
     """MCGdiff (Cardoso et al., ICLR 2024) for linear operators with an SVD, noisy or noiseless.
 
     Options:
@@ -86,19 +84,5 @@ class MCGdiff(ParticleSampler):
     name = "mcgdiff"
     summary = "MCGdiff (Cardoso et al. 2024): SVD-basis twisted SMC for linear Gaussian problems"
 
-    def __init__(
-        self,
-        resampling: str = "systematic",
-        threshold: float | str = 0.5,
-        eta: float = 1.0,
-        exact_start: bool = True,
-        move: Move | None = None,
-        prior_var: float | str = "auto",
-    ) -> None:
-        super().__init__(resampling, threshold, eta, exact_start, move)
-        self.prior_var = check_prior_var(prior_var)
-
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> MCGdiffModel:
-        model = MCGdiffModel(problem, num_steps, self.eta, self.exact_start, self.name)
-        model.prior_var = prior_var_option(problem, self.prior_var)
-        return model
+        return MCGdiffModel(problem, num_steps, self.eta, self.exact_start, self.prior_variance(problem))

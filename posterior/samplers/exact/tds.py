@@ -38,12 +38,7 @@ from posterior.particles.engine import Move
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
-from posterior.samplers.exact._smc_common import (
-    DiffusionModel,
-    ParticleSampler,
-    check_prior_var,
-    prior_var_option,
-)
+from posterior.samplers.exact._smc_common import DiffusionModel, TwistedSampler
 from posterior.schedule import CLEAN
 
 __all__ = ["TDS"]
@@ -140,7 +135,7 @@ class _Twist(torch.autograd.Function):
 
 
 @register
-class TDS(ParticleSampler):
+class TDS(TwistedSampler):
     """Twisted Diffusion Sampler (Wu et al., NeurIPS 2023), any differentiable operator.
 
     Options:
@@ -168,12 +163,11 @@ class TDS(ParticleSampler):
         exact_start: bool = True,
         move: Move | None = None,
     ) -> None:
-        super().__init__(resampling, threshold, eta, exact_start, move)
+        super().__init__(resampling, threshold, eta, exact_start, move, prior_var)
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):
             raise ValueError(f"twist_scale must be a finite number >= 0, got {twist_scale!r}")
         self.twist_scale = float(twist_scale)
-        self.prior_var = check_prior_var(prior_var)
 
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> TDSModel:
-        V = prior_var_option(problem, self.prior_var)
+        V = self.prior_variance(problem)
         return TDSModel(problem, num_steps, self.eta, self.exact_start, self.twist_scale, V)
