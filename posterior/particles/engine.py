@@ -160,6 +160,28 @@ def _reweight(log_weights: Tensor, log_potential: Tensor, what: str) -> tuple[Te
     return unnorm - increment[:, None], increment
 
 
+#: Normalised log-weight below which a particle counts as having weight zero: ``log(1e-30)``.
+NEGLIGIBLE_LOG_WEIGHT = -69.0
+
+
+def _retire_non_finite(x: Tensor, log_g: Tensor, log_w: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """Give weight zero to particles whose new value or potential is not finite, where their weight
+    already was negligible (``< 1e-30``; e.g. a particle far in the tails, thrown further by a
+    gradient-shifted proposal). Their values are replaced by the heaviest particle of their problem
+    (a zero-weight particle's value changes nothing in the weighted measure) so that later steps
+    compute on finite numbers, and the next resampling removes them. A non-finite particle that
+    still carried weight is an error: ``FloatingPointError`` naming the method and the step."""
+    bad = ~torch.isfinite(x.flatten(2)).all(-1) | torch.isnan(log_g) | (log_g == math.inf)  # [B, N]
+    if not bad.any():
+        return x, log_g
+    if (bad & (log_w > NEGLIGIBLE_LOG_WEIGHT)).any():
+        raise FloatingPointError(f"{what}: NaN or inf encountered in the particles or their weights")
+    B = x.shape[0]
+    best = x[torch.arange(B, device=x.device), log_w.argmax(-1)].unsqueeze(1)  # [B, 1, *event]
+    x = torch.where(bad.view(*bad.shape, *([1] * (x.dim() - 2))), best, x)
+    return x, log_g.masked_fill(bad, -math.inf)
+
+
 def run_smc(
     model: FeynmanKacModel,
     time_pairs: Sequence[tuple[int, int]],
@@ -219,8 +241,7 @@ def run_smc(
             extra = model.final(x)
             if extra is not None:
                 log_g = log_g + extra
-        if not torch.isfinite(x).all():
-            raise FloatingPointError(f"{what}: NaN or inf encountered in the particles")
+        x, log_g = _retire_non_finite(x, log_g, log_w, what)
         log_w, inc = _reweight(log_w, log_g, what)
         log_z = log_z + inc
         ess_trace[:, k] = ess(log_w)

@@ -75,6 +75,43 @@ class DiffusionPrior(ABC):
     def has_log_prob(self) -> bool:
         return type(self).log_prob is not DiffusionPrior.log_prob
 
+    def sample_marginal(self, num_samples: int, t: int, generator: torch.Generator) -> Tensor:
+        """Exact draws ``Tensor[num_samples, *event_shape]`` of the noised marginal ``p_t``; only
+        priors where :attr:`has_exact_marginal` (the Gaussian mixture)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw its noised marginals exactly")
+
+    @property
+    def has_exact_marginal(self) -> bool:
+        return type(self).sample_marginal is not DiffusionPrior.sample_marginal
+
+    # ----------------------------------------------------------------- moments
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """Per-coordinate mean and variance of ``x_0``, each ``Tensor[*event_shape]``.
+
+        Exact where the prior knows them (the Gaussian mixture); otherwise given by
+        :meth:`set_moments`, or estimated once from the prior's own ancestral draws
+        (:attr:`moment_draws` draws, :attr:`moment_steps` DDPM steps, seed 0) and cached. Twisted
+        samplers use them to centre and scale their twists.
+        """
+        if self._moments is None:
+            gen = torch.Generator(device=self.device).manual_seed(0)
+            x = self.sample(self.moment_draws, gen, num_steps=self.moment_steps)
+            self._moments = (x.mean(0), x.var(0))
+        return self._moments
+
+    def set_moments(self, mean: Tensor, var: Tensor) -> None:
+        """Give the prior's per-coordinate mean and variance (``Tensor[*event_shape]`` or scalars)."""
+        shape = tuple(self.event_shape)
+        mean = torch.as_tensor(mean, device=self.device, dtype=self.dtype).expand(shape).clone()
+        var = torch.as_tensor(var, device=self.device, dtype=self.dtype).expand(shape).clone()
+        if not (torch.isfinite(mean).all() and torch.isfinite(var).all() and (var > 0).all()):
+            raise ValueError("set_moments: mean must be finite and var finite and > 0")
+        self._moments = (mean, var)
+
+    _moments: tuple[Tensor, Tensor] | None = None
+    moment_draws: int = 256
+    moment_steps: int = 25
+
     # ----------------------------------------------------------------- conversions
     def _coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
         """``sqrt(abar_t)`` and ``sqrt(1 - abar_t)`` shaped to broadcast against ``like``."""

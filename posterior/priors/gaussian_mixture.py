@@ -96,6 +96,15 @@ class GaussianMixturePrior(DiffusionPrior):
             )
         return self._marginals[t]
 
+    def sample_marginal(self, num_samples: int, t: int, generator: torch.Generator) -> Tensor:
+        """Exact draws ``Tensor[num_samples, d]`` of ``p_t``."""
+        return self.marginal(t).sample(num_samples, generator)
+
+    def moments(self) -> tuple[Tensor, Tensor]:
+        """Exact per-coordinate mean and variance of the mixture, each ``Tensor[d]``."""
+        d = self.distribution
+        return d.mean, d.covariance.diagonal()
+
     def model_output(self, x_t: Tensor, t: Tensor) -> Tensor:
         """Exact noise prediction ``eps = -sqrt(1 - abar_t) grad log p_t(x_t)``."""
         times = t.unique().tolist()

@@ -1,7 +1,7 @@
 """What the particle samplers share: options, the batched reverse kernel, the start, the result.
 
 The start of every diffusion sampler is ``x_T ~ N(0, I)``. With ``exact_start``, a prior that can
-draw its noised marginal exactly (``prior.marginal(t).sample``, the Gaussian mixture) starts from
+draw its noised marginal exactly (``prior.sample_marginal``, the Gaussian mixture) starts from
 ``p_T`` itself; otherwise, where the prior has a density (``prior.has_log_prob``) the initial log
 potential adds ``log p_T(x_T) - log N(x_T; 0, I)``. Either way the particle system targets the
 path measure started from the right marginal. (The importance-weighted start degenerates in high
@@ -54,18 +54,27 @@ class DiffusionModel(FeynmanKacModel):
         """``[B * N, ...] -> [B, N, ...]``."""
         return x.reshape(B, -1, *x.shape[1:])
 
-    def start(self, B: int, N: int, t: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        """``x_T ~ N(0, I)`` and, where the prior has a density, the log ratio ``p_T / N(0, I)``."""
+    def start(self, B: int, N: int, t: int, generator: torch.Generator) -> tuple[Tensor, bool]:
+        """Start particles ``[B, N, *event]`` at time ``t`` and whether they are exact draws of
+        ``p_t`` (``True``) or of ``N(0, I)`` (``False``).
+
+        The chain's start law is ``p_t`` with ``exact_start`` where the prior can draw it
+        (``prior.sample_marginal``) or has a density (then the ``N(0, I)`` draws are weighted by
+        :meth:`start_log_ratio`), and ``N(0, I)`` otherwise.
+        """
         prior = self.prior
-        marginal = getattr(prior, "marginal", None)
-        if self.exact_start and marginal is not None:  # exact draws from p_T (Gaussian mixture)
-            return marginal(t).sample(B * N, generator).reshape(B, N, *self.event), None
+        if self.exact_start and prior.has_exact_marginal:
+            return prior.sample_marginal(B * N, t, generator).reshape(B, N, *self.event), True
         x = torch.randn(B, N, *self.event, generator=generator, device=prior.device, dtype=prior.dtype)
-        if not (self.exact_start and prior.has_log_prob):
-            return x, None
-        flat = self.flat(x)
-        log_ratio = prior.log_prob(flat, t) - log_normal(flat.reshape(B * N, -1), 0.0, 1.0)
-        return x, log_ratio.reshape(B, N)
+        return x, False
+
+    def start_log_ratio(self, x: Tensor, t: int) -> Tensor | None:
+        """``log p_t(x) - log N(x; 0, I)``: ``[B, N]``, or ``None`` when the chain starts from
+        ``N(0, I)`` (no ``exact_start``, or a prior without a density)."""
+        if not (self.exact_start and self.prior.has_log_prob):
+            return None
+        log_p = self.prior.log_prob(self.flat(x), t).reshape(x.shape[:2])
+        return log_p - log_normal(x.flatten(2), 0.0, 1.0)
 
     def kernel(self, denoised: Denoised, t: int, s: int, like: Tensor) -> tuple[Tensor, float]:
         """Mean ``[B, N, *event]`` and variance (a float) of the prior's reverse kernel ``t -> s``."""
@@ -137,8 +146,9 @@ class ParticleSampler(Sampler):
 
 
 class TwistedSampler(ParticleSampler):
-    """A particle sampler whose twist assumes a per-coordinate prior variance ``V`` (``prior_var``:
-    ``"auto"``, a positive float or ``math.inf``), documented on each subclass."""
+    """A particle sampler whose twist assumes a Gaussian prior on each coordinate: the prior's own
+    per-coordinate mean (``prior.moments()``) and a variance ``V`` (``prior_var``: ``"auto"``, a
+    positive float or ``math.inf``), documented on each subclass."""
 
     def __init__(
         self,
@@ -154,16 +164,16 @@ class TwistedSampler(ParticleSampler):
             raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
         self.prior_var = prior_var
 
-    def prior_variance(self, problem: InverseProblem) -> float:
-        """``V`` for ``problem``: ``"auto"`` is the Gaussian-mixture prior's mean per-coordinate
-        variance (exact), else ``1`` (data scaled to ``[-1, 1]``, as images are)."""
-        if self.prior_var != "auto":
-            return float(self.prior_var)
-        from posterior.priors.gaussian_mixture import GaussianMixturePrior
-
-        if isinstance(problem.prior, GaussianMixturePrior):
-            return float(problem.prior.distribution.covariance.diagonal().mean())
-        return 1.0
+    def prior_gaussian(self, problem: InverseProblem) -> tuple[Tensor | None, float]:
+        """The twist's Gaussian stand-in for the prior: per-coordinate mean ``Tensor[*event]``
+        (``None`` with ``V = inf``, where it does not enter) and variance ``V``. ``"auto"``: the
+        mean of the prior's per-coordinate variances (``prior.moments()``: exact for the Gaussian
+        mixture, estimated once from the prior's own draws otherwise)."""
+        if self.prior_var != "auto" and float(self.prior_var) == math.inf:
+            return None, math.inf
+        mean, var = problem.prior.moments()
+        V = float(var.mean()) if self.prior_var == "auto" else float(self.prior_var)
+        return mean, V
 
 
 def to_result(out: SMCOutput, name: str) -> Result:
@@ -253,21 +263,26 @@ class SVDTwistModel(DiffusionModel):
         return _masked_log_normal(z, c, w, self.observed)
 
     def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        # x_T ~ N(0, I) g_T(x_T) / Z: the observed coordinates are a Gaussian product again, and
-        # the initial weight is the predictive N(c_T; 0, 1 + w_T) (times p_T / N(0, I)).
+        # Exact draws of p_T are weighted by the twist g_T. Draws of N(0, I) instead move to the
+        # target N(0, I) g_T(x_T) / Z, a Gaussian product on the observed coordinates (an affine
+        # move), with the predictive N(c_T; 0, 1 + w_T) as weight (times p_T / N(0, I) at the moved
+        # particles where the chain starts from p_T). Moving exact p_T draws by the same map would
+        # need the ratio [p_T / N](x_new) / [p_T / N](x_old), whose spread is large where p_T is far
+        # from N(0, I) (few steps).
         t0 = self.times[0]
-        x, log_ratio = self.start(B, N, t0, generator)
+        x, exact = self.start(B, N, t0, generator)
         c, w = self.path(t0)
         z = self.coords(x)
+        if exact:
+            self.cache["log_g"] = log_g = self.log_twist(z, t0)
+            return x, log_g
         prec = 1 + 1 / w
         z_new = (c / w) / prec + prec.rsqrt() * z
         x = x + self._lift(torch.where(self.observed, z_new - z, torch.zeros_like(z)))
-        if log_ratio is not None:  # the density ratio at the moved particles
-            log_p = self.prior.log_prob(self.flat(x), t0).reshape(B, N)
-            log_ratio = log_p - log_normal(x.flatten(2), 0.0, 1.0)
+        log_w = _masked_log_normal(torch.zeros_like(z), c, 1 + w, self.observed)
+        log_ratio = self.start_log_ratio(x, t0)
         self.cache["log_g"] = self.log_twist(z_new, t0)
-        log_pred = _masked_log_normal(torch.zeros_like(z), c, 1 + w, self.observed)
-        return x, log_pred if log_ratio is None else log_pred + log_ratio
+        return x, log_w if log_ratio is None else log_w + log_ratio
 
     def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         log_g_t = self.cache.pop("log_g", None)

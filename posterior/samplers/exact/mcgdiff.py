@@ -13,10 +13,11 @@ observation noise into the variance instead of MCGdiff's time-shift ``tau_i``, w
 step a plain Gaussian product). Proposal: prior reverse kernel times ``g_s`` (optimal, coordinate-wise);
 weight: the Gaussian predictive over ``g_t``; last step: the true likelihood. Gradient-free.
 
-The twist by default (``prior_var = V`` finite) is ``p(y~ | z_t)`` for a ``N(0, V)`` prior on each
-coordinate of ``z_0`` instead of MCGdiff's potential above (which is the ``V = inf`` limit):
+The twist by default (``prior_var = V`` finite) is ``p(y~ | z_t)`` for a ``N(m_i, V)`` prior on each
+coordinate of ``z_0`` (``m = V^T`` the prior's mean, from ``prior.moments()``) instead of
+MCGdiff's potential above (which is the ``V = inf`` limit):
 
-    g_t(x_t) = prod_i N(y~_i; a_t z_t,i, r_t^2 + sigma^2 / S_i^2),
+    g_t(x_t) = prod_i N(y~_i; m_i + a_t (z_t,i - sqrt(abar_t) m_i), r_t^2 + sigma^2 / S_i^2),
     a_t = sqrt(abar_t) V / (abar_t V + 1 - abar_t),   r_t^2 = V (1 - abar_t) / (abar_t V + 1 - abar_t).
 
 Both agree at small ``t``; at large ``t`` this one is flat (``x_t`` says nothing about ``y``),
@@ -49,21 +50,31 @@ __all__ = ["MCGdiff"]
 
 class MCGdiffModel(SVDTwistModel):
     def __init__(
-        self, problem: InverseProblem, num_steps: int, eta: float, exact_start: bool, prior_var: float
+        self,
+        problem: InverseProblem,
+        num_steps: int,
+        eta: float,
+        exact_start: bool,
+        prior_mean: Tensor | None,
+        prior_var: float,
     ) -> None:
         super().__init__(problem, num_steps, eta, exact_start, "mcgdiff")
         self.prior_var = prior_var
+        # m: the prior mean in SVD coordinates, [1, 1, r]
+        self.m = None if prior_mean is None else self.op.V_adjoint(prior_mean[None])[:, None, : self.r]
 
     def path(self, t: int) -> tuple[Tensor, Tensor]:
         abar, V = self.prior.schedule.alpha_bar(t).item(), self.prior_var
         if V == math.inf or self.noiseless or t == CLEAN:
             return abar**0.5 * self.y_tilde[:, None], ((1 - abar / self.a_end) + abar * self.obs_var)[:, None]
-        # p(y~ | z_t) for a N(0, V) prior on z_0: N(y~; a z_t, r2 + sigma^2 / S^2), written as a
-        # Gaussian in z_t: N(y~ / a; z_t, (r2 + sigma^2 / S^2) / a^2) (the factor 1 / a is a
-        # constant: any positive twist keeps the weights exact)
+        # p(y~ | z_t) for a N(m, V) prior on z_0: E[z_0 | z_t] = m + a (z_t - sqrt(abar) m), so
+        # y~ ~ N(m + a (z_t - sqrt(abar) m), r2 + sigma^2 / S^2), written as a Gaussian in z_t with
+        # mean (y~ - m) / a + sqrt(abar) m (the factor 1 / a is a constant: any positive twist
+        # keeps the weights exact)
         a = abar**0.5 * V / (abar * V + 1 - abar)
         r2 = V * (1 - abar) / (abar * V + 1 - abar)
-        return self.y_tilde[:, None] / a, ((r2 + self.obs_var) / a**2)[:, None]
+        c = (self.y_tilde[:, None] - self.m) / a + abar**0.5 * self.m
+        return c, ((r2 + self.obs_var) / a**2)[:, None]
 
 
 @register
@@ -77,12 +88,15 @@ class MCGdiff(TwistedSampler):
         exact_start: weight ``x_T ~ N(0, I)`` by ``p_T / N(0, I)`` where the prior has a density.
         move: optional MCMC move after each resampling (resample-move).
         prior_var: ``V``, the per-coordinate prior variance of the twist (see the module
-            docstring). ``"auto"`` (default): the Gaussian-mixture prior's mean per-coordinate
-            variance, ``1`` for other priors; ``math.inf``: MCGdiff's own potential.
+            docstring). ``"auto"`` (default): the mean of the prior's per-coordinate variances
+            (``prior.moments()``: exact for the Gaussian mixture, estimated once from the prior's
+            own draws otherwise); ``math.inf``: MCGdiff's own potential. The twist's mean is the
+            prior's mean (``prior.moments()``) for finite ``V``.
     """
 
     name = "mcgdiff"
     summary = "MCGdiff (Cardoso et al. 2024): SVD-basis twisted SMC for linear Gaussian problems"
 
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> MCGdiffModel:
-        return MCGdiffModel(problem, num_steps, self.eta, self.exact_start, self.prior_variance(problem))
+        mean, V = self.prior_gaussian(problem)
+        return MCGdiffModel(problem, num_steps, self.eta, self.exact_start, mean, V)

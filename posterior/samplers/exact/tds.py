@@ -86,9 +86,10 @@ class TDSModel(DiffusionModel):
         }
 
     def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        x, log_ratio = self.start(B, N, self.times[0], generator)
+        x, exact = self.start(B, N, self.times[0], generator)
         self.cache = self.twist(x, self.times[0])
         log_g = self.cache["log_twist"]
+        log_ratio = None if exact else self.start_log_ratio(x, self.times[0])
         return x, log_g if log_ratio is None else log_g + log_ratio
 
     def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -169,5 +170,5 @@ class TDS(TwistedSampler):
         self.twist_scale = float(twist_scale)
 
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> TDSModel:
-        V = self.prior_variance(problem)
+        _, V = self.prior_gaussian(problem)
         return TDSModel(problem, num_steps, self.eta, self.exact_start, self.twist_scale, V)
