@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, progress bars, finite checks."""
+"""Small shared helpers: seeding, progress bars, finite checks, device checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import Tensor
 
 T = TypeVar("T")
 
-__all__ = ["as_generator", "check_finite", "progress_bar"]
+__all__ = ["as_generator", "check_device", "check_finite", "progress_bar"]
 
 
 def as_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -45,3 +45,27 @@ def check_finite(x: Tensor, what: str) -> None:
     """Raise ``FloatingPointError`` naming ``what`` if ``x`` holds NaN or inf."""
     if not torch.isfinite(x).all():
         raise FloatingPointError(f"{what}: NaN or inf encountered")
+
+
+def check_device(device: torch.device | str | None, name: str = "device") -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` passes through), or a one-line ``ValueError``
+    naming the argument ``name`` when it is not a device string or is not available here
+    (``"cuda"`` without CUDA, ``"cuda:3"`` on a two-GPU machine, ``"mps"`` without MPS)."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"{name} must be a torch.device or a string such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown {name} {device!r} (use e.g. 'cpu', 'cuda', 'cuda:0')") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={str(device)!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"{name}={str(device)!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={str(device)!r} requested but MPS is not available on this machine")
+    return dev

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator
+from posterior._utils import as_generator, check_device
 from posterior.operators.base import Operator, as_operator
 from posterior.operators.linear import Matrix
 from posterior.priors.base import DiffusionPrior
@@ -122,6 +122,7 @@ def mnist_problem(
     """
     from posterior.priors.shipped import load_prior, mnist_heldout
 
+    device = check_device(device)
     if prior is None:
         prior = load_prior("mnist", device=device, dtype=dtype)
     batched = not isinstance(index, int)

@@ -111,6 +111,7 @@ class SplitGibbs:
             s_max = float(self.s.max()) if self.s.numel() else 0.0
             self.rho_exact = (sigma / s_max) if s_max > 0 else torch.full_like(sigma, float("inf"))
         else:
+            problem.require_differentiable("gibbs")  # the likelihood step runs MALA on z
             self.rho_exact = torch.zeros_like(sigma)
         if rho_floor is None:
             rho_floor = float(0.9 * self.rho_exact.min()) if self.correct_likelihood else float(sigma.min())

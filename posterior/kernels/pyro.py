@@ -74,7 +74,7 @@ class PyroKernel(MCMCKernel):
         else:
             noise_level = options.pop("noise_level", CLEAN)
             self.kernel = AdaptiveMALA(
-                PosteriorTarget(problem, noise_level), metropolis=kernel == "mala", **options
+                PosteriorTarget(problem, noise_level, method=kernel), metropolis=kernel == "mala", **options
             )
         # pyro's MCMC reads these: no model to trace, parameters already unconstrained.
         self.model = None

@@ -175,7 +175,7 @@ class MALASampler(Sampler):
         progress: bool,
     ) -> Result:
         burn_in = resolve_burn_in(self.burn_in, num_steps)
-        target = PosteriorTarget(problem, self.noise_level)
+        target = PosteriorTarget(problem, self.noise_level, method=self.name)
         kernel = AdaptiveMALA(target, self.step_size, self.metropolis, self.adapt, self.target_accept)
         x0 = initial_chains(problem, num_particles, generator, self.init, self.init_pool)
         trace = {"step_size": lambda: kernel.current_step_size}
