@@ -42,6 +42,8 @@ class DiffusionPrior(ABC):
         max_batch_size: largest batch sent to the network at once (``None``: no limit).
         clip_denoised: optional ``(low, high)`` range to clip ``x0`` into (images: ``(-1, 1)``).
         num_evals / num_vjps: running counts of per-sample network evaluations and VJPs.
+        has_closed_form_sample: whether :meth:`sample` draws exactly and cheaply in closed form
+            (the Gaussian mixture) instead of running the reverse chain.
     """
 
     schedule: VPSchedule
@@ -49,6 +51,7 @@ class DiffusionPrior(ABC):
     prediction_type: str = "epsilon"
     max_batch_size: int | None = None
     clip_denoised: tuple[float, float] | None = None
+    has_closed_form_sample: bool = False
 
     def __init__(self) -> None:
         self.num_evals = 0
@@ -74,6 +77,16 @@ class DiffusionPrior(ABC):
     @property
     def has_log_prob(self) -> bool:
         return type(self).log_prob is not DiffusionPrior.log_prob
+
+    def sample_x0(self, x_t: Tensor, t: int, generator: torch.Generator) -> Tensor:
+        """Exact draws ``x_0 ~ p(x_0 | x_t)`` for ``x_t: Tensor[n, *event_shape]``; only priors
+        where :attr:`has_exact_x0_sampler` (a network prior can only simulate its reverse chain)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw p(x_0 | x_t) exactly")
+
+    @property
+    def has_exact_x0_sampler(self) -> bool:
+        """Whether :meth:`sample_x0` draws the denoising posterior ``p(x_0 | x_t)`` exactly."""
+        return type(self).sample_x0 is not DiffusionPrior.sample_x0
 
     # ----------------------------------------------------------------- conversions
     def _coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
