@@ -109,9 +109,10 @@ class InverseProblem:
             out = op.A(probe)
             rows = [op.A(probe[i : i + 1]) for i in range(2)]
         except Exception as err:
+            shape = ", ".join(map(str, self.prior.event_shape))
             raise ValueError(
-                f"operator {op!r} failed on a batch of inputs [2, {', '.join(map(str, self.prior.event_shape))}] "
-                f"({type(err).__name__}: {err}); it must map Tensor[n, *event_shape] to Tensor[n, *obs_shape]"
+                f"operator {op!r} failed on a batch of inputs [2, {shape}] ({type(err).__name__}: {err}); "
+                "it must map Tensor[n, *event_shape] to Tensor[n, *obs_shape]"
             ) from err
         if not isinstance(out, Tensor) or not out.is_floating_point():
             raise ValueError(f"operator {op!r} must return a floating-point Tensor, got {_describe(out)}")

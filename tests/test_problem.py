@@ -130,7 +130,7 @@ def test_operator_that_is_not_per_sample_is_refused():
     p = _problem()
     y = torch.tensor([0.8], dtype=torch.float64)
     for bad in (lambda x: x.sum(), lambda x: x.sum(0), lambda x: x - x.mean(0)):
-        with pytest.raises(ValueError, match="operator .* must act per sample") as err:
+        with pytest.raises(ValueError, match=r"operator .* must act per sample") as err:
             ps.InverseProblem(p.prior, bad, y, 0.1)
         _one_line(err)
     with pytest.raises(ValueError, match="floating-point Tensor"):
@@ -153,7 +153,11 @@ def test_non_differentiable_operator_is_named_by_the_method():
         with torch.no_grad():
             return x[:, :1] ** 2
 
-    for fn in (no_grad, lambda x: x.detach()[:, :1] ** 2, lambda x: torch.from_numpy(np.asarray(x)[:, :1] ** 2)):
+    for fn in (
+        no_grad,
+        lambda x: x.detach()[:, :1] ** 2,
+        lambda x: torch.from_numpy(np.asarray(x)[:, :1] ** 2),
+    ):
         problem = ps.InverseProblem(p.prior, fn, y, 0.3)
         for method in ("tds", "dps", "mala", "gibbs"):
             with pytest.raises(ValueError, match=f"'{method}' needs the gradient of the operator") as err:

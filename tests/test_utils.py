@@ -16,7 +16,7 @@ def test_check_device() -> None:
     assert check_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="unknown device 'gpu'"):
         check_device("gpu")
-    with pytest.raises(ValueError, match="device must be a torch.device"):
+    with pytest.raises(ValueError, match=r"device must be a torch\.device"):
         check_device(3)  # type: ignore[arg-type]
 
 
@@ -41,3 +41,14 @@ def test_cuda_without_cuda_is_one_line_naming_device(build) -> None:
     with pytest.raises(ValueError, match="device='cuda' requested but CUDA is not available") as err:
         build()
     assert "\n" not in str(err.value)
+
+
+def test_dtype_that_is_not_a_torch_dtype_is_named() -> None:
+    # diffusers would ignore the string and load float32: refused instead
+    for build in (
+        lambda: ps.load_prior("mnist", dtype="float64"),
+        lambda: mnist_heldout([0], dtype="float64"),
+        lambda: ps.problems.mnist_denoising(dtype=torch.int64),
+    ):
+        with pytest.raises(ValueError, match=r"dtype must be a floating torch\.dtype"):
+            build()

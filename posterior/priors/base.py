@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator, progress_bar
+from posterior._utils import as_generator, check_count, progress_bar
 from posterior.schedule import CLEAN, VPSchedule
 
 __all__ = ["PREDICTION_TYPES", "Denoised", "DiffusionPrior"]
@@ -265,8 +265,9 @@ class DiffusionPrior(ABC):
         DDPM (``eta = 1``) or DDIM (``eta = 0`` deterministic) over ``num_steps`` times
         (default: every training step).
         """
+        check_count(num_samples, "num_samples")
         gen = as_generator(generator, self.device)
-        steps = num_steps or self.schedule.num_train_steps
+        steps = self.schedule.num_train_steps if num_steps is None else num_steps
         x = torch.randn(num_samples, *self.event_shape, generator=gen, device=self.device, dtype=self.dtype)
         for t, s in progress_bar(self.schedule.time_pairs(steps), enabled=progress, desc="prior"):
             x, std, _ = self.reverse_kernel(x, t, s, eta)

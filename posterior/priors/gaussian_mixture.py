@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator
+from posterior._utils import as_generator, check_count
 from posterior.distributions import GaussianMixture
 from posterior.priors.base import DiffusionPrior
 from posterior.schedule import CLEAN, VPSchedule
@@ -55,6 +55,10 @@ class GaussianMixturePrior(DiffusionPrior):
         if not diagonal and _is_diagonal(covs):  # identity-like covariances: use the fast path
             covs, diagonal = covs.diagonal(dim1=-2, dim2=-1).clone(), True
         self.distribution = GaussianMixture(weights, means, covs, diagonal=diagonal)
+        if schedule is not None and not (hasattr(schedule, "alpha_bar") and hasattr(schedule, "time_pairs")):
+            raise TypeError(
+                f"schedule must be a noise schedule such as VPSchedule, got {type(schedule).__name__}"
+            )
         self.schedule = schedule or VPSchedule.linear()
         self.event_shape = (means.shape[-1],)
         self.max_batch_size = max_batch_size
@@ -159,6 +163,7 @@ class GaussianMixturePrior(DiffusionPrior):
         progress: bool = False,
     ) -> Tensor:
         """Exact draws ``Tensor[num_samples, d]``; with ``num_steps`` given, ancestral sampling instead."""
+        check_count(num_samples, "num_samples")
         if num_steps is not None:
             return super().sample(num_samples, generator, num_steps=num_steps, eta=eta, progress=progress)
         return self.distribution.sample(num_samples, as_generator(generator, self.device))

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posterior._utils import check_device
+from posterior._utils import check_device, check_dtype
 from posterior.priors.diffusers import DiffusersPrior
 
 __all__ = ["available_priors", "load_prior", "mnist_heldout", "weights_path"]
@@ -82,7 +82,7 @@ def mnist_heldout(
     """
     import numpy as np
 
-    device = check_device(device)
+    device, dtype = check_device(device), check_dtype(dtype)
     with np.load(DATA_DIR / "mnist_heldout.npz") as data:
         images, labels = data["images"], data["labels"]
     n = images.shape[0]

@@ -170,3 +170,18 @@ def test_sample_x0_is_a_capability_of_closed_form_priors_only():
     assert not DiffusionPrior.has_closed_form_sample
     with pytest.raises(NotImplementedError, match="cannot draw"):
         DiffusionPrior.sample_x0(_prior(), torch.zeros(1, 2, dtype=torch.float64), 0, torch.Generator())
+
+
+def test_bad_sample_counts_and_schedule_are_named():
+    prior = _prior()
+    for n in (0, -1, 1.5, "3"):
+        with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+            prior.sample(n)
+        with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+            prior.sample(n, num_steps=5)
+    with pytest.raises(ValueError, match="num_steps must be in"):
+        prior.sample(4, num_steps=0)  # not silently every training step
+    with pytest.raises(ValueError, match="num_problems must be a positive integer"):
+        ps.problems.simulate(prior, torch.ones(1, 2, dtype=torch.float64), 0.1, 0)
+    with pytest.raises(TypeError, match="schedule must be a noise schedule"):
+        ps.GaussianMixturePrior(prior.weights, prior.means, prior.covs, schedule="linear")

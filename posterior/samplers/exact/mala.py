@@ -93,7 +93,9 @@ def check_chain_options(burn_in: int | None, thin: int, init: str | Tensor, init
         raise ValueError(f"thin must be a positive integer, got {thin!r}")
     if not isinstance(init, Tensor) and init not in INITS:
         raise ValueError(f"init must be one of {INITS} or a tensor, got {init!r}")
-    if init_pool is not None and (isinstance(init_pool, bool) or not isinstance(init_pool, int) or init_pool < 1):
+    if init_pool is not None and (
+        isinstance(init_pool, bool) or not isinstance(init_pool, int) or init_pool < 1
+    ):
         raise ValueError(f"init_pool must be a positive integer or None, got {init_pool!r}")
 
 
