@@ -61,7 +61,7 @@ class GibbsSampler(Sampler):
 
     name = "gibbs"
     exact = True
-    summary = "split Gibbs (PnP-DM): closed-form likelihood step and reverse-diffusion prior step"
+    summary = "split Gibbs (PnP-DM): closed-form likelihood step; exact or reverse-diffusion prior step"
 
     def __init__(
         self,
