@@ -32,8 +32,9 @@ coefficient), and its last step is the deterministic Tweedie mean. That chain is
 with the reverse-process prior step (every step from ``t = 9``) and 0.0499 with the exact one.
 With it (a network prior, or ``exact_prior_step=False``) the chains converge to the stationary
 law of the kernel that alternates the exact likelihood step with the ``prior_steps``-step
-reverse chain, the posterior only as far as that chain samples ``p(x | z)``. Modes farther apart than ``rho`` are
-not crossed: their proportions are those of the start (:func:`~posterior.kernels.initial_chains`).
+reverse chain, the posterior only as far as that chain samples ``p(x | z)``. Modes farther apart
+than ``rho`` are not crossed: their proportions are those of the start
+(:func:`~posterior.kernels.initial_chains`).
 
 **Exact split (our addition).** In PnP-DM, ``L = p(y | z)`` and the ``x``-marginal of ``pi`` is
 ``p(x) N(y; A x, sigma^2 I + rho^2 A A^T)``: biased by ``O(rho^2)``. For a linear Gaussian problem
