@@ -163,8 +163,8 @@ class InverseProblem:
                 ok = isinstance(out, Tensor) and out.requires_grad
                 if ok:
                     torch.autograd.grad(out.sum(), x, allow_unused=True)
-        except RuntimeError as err:
-            ok, how = False, f" ({err})"
+        except Exception as err:  # e.g. numpy() on a tensor that requires grad
+            ok, how = False, f" ({type(err).__name__}: {err})"
         if not ok:
             raise ValueError(
                 f"{method!r} needs the gradient of the operator, but {self.operator!r} is not differentiable "
