@@ -1,4 +1,4 @@
-"""Small shared helpers: seeding, progress bars, finite checks."""
+"""Small shared helpers: seeding, progress bars, finite checks, device checks."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import Tensor
 
 T = TypeVar("T")
 
-__all__ = ["as_generator", "check_finite", "progress_bar"]
+__all__ = ["as_generator", "check_count", "check_device", "check_dtype", "check_finite", "progress_bar"]
 
 
 def as_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -45,3 +45,43 @@ def check_finite(x: Tensor, what: str) -> None:
     """Raise ``FloatingPointError`` naming ``what`` if ``x`` holds NaN or inf."""
     if not torch.isfinite(x).all():
         raise FloatingPointError(f"{what}: NaN or inf encountered")
+
+
+def check_device(device: torch.device | str | None, name: str = "device") -> torch.device | None:
+    """``device`` as a ``torch.device`` (``None`` passes through), or a one-line ``ValueError``
+    naming the argument ``name`` when it is not a device string or is not available here
+    (``"cuda"`` without CUDA, ``"cuda:3"`` on a two-GPU machine, ``"mps"`` without MPS)."""
+    if device is None:
+        return None
+    if not isinstance(device, (str, torch.device)):
+        raise ValueError(f"{name} must be a torch.device or a string such as 'cpu' or 'cuda', got {device!r}")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown {name} {device!r} (use e.g. 'cpu', 'cuda', 'cuda:0')") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}={str(device)!r} requested but CUDA is not available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise ValueError(f"{name}={str(device)!r} requested but this machine has {count} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}={str(device)!r} requested but MPS is not available on this machine")
+    return dev
+
+
+def check_dtype(dtype: torch.dtype | None, name: str = "dtype") -> torch.dtype | None:
+    """``dtype`` if it is a floating ``torch.dtype`` (``None`` passes through), else a one-line
+    ``ValueError`` naming ``name`` (a string such as ``"float64"`` would be ignored downstream)."""
+    if dtype is None:
+        return None
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"{name} must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    return dtype
+
+
+def check_count(n: int, name: str) -> int:
+    """``n`` if it is a positive integer, else a one-line ``ValueError`` naming ``name``."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return n

@@ -135,17 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------- problems
 def _device(name: str) -> Any:
-    import torch
+    from posterior._utils import check_device
 
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise UsageError(f"device {name!r} requested but MPS is not available")
-    return device
+        return check_device(name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
 def _gmm_on(problem: Any, device: Any) -> Any:

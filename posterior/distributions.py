@@ -166,6 +166,14 @@ class GaussianMixture:
         _, logj = self._component_terms(x)
         return torch.logsumexp(logj, dim=-2).to(x.dtype)
 
+    def responsibilities(self, x: Tensor) -> Tensor:
+        """Posterior component probabilities ``p(k | x)`` for ``x: [*b, n, d]``: ``[*b, n, K]`` (float64)."""
+        if self.diagonal:
+            logj, _ = self._diagonal_log_joint(x.double())
+            return torch.softmax(logj, dim=-1)
+        _, logj = self._component_terms(x)
+        return torch.softmax(logj, dim=-2).transpose(-1, -2)
+
     def score(self, x: Tensor) -> Tensor:
         """``grad_x log p(x)`` in closed form, same shape as ``x: [*b, n, d]``."""
         if self.diagonal:  # sum_k r_k (mu_k - x) / v_k = r @ (mu / v) - x * (r @ (1 / v))

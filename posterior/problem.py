@@ -91,8 +91,51 @@ class InverseProblem:
     def _obs_shape(self) -> tuple[int, ...]:
         if self.operator.out_shape is not None:
             return tuple(self.operator.out_shape)
-        probe = torch.zeros(1, *self.prior.event_shape, dtype=self.prior.dtype, device=self.prior.device)
-        return tuple(self.operator.A(probe).shape[1:])
+        return self._probe_operator()
+
+    def _probe_operator(self) -> tuple[int, ...]:
+        """The output shape of an operator without a declared one, checked to act per sample.
+
+        The operator is called on a batch of two distinct inputs and on each alone: it must return
+        a floating tensor with leading dim 2 whose rows are the single-input outputs (``x.sum()``,
+        which mixes the batch, or an output without the batch dim is refused here, before it
+        could give silently wrong samples).
+        """
+        d = math.prod(self.prior.event_shape)
+        probe = torch.linspace(-0.5, 0.5, 2 * d, dtype=self.prior.dtype, device=self.prior.device)
+        probe = probe.reshape(2, *self.prior.event_shape)
+        op = self.operator
+        try:
+            out = op.A(probe)
+            rows = [op.A(probe[i : i + 1]) for i in range(2)]
+        except Exception as err:
+            shape = ", ".join(map(str, self.prior.event_shape))
+            raise ValueError(
+                f"operator {op!r} failed on a batch of inputs [2, {shape}] ({type(err).__name__}: {err}); "
+                "it must map Tensor[n, *event_shape] to Tensor[n, *obs_shape]"
+            ) from err
+        if not isinstance(out, Tensor) or not out.is_floating_point():
+            raise ValueError(f"operator {op!r} must return a floating-point Tensor, got {_describe(out)}")
+        if out.dim() < 1 or out.shape[0] != 2:
+            raise ValueError(
+                f"operator {op!r} must act per sample, Tensor[n, *event_shape] -> Tensor[n, *obs_shape]: "
+                f"on a batch of 2 inputs it returned shape {list(out.shape)}"
+            )
+        rtol = torch.finfo(out.dtype).eps ** 0.5  # batched and single calls may round differently
+        scale = float(out.detach().abs().nan_to_num(posinf=0.0, neginf=0.0).max()) if out.numel() else 0.0
+        atol = rtol * (1 + scale)
+        same = all(
+            isinstance(r, Tensor)
+            and r.shape == out[i : i + 1].shape
+            and torch.allclose(r, out[i : i + 1], rtol=rtol, atol=atol, equal_nan=True)
+            for i, r in enumerate(rows)
+        )
+        if not same:
+            raise ValueError(
+                f"operator {op!r} must act per sample: its output for a batch of 2 inputs differs from its "
+                "outputs for each input alone (does it sum or mix over the batch dim?)"
+            )
+        return tuple(out.shape[1:])
 
     def require_linear(self, method: str, svd: bool = False) -> LinearOperator:
         """The operator, or a clear error if ``method`` needs a linear one (with an SVD)."""
@@ -101,6 +144,33 @@ class InverseProblem:
         if svd:
             self.operator.require_svd(method)
         return self.operator
+
+    def require_differentiable(self, method: str) -> None:
+        """A clear error if ``method`` needs ``d A(x) / d x`` by autograd and the operator gives none.
+
+        Built-in linear operators are differentiable; any other operator is called once on a
+        batch of two inputs that require grad: it must keep the autograd graph (no ``.detach()``,
+        ``torch.no_grad`` or round trip through numpy).
+        """
+        if isinstance(self.operator, LinearOperator):
+            return
+        x = torch.linspace(-0.5, 0.5, 2 * math.prod(self.event_shape), dtype=self.prior.dtype)
+        x = x.to(self.prior.device).reshape(2, *self.event_shape).requires_grad_(True)
+        how = ""
+        try:
+            with torch.enable_grad():
+                out = self.operator.A(x)
+                ok = isinstance(out, Tensor) and out.requires_grad
+                if ok:
+                    torch.autograd.grad(out.sum(), x, allow_unused=True)
+        except Exception as err:  # e.g. numpy() on a tensor that requires grad
+            ok, how = False, f" ({type(err).__name__}: {err})"
+        if not ok:
+            raise ValueError(
+                f"{method!r} needs the gradient of the operator, but {self.operator!r} is not differentiable "
+                f"by autograd{how}: write it with torch operations that keep the graph (no .detach(), "
+                "torch.no_grad or numpy), or choose a gradient-free method"
+            )
 
     def require_noise(self, method: str) -> None:
         """A clear error if ``method`` needs ``noise_std > 0``."""
@@ -204,10 +274,22 @@ class InverseProblem:
         return GaussianMixture(weights.to(dt), means.to(dt), post_covs.to(dt), validate=False)
 
     def exact_log_evidence(self) -> Tensor:
-        """``log p(y) = log sum_k w_k N(y; A mu_k, A Sigma_k A^T + s^2 I)``: a scalar, or ``[B]``."""
+        """``log p(y) = log sum_k w_k N(y; A mu_k, A Sigma_k A^T + s^2 I)``: a scalar, or ``[B]``.
+
+        With ``noise_std = 0`` and ``A Sigma_k A^T`` singular (``A`` of rank below its number of
+        rows, e.g. repeated rows), ``y`` has no density: a ``ValueError`` says so.
+        """
         prior, A, y, S, _ = self._marginal_terms()
         resid = y[:, None, :] - (prior.means.double() @ A.T)[None]
-        L = torch.linalg.cholesky(S)
+        L, info = torch.linalg.cholesky_ex(S)
+        if (info != 0).any():
+            if (self.sigma > 0).all():
+                torch.linalg.cholesky(S)  # raises torch's own error for a non-singular cause
+            raise ValueError(
+                "exact_log_evidence: with noise_std = 0 and an operator of rank below its number of "
+                "rows, y has no density (A Sigma A^T is singular); build the problem with a tiny "
+                "noise_std, or drop the redundant rows of the operator"
+            )
         out = torch.logsumexp(prior.weights.double().log()[None] + _log_normal(resid, L), dim=-1)
         return out if self.batched else out[0]
 
@@ -217,6 +299,10 @@ class InverseProblem:
             f"InverseProblem({type(self.prior).__name__} {list(self.event_shape)}, {self.operator!r}, "
             f"y {list(self.obs_shape)}{batch}, noise_std={self.noise_std})"
         )
+
+
+def _describe(v: object) -> str:
+    return f"a {v.dtype} Tensor" if isinstance(v, Tensor) else type(v).__name__
 
 
 def _log_normal(resid: Tensor, L: Tensor) -> Tensor:

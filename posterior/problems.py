@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator
+from posterior._utils import as_generator, check_count, check_device, check_dtype
 from posterior.operators.base import Operator, as_operator
 from posterior.operators.linear import Matrix
 from posterior.priors.base import DiffusionPrior
@@ -88,6 +88,7 @@ def simulate(
     The draws ``x_b`` (``Tensor[B, *event_shape]``, or ``truth`` when given) are kept as
     ``problem.truth``: the ground truth for coverage and simulation-based calibration.
     """
+    check_count(num_problems, "num_problems")
     gen = as_generator(seed, prior.device)
     x = prior.sample(num_problems, gen) if truth is None else truth
     op = as_operator(operator).bind(tuple(prior.event_shape))
@@ -122,6 +123,7 @@ def mnist_problem(
     """
     from posterior.priors.shipped import load_prior, mnist_heldout
 
+    device, dtype = check_device(device), check_dtype(dtype)
     if prior is None:
         prior = load_prior("mnist", device=device, dtype=dtype)
     batched = not isinstance(index, int)

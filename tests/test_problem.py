@@ -118,3 +118,64 @@ def test_bad_inputs_are_named():
         nonlinear.require_linear("mcgdiff")
     with pytest.raises(ValueError, match="closed form"):
         nonlinear.exact_posterior()
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_operator_that_is_not_per_sample_is_refused():
+    p = _problem()
+    y = torch.tensor([0.8], dtype=torch.float64)
+    for bad in (lambda x: x.sum(), lambda x: x.sum(0), lambda x: x - x.mean(0)):
+        with pytest.raises(ValueError, match=r"operator .* must act per sample") as err:
+            ps.InverseProblem(p.prior, bad, y, 0.1)
+        _one_line(err)
+    with pytest.raises(ValueError, match="floating-point Tensor"):
+        ps.InverseProblem(p.prior, lambda x: x.numpy(), y, 0.1)
+    with pytest.raises(ValueError, match="failed on a batch"):
+        ps.InverseProblem(p.prior, lambda x: x @ torch.ones(3, 1, dtype=x.dtype), y, 0.1)
+    # per-sample callables (and ones giving NaN) pass, on the prior's dtype
+    ok = ps.InverseProblem(p.prior, lambda x: x[:, :1] ** 3, y, 0.1)
+    assert ok.obs_shape == (1,)
+    ps.InverseProblem(p.prior, lambda x: x[:, :1] * math.nan, y, 0.1)
+
+
+def test_non_differentiable_operator_is_named_by_the_method():
+    import numpy as np
+
+    p = _problem()
+    y = torch.tensor([0.8], dtype=torch.float64)
+
+    def no_grad(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return x[:, :1] ** 2
+
+    for fn in (
+        no_grad,
+        lambda x: x.detach()[:, :1] ** 2,
+        lambda x: torch.from_numpy(np.asarray(x)[:, :1] ** 2),
+    ):
+        problem = ps.InverseProblem(p.prior, fn, y, 0.3)
+        for method in ("tds", "dps", "mala", "gibbs"):
+            with pytest.raises(ValueError, match=f"'{method}' needs the gradient of the operator") as err:
+                ps.sample(problem, method, 8, 4, seed=0)
+            _one_line(err)
+    ps.InverseProblem(p.prior, lambda x: x[:, :1] ** 2, y, 0.3).require_differentiable("tds")
+    p.require_differentiable("tds")  # a matrix
+
+
+def test_exact_log_evidence_of_a_singular_noiseless_problem_is_a_clear_error():
+    p = _problem()
+    A = torch.tensor([[1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)  # rank 1, two rows
+    y = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    problem = ps.InverseProblem(p.prior, A, y, 0.0)
+    with pytest.raises(ValueError, match="exact_posterior"):
+        problem.exact_posterior()
+    with pytest.raises(ValueError, match="exact_log_evidence: with noise_std = 0") as err:
+        problem.exact_log_evidence()
+    _one_line(err)
+    full_rank = ps.InverseProblem(p.prior, A[:1], y[:1], 0.0)  # y has a density: no error
+    assert torch.isfinite(full_rank.exact_log_evidence())

@@ -119,9 +119,16 @@ class PosteriorTarget(Target):
         problem: the (batched) inverse problem; needs ``noise_std > 0``.
         noise_level: integer time ``t`` in ``-1 .. T-1``.
         likelihood: include ``log p(y | x)`` (``False``: the prior alone, for tests).
+        method: the name error messages give the sampler using this target.
     """
 
-    def __init__(self, problem: InverseProblem, noise_level: int = CLEAN, likelihood: bool = True) -> None:
+    def __init__(
+        self,
+        problem: InverseProblem,
+        noise_level: int = CLEAN,
+        likelihood: bool = True,
+        method: str = "Langevin target",
+    ) -> None:
         if not isinstance(problem, InverseProblem):
             raise TypeError(f"problem must be an InverseProblem, got {type(problem).__name__}")
         prior = problem.prior
@@ -136,7 +143,8 @@ class PosteriorTarget(Target):
                 "log density nor a denoiser at t = -1; choose noise_level >= 0 (e.g. 0)"
             )
         if likelihood:
-            problem.require_noise("Langevin target")
+            problem.require_noise(method)
+            problem.require_differentiable(method)
         self.problem, self.noise_level, self.likelihood = problem, noise_level, likelihood
         self.has_log_prob = prior.has_log_prob
 

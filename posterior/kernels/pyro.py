@@ -43,7 +43,7 @@ class PyroKernel(MCMCKernel):
         num_parallel: vectorised chains per pyro chain (``None``: one, site shape ``[*event]``).
         init: start of each pyro chain: ``"sir"``, ``"prior"`` (see
             :func:`~posterior.kernels.initial_chains`), unless ``initial_params`` are given.
-        init_pool: prior draws per chain for ``"sir"``.
+        init_pool: prior draws per chain for ``"sir"`` (``None``: sized by the pool's ESS).
         seed: seeds the kernel's generator (pyro's own RNG is not used).
         site: name of the sample site.
         **options: kernel options: for MALA/ULA ``step_size``, ``adapt``, ``target_accept``,
@@ -56,7 +56,7 @@ class PyroKernel(MCMCKernel):
         kernel: str = "mala",
         num_parallel: int | None = None,
         init: str = "sir",
-        init_pool: int = 16,
+        init_pool: int | None = None,
         seed: int = 0,
         site: str = "x",
         **options: Any,
@@ -74,7 +74,7 @@ class PyroKernel(MCMCKernel):
         else:
             noise_level = options.pop("noise_level", CLEAN)
             self.kernel = AdaptiveMALA(
-                PosteriorTarget(problem, noise_level), metropolis=kernel == "mala", **options
+                PosteriorTarget(problem, noise_level, method=kernel), metropolis=kernel == "mala", **options
             )
         # pyro's MCMC reads these: no model to trace, parameters already unconstrained.
         self.model = None
@@ -123,7 +123,7 @@ class PyroKernel(MCMCKernel):
             self._params, self._user_params = self._user_params, None
         else:
             n = 1 if self.num_parallel is None else self.num_parallel
-            x = initial_chains(self.problem, n, self._generator, self.init, self.init_pool)
+            x = initial_chains(self.problem, n, self._generator, self.init, self.init_pool, self.name).x
             self._params = {self.site: self._to_site(x)}
 
     @property

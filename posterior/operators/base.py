@@ -123,15 +123,18 @@ class LinearOperator(Operator):
 
 
 class Nonlinear(Operator):
-    """Wraps any differentiable callable ``fn: Tensor[n, *in_shape] -> Tensor[n, *out_shape]``."""
+    """Wraps any differentiable callable ``fn: Tensor[n, *in_shape] -> Tensor[n, *out_shape]``.
+
+    ``fn`` must act per sample (row ``i`` of the output depends on row ``i`` of the input only).
+    Its output shape is found by :class:`~posterior.InverseProblem`, which calls it on a small
+    batch on the prior's device and dtype and refuses a callable that is not per sample.
+    """
 
     def __init__(self, fn: Callable[[Tensor], Tensor], in_shape: tuple[int, ...] | None = None) -> None:
         if not callable(fn):
             raise TypeError("a nonlinear operator must be callable")
         self.fn = fn
         self.in_shape = tuple(in_shape) if in_shape is not None else None
-        if self.in_shape is not None:
-            self.out_shape = tuple(fn(torch.zeros(1, *self.in_shape)).shape[1:])
 
     def A(self, x: Tensor) -> Tensor:
         return self.fn(x)

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from posterior._utils import check_device
 from posterior.operators.base import LinearOperator
 
 __all__ = [
@@ -70,7 +71,7 @@ def box_mask(
         raise ValueError(
             f"the box top={top}, left={left}, height={height}, width={width} must lie inside {H}x{W}"
         )
-    mask = torch.ones(shape, dtype=torch.bool, device=device)
+    mask = torch.ones(shape, dtype=torch.bool, device=check_device(device))
     mask[..., top : top + height, left : left + width] = False
     return mask
 
@@ -103,6 +104,7 @@ def random_mask(
     With ``shape = (H, W)`` the same pixels are observed in every channel. Reproducible by ``seed``.
     """
     shape = _mask_shape(shape)
+    device = check_device(device)
     if not 0 < observed_fraction <= 1:
         raise ValueError(f"observed_fraction must be in (0, 1], got {observed_fraction}")
     gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(int(seed))
@@ -431,7 +433,7 @@ def gaussian_kernel(
         raise ValueError(f"the kernel size must be a positive odd number, got {size}")
     g = torch.exp(-0.5 * (torch.arange(size, dtype=torch.float64) - (size - 1) / 2).pow(2) / sigma**2)
     g = g / g.sum()
-    return torch.outer(g, g).to(dtype=dtype, device=device)
+    return torch.outer(g, g).to(dtype=dtype, device=check_device(device))
 
 
 def _conv_matrix(taps: Tensor, n: int) -> Tensor:

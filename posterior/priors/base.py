@@ -17,7 +17,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator, progress_bar
+from posterior._utils import as_generator, check_count, progress_bar
 from posterior.schedule import CLEAN, VPSchedule
 
 __all__ = ["PREDICTION_TYPES", "Denoised", "DiffusionPrior"]
@@ -42,6 +42,8 @@ class DiffusionPrior(ABC):
         max_batch_size: largest batch sent to the network at once (``None``: no limit).
         clip_denoised: optional ``(low, high)`` range to clip ``x0`` into (images: ``(-1, 1)``).
         num_evals / num_vjps: running counts of per-sample network evaluations and VJPs.
+        has_closed_form_sample: whether :meth:`sample` draws exactly and cheaply in closed form
+            (the Gaussian mixture) instead of running the reverse chain.
     """
 
     schedule: VPSchedule
@@ -49,6 +51,7 @@ class DiffusionPrior(ABC):
     prediction_type: str = "epsilon"
     max_batch_size: int | None = None
     clip_denoised: tuple[float, float] | None = None
+    has_closed_form_sample: bool = False
 
     def __init__(self) -> None:
         self.num_evals = 0
@@ -111,6 +114,16 @@ class DiffusionPrior(ABC):
     _moments: tuple[Tensor, Tensor] | None = None
     moment_draws: int = 256
     moment_steps: int = 25
+
+    def sample_x0(self, x_t: Tensor, t: int, generator: torch.Generator) -> Tensor:
+        """Exact draws ``x_0 ~ p(x_0 | x_t)`` for ``x_t: Tensor[n, *event_shape]``; only priors
+        where :attr:`has_exact_x0_sampler` (a network prior can only simulate its reverse chain)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot draw p(x_0 | x_t) exactly")
+
+    @property
+    def has_exact_x0_sampler(self) -> bool:
+        """Whether :meth:`sample_x0` draws the denoising posterior ``p(x_0 | x_t)`` exactly."""
+        return type(self).sample_x0 is not DiffusionPrior.sample_x0
 
     # ----------------------------------------------------------------- conversions
     def _coefficients(self, t: Tensor, like: Tensor) -> tuple[Tensor, Tensor]:
@@ -289,8 +302,9 @@ class DiffusionPrior(ABC):
         DDPM (``eta = 1``) or DDIM (``eta = 0`` deterministic) over ``num_steps`` times
         (default: every training step).
         """
+        check_count(num_samples, "num_samples")
         gen = as_generator(generator, self.device)
-        steps = num_steps or self.schedule.num_train_steps
+        steps = self.schedule.num_train_steps if num_steps is None else num_steps
         x = torch.randn(num_samples, *self.event_shape, generator=gen, device=self.device, dtype=self.dtype)
         for t, s in progress_bar(self.schedule.time_pairs(steps), enabled=progress, desc="prior"):
             x, std, _ = self.reverse_kernel(x, t, s, eta)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posterior._utils import check_device, check_dtype
 from posterior.priors.base import PREDICTION_TYPES, DiffusionPrior
 from posterior.schedule import VPSchedule
 
@@ -131,6 +132,7 @@ class DiffusersPrior(DiffusionPrior):
         """
         from diffusers import UNet2DModel
 
+        device, dtype = check_device(device), check_dtype(dtype)
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"no such model folder: {root}")
@@ -191,7 +193,7 @@ class DiffusersPrior(DiffusionPrior):
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> DiffusersPrior:
         """Move the UNet (in place) and return ``self``."""
-        self.unet.to(device=device, dtype=dtype)
+        self.unet.to(device=check_device(device), dtype=check_dtype(dtype))
         return self
 
     def _check_input(self, x_t: Tensor) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator
+from posterior._utils import as_generator, check_count
 from posterior.distributions import GaussianMixture
 from posterior.priors.base import DiffusionPrior
 from posterior.schedule import CLEAN, VPSchedule
@@ -31,6 +31,7 @@ class GaussianMixturePrior(DiffusionPrior):
     """
 
     prediction_type = "epsilon"
+    has_closed_form_sample = True
 
     def __init__(
         self,
@@ -54,6 +55,10 @@ class GaussianMixturePrior(DiffusionPrior):
         if not diagonal and _is_diagonal(covs):  # identity-like covariances: use the fast path
             covs, diagonal = covs.diagonal(dim1=-2, dim2=-1).clone(), True
         self.distribution = GaussianMixture(weights, means, covs, diagonal=diagonal)
+        if schedule is not None and not (hasattr(schedule, "alpha_bar") and hasattr(schedule, "time_pairs")):
+            raise TypeError(
+                f"schedule must be a noise schedule such as VPSchedule, got {type(schedule).__name__}"
+            )
         self.schedule = schedule or VPSchedule.linear()
         self.event_shape = (means.shape[-1],)
         self.max_batch_size = max_batch_size
@@ -122,6 +127,41 @@ class GaussianMixturePrior(DiffusionPrior):
         """Exact ``log p_t(x)`` for ``x: Tensor[n, d]``; returns ``Tensor[n]``."""
         return self.marginal(t).log_prob(x)
 
+    def sample_x0(self, x_t: Tensor, t: int, generator: torch.Generator) -> Tensor:
+        """Exact draws ``x_0 ~ p(x_0 | x_t)`` for ``x_t: Tensor[n, d]``; returns ``Tensor[n, d]``.
+
+        ``x_t = sqrt(a) x_0 + sqrt(1 - a) eps`` with ``a = abar_t``: the denoising posterior is a
+        mixture again. Its weights are the component responsibilities under ``p_t``; component
+        ``k`` is ``N(mu_k + G_k (x_t - sqrt(a) mu_k), Sigma_k - G_k S_k G_k^T)`` with
+        ``S_k = a Sigma_k + (1 - a) I`` and ``G_k = sqrt(a) Sigma_k S_k^{-1}`` (a Kalman update).
+        """
+        self._check_input(x_t)
+        if t == CLEAN:
+            return x_t.clone()
+        a = self.schedule.alpha_bar(t).item()
+        d = self.distribution
+        xd = x_t.double()
+        n, dim = xd.shape
+        resp = self.marginal(t).responsibilities(xd)  # [n, K]
+        comp = torch.multinomial(resp.to(x_t.device), 1, generator=generator)[:, 0]  # [n]
+        eps = torch.randn(n, dim, generator=generator, device=x_t.device, dtype=torch.float64)
+        out = torch.empty_like(xd)
+        mus, covs = d.means.double(), d.covs.double()
+        for k in comp.unique().tolist():
+            rows = comp == k
+            mu, resid = mus[k], xd[rows] - a**0.5 * mus[k]
+            if d.diagonal:  # coordinate-wise: G = sqrt(a) v / (a v + 1 - a), variance v - G sqrt(a) v
+                gain = a**0.5 * covs[k] / (a * covs[k] + 1 - a)
+                var = covs[k] - gain * a**0.5 * covs[k]
+                out[rows] = mu + gain * resid + var.sqrt() * eps[rows]
+            else:
+                S = a * covs[k] + (1 - a) * torch.eye(dim, dtype=torch.float64, device=xd.device)
+                gain = a**0.5 * torch.linalg.solve(S, covs[k]).T  # Sigma S^-1 (both symmetric)
+                cov = covs[k] - gain @ S @ gain.T
+                L = torch.linalg.cholesky(0.5 * (cov + cov.T))
+                out[rows] = mu + resid @ gain.T + eps[rows] @ L.T
+        return out.to(x_t.dtype)
+
     def sample(
         self,
         num_samples: int,
@@ -132,6 +172,7 @@ class GaussianMixturePrior(DiffusionPrior):
         progress: bool = False,
     ) -> Tensor:
         """Exact draws ``Tensor[num_samples, d]``; with ``num_steps`` given, ancestral sampling instead."""
+        check_count(num_samples, "num_samples")
         if num_steps is not None:
             return super().sample(num_samples, generator, num_steps=num_steps, eta=eta, progress=progress)
         return self.distribution.sample(num_samples, as_generator(generator, self.device))

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posterior._utils import check_device, check_dtype
 from posterior.priors.diffusers import DiffusersPrior
 
 __all__ = ["available_priors", "load_prior", "mnist_heldout", "weights_path"]
@@ -59,6 +60,7 @@ def load_prior(
         **kwargs: passed to :meth:`DiffusersPrior.from_pretrained` (``clip_denoised`` defaults to
             ``(-1, 1)`` for image priors, ``max_batch_size``).
     """
+    device = check_device(device)
     path = weights_path(name)
     options = {**_DEFAULTS.get(name, {}), **kwargs}
     return DiffusersPrior.from_pretrained(path, device=device, dtype=dtype, **options)
@@ -80,6 +82,7 @@ def mnist_heldout(
     """
     import numpy as np
 
+    device, dtype = check_device(device), check_dtype(dtype)
     with np.load(DATA_DIR / "mnist_heldout.npz") as data:
         images, labels = data["images"], data["labels"]
     n = images.shape[0]

@@ -28,7 +28,8 @@ class Result:
         num_vjps: per-sample vector-Jacobian products spent.
         wall_time: seconds.
         options: the method's options as run (including ``num_particles``, ``num_steps``).
-        stats: further per-method traces, each a tensor with ``num_steps`` (or draws) last.
+        stats: further per-method traces, each a tensor with ``num_steps`` (or draws) last, or
+            per-problem values ``[B]`` (e.g. ``"init_ess"`` of the MCMC samplers).
         truth: the ground truth ``x`` when the problem knows it.
     """
 

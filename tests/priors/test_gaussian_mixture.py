@@ -129,3 +129,59 @@ def test_time_checks():
         prior.denoise(torch.zeros(2, 2, dtype=torch.float64), CLEAN)
     with pytest.raises(ValueError, match="shape"):
         prior.denoise(torch.zeros(2, 3, dtype=torch.float64), 5)
+
+
+@pytest.mark.parametrize("full", [True, False])
+@pytest.mark.parametrize("t", [0, 20, 300])
+def test_sample_x0_draws_the_denoising_posterior(full, t):
+    # x0 ~ p, x_t = sqrt(a) x0 + sqrt(1 - a) eps, x0' ~ p(x0 | x_t): (x0', x_t) has the law of
+    # (x0, x_t), so r' = x0' - x_t / sqrt(a) has the law of r = -sqrt((1 - a) / a) eps given with x_t:
+    # mean 0, covariance (1 - a) / a I, Cov(r', x_t) = -(1 - a) / sqrt(a) I, and x0' has the prior's
+    # mean and covariance. Tolerances: 5 standard errors of each moment estimate.
+    prior = _prior(d=2, full=full)
+    assert prior.has_exact_x0_sampler
+    gen = torch.Generator().manual_seed(7)
+    n = 200_000
+    a = prior.schedule.alpha_bar(t).item()
+    x0 = prior.sample(n, gen)
+    xt = a**0.5 * x0 + (1 - a) ** 0.5 * torch.randn(n, 2, generator=gen, dtype=x0.dtype)
+    new = prior.sample_x0(xt, t, gen)
+    assert new.shape == x0.shape and new.dtype == x0.dtype
+    eye = torch.eye(2, dtype=x0.dtype)
+
+    def close(terms, want):  # terms: [n, ...] whose mean estimates want
+        return ((terms.mean(0) - want).abs() < 5 * terms.std(0) / n**0.5).all()
+
+    r = new - xt / a**0.5
+    xc = xt - xt.mean(0)
+    assert close(r, torch.zeros(2, dtype=x0.dtype))
+    assert close(r[:, :, None] * r[:, None, :], (1 - a) / a * eye)
+    assert close(r[:, :, None] * xc[:, None, :], -(1 - a) / a**0.5 * eye)
+    mean, cov = prior.distribution.mean, prior.distribution.covariance
+    centred = new - mean
+    assert close(new, mean)
+    assert close(centred[:, :, None] * centred[:, None, :], cov)
+
+
+def test_sample_x0_is_a_capability_of_closed_form_priors_only():
+    from posterior.priors.base import DiffusionPrior
+
+    assert _prior().has_closed_form_sample and _prior().has_exact_x0_sampler
+    assert not DiffusionPrior.has_closed_form_sample
+    with pytest.raises(NotImplementedError, match="cannot draw"):
+        DiffusionPrior.sample_x0(_prior(), torch.zeros(1, 2, dtype=torch.float64), 0, torch.Generator())
+
+
+def test_bad_sample_counts_and_schedule_are_named():
+    prior = _prior()
+    for n in (0, -1, 1.5, "3"):
+        with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+            prior.sample(n)
+        with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+            prior.sample(n, num_steps=5)
+    with pytest.raises(ValueError, match="num_steps must be in"):
+        prior.sample(4, num_steps=0)  # not silently every training step
+    with pytest.raises(ValueError, match="num_problems must be a positive integer"):
+        ps.problems.simulate(prior, torch.ones(1, 2, dtype=torch.float64), 0.1, 0)
+    with pytest.raises(TypeError, match="schedule must be a noise schedule"):
+        ps.GaussianMixturePrior(prior.weights, prior.means, prior.covs, schedule="linear")

@@ -137,6 +137,7 @@ class CSGM(Sampler):
     ) -> Result:
         if self.latent_weight > 0 and (problem.sigma <= 0).any():
             raise ValueError(f"{self.name!r} with latent_weight > 0 needs noise_std > 0 (or latent_weight=0)")
+        problem.require_differentiable(self.name)
         pairs = problem.prior.schedule.time_pairs(self.ddim_steps, spacing="trailing")
         z = initial_noise(problem, num_particles, generator)
         opt = Adam(self.lr)

@@ -76,6 +76,7 @@ class DPS(Sampler):
         progress: bool,
     ) -> Result:
         """Samples ``[B, N, *event_shape]``, ``N`` independent DPS chains per problem."""
+        problem.require_differentiable(self.name)
         prior = problem.prior
         residual_sq = residual_sq_fn(problem)
         x = initial_noise(problem, num_particles, generator)

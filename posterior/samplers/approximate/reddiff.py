@@ -141,6 +141,7 @@ class REDDiff(Sampler):
         progress: bool,
     ) -> Result:
         problem.require_noise(self.name)
+        problem.require_differentiable(self.name)
         prior = problem.prior
         schedule = prior.schedule
         if self.time_sampling == "descending":

@@ -227,6 +227,11 @@ class SVDTwistModel(DiffusionModel):
                 f"got 0 in {int(zero.sum())} of {zero.numel()} problems"
             )
         self.noiseless = bool(zero.all())
+        if self.noiseless and num_steps < 2:  # the pin would fall on the start, x_T
+            raise ValueError(
+                f"{method!r} with noise_std = 0 needs num_steps >= 2 (the observation is pinned at the last "
+                f"noisy time, which with num_steps = {num_steps} is the start); got num_steps={num_steps}"
+            )
         B = problem.batch_size
         s = op.singular_values.to(device=problem.prior.device, dtype=problem.prior.dtype)
         self.r = s.numel()

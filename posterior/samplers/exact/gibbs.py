@@ -1,8 +1,9 @@
 """``"gibbs"``: split Gibbs sampling with the diffusion prior (PnP-DM, Wu et al., NeurIPS 2024).
 
 Alternates ``z ~ pi(z | x, y)`` (closed form for linear Gaussian problems, MALA otherwise) and
-``x ~ pi(x | z)`` by the prior's reverse process from noise level ``rho``; see
-:mod:`posterior.kernels.gibbs`. ``N`` chains per problem run as one tensor.
+``x ~ pi(x | z)``: exact draws where the prior has them (the Gaussian mixture), else the prior's
+reverse process from noise level ``rho``; see :mod:`posterior.kernels.gibbs` for what each
+converges to. ``N`` chains per problem run as one tensor.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ __all__ = ["GibbsSampler"]
 class GibbsSampler(Sampler):
     """PnP-DM split Gibbs chains; exact for linear Gaussian problems at ``rho < sigma / s_max``.
 
+    Converges to: with a prior that draws ``p(x_0 | x_t)`` exactly (``prior.has_exact_x0_sampler``,
+    the Gaussian mixture) and the exact split, the posterior ``p(x | y)`` as sweeps grow (after
+    the annealing), with mode proportions from the start (modes farther apart than ``rho`` are
+    not crossed; ``init="sir"`` makes them consistent as chains grow). With a network prior the
+    prior step is its ``prior_steps``-step reverse chain, and the chains converge to the
+    stationary law of the Gibbs kernel built on that chain (narrower than the posterior where the
+    chain is narrower than ``p(x | z)``; see :mod:`posterior.kernels.gibbs`).
+
     ``num_particles`` chains per problem, ``num_steps`` Gibbs sweeps (burn-in included). Each
     sweep costs up to ``prior_steps`` network evaluations per chain.
 
@@ -37,10 +46,14 @@ class GibbsSampler(Sampler):
         rho_decay: annealing factor per sweep (default 0.9).
         correct_likelihood: exact split for linear Gaussian problems (default True); False is
             PnP-DM's original split, biased by ``O(rho^2)``.
-        prior_steps: most reverse-process steps per prior step (default 50; ``None``: all).
+        prior_steps: most reverse-process steps per prior step (default 50; ``None``: all); unused
+            when the prior step is exact.
+        exact_prior_step: exact draws of ``p(x | z)`` where the prior has them (default True);
+            ``False`` runs the reverse chain, as with a network prior.
         z_steps: MALA steps of the likelihood step for nonlinear operators (default 10).
         burn_in, thin, init, init_pool, keep_chain: as for ``"mala"`` (``stats["chain"]`` is
-            ``[B, N, draws, *event]``).
+            ``[B, N, draws, *event]``; ``init_pool=None``, the default, sizes the ``"sir"`` pool
+            by its importance ESS, and ``stats["init_ess"]`` reports it).
 
     Result: ``samples`` = final states; ``acceptance`` ``[B, num_steps]`` (1 for the closed-form
     likelihood step); ``stats["rho"]`` ``[B, num_steps]``, ``stats["divergences"]``.
@@ -48,7 +61,7 @@ class GibbsSampler(Sampler):
 
     name = "gibbs"
     exact = True
-    summary = "split Gibbs (PnP-DM): closed-form likelihood step and reverse-diffusion prior step"
+    summary = "split Gibbs (PnP-DM): closed-form likelihood step; exact or reverse-diffusion prior step"
 
     def __init__(
         self,
@@ -61,8 +74,9 @@ class GibbsSampler(Sampler):
         burn_in: int | None = None,
         thin: int = 1,
         init: str | Tensor = "sir",
-        init_pool: int = 16,
+        init_pool: int | None = None,
         keep_chain: bool = False,
+        exact_prior_step: bool = True,
     ) -> None:
         for name, v in (("rho_floor", rho_floor), ("rho_start", rho_start)):
             if v is not None and (
@@ -82,6 +96,7 @@ class GibbsSampler(Sampler):
         self.correct_likelihood, self.prior_steps, self.z_steps = correct_likelihood, prior_steps, z_steps
         self.burn_in, self.thin, self.init, self.init_pool = burn_in, thin, init, init_pool
         self.keep_chain = keep_chain
+        self.exact_prior_step = bool(exact_prior_step)
 
     def run(
         self,
@@ -100,8 +115,9 @@ class GibbsSampler(Sampler):
             correct_likelihood=self.correct_likelihood,
             prior_steps=self.prior_steps,
             z_steps=self.z_steps,
+            exact_prior_step=self.exact_prior_step,
         )
-        x0 = initial_chains(problem, num_particles, generator, self.init, self.init_pool)
+        x0, init_ess = initial_chains(problem, num_particles, generator, self.init, self.init_pool, self.name)
         samples, acceptance, stats = run_chains(
             self.name,
             kernel,
@@ -114,4 +130,6 @@ class GibbsSampler(Sampler):
             progress,
             {"rho": lambda: kernel.last_rho},
         )
+        if init_ess is not None:
+            stats["init_ess"] = init_ess
         return Result(samples=samples, method=self.name, acceptance=acceptance, stats=stats)

@@ -85,7 +85,7 @@ def run_chains(
     return kernel.position(state), acceptance, stats
 
 
-def check_chain_options(burn_in: int | None, thin: int, init: str | Tensor, init_pool: int) -> None:
+def check_chain_options(burn_in: int | None, thin: int, init: str | Tensor, init_pool: int | None) -> None:
     """Shared validation of the chain options of ``"mala"`` and ``"gibbs"``."""
     if burn_in is not None and (isinstance(burn_in, bool) or not isinstance(burn_in, int) or burn_in < 0):
         raise ValueError(f"burn_in must be a non-negative integer or None, got {burn_in!r}")
@@ -93,8 +93,10 @@ def check_chain_options(burn_in: int | None, thin: int, init: str | Tensor, init
         raise ValueError(f"thin must be a positive integer, got {thin!r}")
     if not isinstance(init, Tensor) and init not in INITS:
         raise ValueError(f"init must be one of {INITS} or a tensor, got {init!r}")
-    if isinstance(init_pool, bool) or not isinstance(init_pool, int) or init_pool < 1:
-        raise ValueError(f"init_pool must be a positive integer, got {init_pool!r}")
+    if init_pool is not None and (
+        isinstance(init_pool, bool) or not isinstance(init_pool, int) or init_pool < 1
+    ):
+        raise ValueError(f"init_pool must be a positive integer or None, got {init_pool!r}")
 
 
 def resolve_burn_in(burn_in: int | None, num_steps: int) -> int:
@@ -124,7 +126,12 @@ class MALASampler(Sampler):
         init: ``"sir"`` (default: importance resampling of prior draws by the likelihood, so chains
             start near the posterior across modes a local kernel cannot cross), ``"prior"``, or a
             tensor ``[N, *event]`` / ``[B, N, *event]``.
-        init_pool: prior draws per chain for ``"sir"`` (default 16).
+        init_pool: prior draws per chain for ``"sir"``. Default ``None``: sized by the pool's
+            importance ESS, rounds of 16 per chain until it reaches the number of chains (at most
+            1024 per chain) for a prior with closed-form draws, 16 per chain otherwise; the
+            start's mode proportions, which a local kernel cannot change across separated modes,
+            then carry the error of at most that many independent draws (see
+            :func:`~posterior.kernels.initial_chains`). ``stats["init_ess"]`` ``[B]`` reports it.
         keep_chain: store the post-burn-in draws in ``result.stats["chain"]``:
             ``Tensor[B, N, draws, *event]`` (``[N, draws, ...]`` unbatched), chains x draws.
 
@@ -147,7 +154,7 @@ class MALASampler(Sampler):
         burn_in: int | None = None,
         thin: int = 1,
         init: str | Tensor = "sir",
-        init_pool: int = 16,
+        init_pool: int | None = None,
         keep_chain: bool = False,
     ) -> None:
         if (
@@ -175,9 +182,9 @@ class MALASampler(Sampler):
         progress: bool,
     ) -> Result:
         burn_in = resolve_burn_in(self.burn_in, num_steps)
-        target = PosteriorTarget(problem, self.noise_level)
+        target = PosteriorTarget(problem, self.noise_level, method=self.name)
         kernel = AdaptiveMALA(target, self.step_size, self.metropolis, self.adapt, self.target_accept)
-        x0 = initial_chains(problem, num_particles, generator, self.init, self.init_pool)
+        x0, init_ess = initial_chains(problem, num_particles, generator, self.init, self.init_pool, self.name)
         trace = {"step_size": lambda: kernel.current_step_size}
         samples, acceptance, stats = run_chains(
             self.name, kernel, x0, num_steps, burn_in, self.thin, self.keep_chain, generator, progress, trace
@@ -186,4 +193,6 @@ class MALASampler(Sampler):
         step = stats["step_size"]
         first = torch.full_like(step[:, :1], self.step_size)
         stats["step_size"] = torch.cat([first, step[:, :-1]], 1)
+        if init_ess is not None:
+            stats["init_ess"] = init_ess
         return Result(samples=samples, method=self.name, acceptance=acceptance, stats=stats)

@@ -59,6 +59,7 @@ class TDSModel(DiffusionModel):
         super().__init__(problem, eta, exact_start)
         self.prior_var = prior_var
         problem.require_noise("tds")
+        problem.require_differentiable("tds")
         self.scale = scale
         self.times = [t for t, _ in problem.prior.schedule.time_pairs(num_steps)] + [CLEAN]
 

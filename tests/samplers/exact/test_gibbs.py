@@ -20,7 +20,9 @@ def test_result_layout() -> None:
         problem, "gibbs", 32, 6, seed=0, keep_chain=True, burn_in=2, prior_steps=10, rho_start=5.0
     )
     assert torch.equal(r.samples, again.samples)
-    assert r.num_evals > 0
+    assert r.num_evals == 0  # the mixture draws p(x | z) in closed form: no network call
+    chain = ps.sample(problem, "gibbs", 32, 6, seed=0, burn_in=2, prior_steps=10, exact_prior_step=False)
+    assert chain.num_evals == 32 * 6 * 10  # the reverse chain: prior_steps evaluations per sweep
 
 
 @pytest.mark.slow
@@ -53,3 +55,25 @@ def test_pnpdm_split_is_biased_and_exact_split_is_not() -> None:
     d_good, q = near_exact(good.samples, post)
     d_biased, _ = near_exact(biased.samples, post)
     assert d_good < q < d_biased, (d_good, q, d_biased)
+
+
+def test_spread_of_a_narrow_posterior_is_exact() -> None:
+    # A = [1, 0], y = 8.3, noise 0.05: x1's posterior is N(8.2993, 0.0499^2) in closed form. The
+    # prior step draws p(x | z) exactly; a reverse chain ending with a deterministic step would
+    # give sd 0.044. Tolerance: 4 Monte Carlo standard errors from the chains' effective sample
+    # sizes (arviz, for the mean and for the sd).
+    import arviz as az
+
+    prior = ps.problems.gmm_benchmark(2, 1, seed=0).prior
+    problem = ps.InverseProblem(prior, torch.tensor([[1.0, 0.0]]), torch.tensor([8.3]), 0.05)
+    post = problem.exact_posterior()
+    mean, sd = float(post.mean[0]), float(post.covariance[0, 0].sqrt())
+    r = ps.sample(problem, "gibbs", 1000, 30, seed=0, burn_in=10, keep_chain=True)
+    x1 = r.stats["chain"][..., 0].double()  # [chains, draws]
+    draws = x1.numpy()
+    ess_mean, ess_sd = float(az.ess(draws, method="mean")), float(az.ess(draws, method="sd"))
+    sq = (x1 - x1.mean()).pow(2)
+    se_mean = float(x1.std()) / ess_mean**0.5
+    se_sd = float(sq.std()) / ess_sd**0.5 / (2 * sd)  # delta method: sd = sqrt(E (x - m)^2)
+    assert abs(float(x1.mean()) - mean) < 4 * se_mean, (float(x1.mean()), mean, se_mean)
+    assert abs(float(x1.std()) - sd) < 4 * se_sd, (float(x1.std()), sd, se_sd)

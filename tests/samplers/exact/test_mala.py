@@ -48,6 +48,9 @@ def test_bad_options_and_divergence() -> None:
             ps.sample(problem, "mala", 8, 4, **kw)
     with pytest.raises(ValueError, match="burn_in"):
         ps.sample(problem, "mala", 8, 4, burn_in=4)
+    noiseless = ps.InverseProblem(problem.prior, problem.operator, problem.y, 0.0)
+    with pytest.raises(ValueError, match=r"^'mala' needs noise_std > 0$"):
+        ps.sample(noiseless, "mala", 8, 4)
     # ULA with an absurd step diverges: reported, not returned
     with pytest.raises(FloatingPointError, match="diverged"):
         ps.sample(problem, "mala", 8, 30, metropolis=False, step_size=50.0, adapt=False)

@@ -1,0 +1,54 @@
+"""Shared helpers: the device check every public ``device`` argument goes through."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import posterior as ps
+from posterior._utils import check_device
+from posterior.operators.image import box_mask, gaussian_kernel, half_mask, random_mask
+from posterior.priors.shipped import mnist_heldout, weights_path
+
+
+def test_check_device() -> None:
+    assert check_device(None) is None
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        check_device("gpu")
+    with pytest.raises(ValueError, match=r"device must be a torch\.device"):
+        check_device(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: ps.load_prior("mnist", device="cuda"),
+        lambda: ps.DiffusersPrior.from_pretrained(weights_path("mnist"), device="cuda"),
+        lambda: ps.problems.mnist_inpainting(device="cuda"),
+        lambda: ps.problems.mnist_deblur(device="cuda"),
+        lambda: ps.problems.mnist_problem(ps.operators.Identity(), device="cuda"),
+        lambda: mnist_heldout([0], device="cuda"),
+        lambda: half_mask((28, 28), device="cuda"),
+        lambda: box_mask((28, 28), 0, 0, 2, 2, device="cuda"),
+        lambda: random_mask((28, 28), 0.5, device="cuda"),
+        lambda: gaussian_kernel(1.0, device="cuda"),
+        lambda: ps.load_prior("mnist").to("cuda"),
+    ],
+)
+def test_cuda_without_cuda_is_one_line_naming_device(build) -> None:
+    with pytest.raises(ValueError, match="device='cuda' requested but CUDA is not available") as err:
+        build()
+    assert "\n" not in str(err.value)
+
+
+def test_dtype_that_is_not_a_torch_dtype_is_named() -> None:
+    # diffusers would ignore the string and load float32: refused instead
+    for build in (
+        lambda: ps.load_prior("mnist", dtype="float64"),
+        lambda: mnist_heldout([0], dtype="float64"),
+        lambda: ps.problems.mnist_denoising(dtype=torch.int64),
+    ):
+        with pytest.raises(ValueError, match=r"dtype must be a floating torch\.dtype"):
+            build()
