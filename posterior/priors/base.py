@@ -96,10 +96,12 @@ class DiffusionPrior(ABC):
         (:attr:`moment_draws` draws, :attr:`moment_steps` DDPM steps, seed 0) and cached. Twisted
         samplers use them to centre and scale their twists.
         """
-        if self._moments is None:
+        if self._moments is None:  # a one-off cost, kept out of the samplers' counters
+            counts = self.num_evals, self.num_vjps
             gen = torch.Generator(device=self.device).manual_seed(0)
             x = self.sample(self.moment_draws, gen, num_steps=self.moment_steps)
             self._moments = (x.mean(0), x.var(0))
+            self.num_evals, self.num_vjps = counts
         return self._moments
 
     def set_moments(self, mean: Tensor, var: Tensor) -> None:

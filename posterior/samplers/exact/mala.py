@@ -113,6 +113,10 @@ class MALASampler(Sampler):
     ``num_particles`` chains per problem, ``num_steps`` iterations in all (burn-in included). Each
     iteration costs one prior score and (with MH) one prior density per chain.
 
+    Converges to: with ``metropolis`` (and the default ``noise_level = -1``), the posterior of the
+    *continuous* prior ``p(x) p(y | x) / Z`` as iterations grow (no diffusion chain is simulated);
+    its mode proportions come from the start (chains do not cross between well-separated modes).
+
     Options:
         step_size: initial step size ``> 0`` (default 0.1; adapted if ``adapt``).
         adapt: dual-averaging adaptation of each problem's step size during burn-in (default True).

@@ -81,6 +81,12 @@ class FPSModel(SVDTwistModel):
 class FPSSMC(ParticleSampler):
     """FPS-SMC (Dou & Song, ICLR 2024), with telescoping potentials so that it is exact.
 
+    Converges to: as ``num_particles`` grows at fixed ``num_steps``, the posterior of the
+    ``num_steps``-step reverse chain it simulates (started from the prior's exact ``p_T`` where it
+    can draw it or has a density, else from ``N(0, I)``), ``p_chain(x_0) p(y | x_0) / Z``, and its
+    ``log_evidence`` to ``log Z``; the chain's posterior tends to the prior's as ``num_steps``
+    grows (tested against :func:`posterior.diagnostics.oracles.chain_posterior`).
+
     Options:
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.
         threshold: resample when ESS ``< threshold * N`` (default ``0.5``), or ``"always"``/``"never"``.

@@ -42,14 +42,16 @@ def test_log_evidence_of_the_chain(method: str, K: int) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", PARTICLE_SAMPLERS)
 def test_draws_converge_to_the_chain_posterior(method: str) -> None:
-    """At K = 2 steps: sliced W1 to the chain oracle's draws shrinks from N = 128 to N = 8192 and
-    ends within 2x the oracle-vs-oracle floor, while the continuous posterior stays far away."""
+    """At K = 2 steps: sliced W1 to the chain oracle's draws shrinks from N = 512 to N = 32768 and
+    ends within 2x the oracle-vs-oracle floor, while the continuous posterior stays far away
+    (measured: 0.66-0.79 at 512, 0.09-0.10 at 32768, floor 0.084; the two-step proposal is poor,
+    ESS about 3% of N)."""
     problem = few_step_problems(4)
     ref = chain_posterior(problem, 2, num_draws=10**6, num_samples=4096, seed=0)
     ref2 = chain_posterior(problem, 2, num_draws=10**6, num_samples=4096, seed=1)
     floor = sliced_wasserstein(ref.samples, ref2.samples).mean().item()
     dist = []
-    for N in (128, 8192):
+    for N in (512, 32768):
         res = ps.sample(problem, method, num_particles=N, num_steps=2, seed=N)
         dist.append(sliced_wasserstein(res.samples, ref.samples).mean().item())
     continuous = problem.exact_posterior().sample(4096, torch.Generator().manual_seed(0))
@@ -82,15 +84,18 @@ def ring_problem() -> ps.InverseProblem:
 @pytest.mark.slow
 def test_tds_on_a_nonlinear_operator_reaches_the_chain_posterior() -> None:
     """Sliced W1 to the chain oracle (importance sampling works for any likelihood) within 3x the
-    oracle-vs-oracle floor at N = 4000, 20 steps, and the log-evidence within 0.15 nats."""
+    oracle-vs-oracle floor at N = 16000, 20 steps, and the log-evidence within 0.25 nats
+    (measured: W1 0.28 against a floor of 0.19, log-evidence off by 0.06; with the twist
+    ``N(y; A(x0_hat), sigma^2 + r^2)`` that ignores the operator's curvature: W1 0.82 and 3.8 nats
+    at N = 16000)."""
     problem = ring_problem()
     ref = chain_posterior(problem, 20, num_draws=2 * 10**6, num_samples=4000, seed=0)
     ref2 = chain_posterior(problem, 20, num_draws=2 * 10**6, num_samples=4000, seed=1)
     floor = sliced_wasserstein(ref.samples, ref2.samples).mean().item()
-    res = ps.sample(problem, "tds", num_particles=4000, num_steps=20, seed=0)
+    res = ps.sample(problem, "tds", num_particles=16000, num_steps=20, seed=0)
     dist = sliced_wasserstein(res.samples[None], ref.samples).mean().item()
     assert dist < 3 * floor, (dist, floor)
-    assert abs(res.log_evidence.item() - ref.log_evidence.item()) < 0.15
+    assert abs(res.log_evidence.item() - ref.log_evidence.item()) < 0.25
 
 
 def test_tds_survives_far_off_particles_on_a_nonlinear_operator() -> None:
