@@ -65,7 +65,8 @@ def test_resize_only_when_asked(tmp_path: Path) -> None:
     assert ps.io.load_image(tmp_path / "g.png").shape == (1, 8, 8)
     small = ps.io.load_image(tmp_path / "g.png", shape=(4, 2))
     assert small.shape == (1, 4, 2)
-    assert torch.allclose(small, torch.full_like(small, 200 / 127.5 - 1), atol=1e-5)  # a flat image stays flat
+    # a flat image stays flat
+    assert torch.allclose(small, torch.full_like(small, 200 / 127.5 - 1), atol=1e-5)
     same = ps.io.load_image(tmp_path / "g.png", shape=(1, 8, 8))
     assert torch.equal(same, ps.io.load_image(tmp_path / "g.png"))
 
