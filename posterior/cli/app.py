@@ -49,6 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("posterior: interrupted", file=sys.stderr)
         return 130
-    except (FloatingPointError, RuntimeError, ValueError, TypeError, OSError) as err:
+    except (FloatingPointError, RuntimeError, ValueError, TypeError, OSError, ImportError) as err:
         print(f"posterior: {type(err).__name__}: {first_line(err)}", file=sys.stderr)
         return 1

@@ -21,17 +21,15 @@ __all__ = [
 
 #: ``{spec: one-line description}``, shown by ``posterior sample --help``.
 OPERATORS = {
-    "inpaint:MASK": "inpainting: observe the pixels where the mask (PNG/JPEG or .npy, [H, W] or "
-    "[C, H, W]) is non-zero; the observation is the full-size image, its hidden pixels ignored",
-    "sr:F": "super-resolution: average over FxF blocks; the observation is the image at 1/F of the "
-    "prior's size",
-    "blur:gaussian:S": "Gaussian blur of S pixels standard deviation (zero-padded, same size)",
-    "blur:KERNEL.npy": "blur with the 2-D kernel in a .npy file (odd sizes, zero-padded, same size)",
-    "denoise": "identity: the observation is the noisy full-size image",
-    "matrix:A.npy": "a dense matrix [m, C*H*W] on the row-major flattened image; the observation "
-    "is a .npy of m values",
-    "cs:M[:SEED]": "compressed sensing: M random Gaussian measurements (A_ij ~ N(0, 1/M), seeded) of "
-    "the flattened image; the observation is a .npy of M values",
+    "inpaint:MASK": "observe the pixels where MASK (an image or .npy, [H, W] or [C, H, W]) is non-zero; "
+    "observation: the full-size image",
+    "sr:F": "super-resolution, the mean over FxF blocks; observation: the image at 1/F of the size",
+    "blur:gaussian:S": "Gaussian blur of S pixels std (zero-padded); observation: the blurred image",
+    "blur:KERNEL.npy": "blur with a 2-D kernel of odd sizes; observation: the blurred image",
+    "denoise": "the identity; observation: the noisy image",
+    "matrix:A.npy": "a matrix [m, C*H*W] on the row-major flattened image; observation: a .npy of m values",
+    "cs:M[:SEED]": "M seeded random Gaussian measurements of the flattened image (A_ij ~ N(0, 1/M)); "
+    "observation: a .npy of M values",
 }
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}

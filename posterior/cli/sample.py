@@ -39,13 +39,16 @@ DEFAULT_METHOD = "mcgdiff"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    ops = "; ".join(f"{k}: {v}" for k, v in OPERATORS.items())
+    width = max(map(len, OPERATORS))
+    ops = "\n".join(f"  {k:<{width}}  {v}" for k, v in OPERATORS.items())
     samp = sub.add_parser(
         "sample",
         help="posterior draws for your own observation (an image or a .npy array)",
-        description="Sample the posterior of x given your observation y = A(x) + noise and write "
-        "mean.png, std.png, samples.png, samples.npy ([N, C, H, W]), posterior.nc (ArviZ), "
+        description="Sample the posterior of x given your observation y = A(x) + noise and write\n"
+        "mean.png, std.png, samples.png, samples.npy ([N, C, H, W]), posterior.nc (ArviZ),\n"
         "result.safetensors (ps.Result.load) and report.md into --out.",
+        epilog=f"operators (--operator):\n{ops}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     samp.add_argument("--prior", default="mnist", help="a shipped prior (mnist) or a diffusers folder")
     samp.add_argument(
@@ -54,7 +57,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a PNG/JPEG (grayscale or RGB, mapped to [-1, 1]) or a .npy array in the operator's "
         "output space",
     )
-    samp.add_argument("--operator", required=True, help=f"the forward operator A. {ops}")
+    samp.add_argument("--operator", required=True, help="the forward operator A (one of the operators below)")
     samp.add_argument(
         "--noise", type=nonneg_float, required=True, help="noise standard deviation (in [-1, 1] units)"
     )

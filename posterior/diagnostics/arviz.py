@@ -196,8 +196,8 @@ def _container(groups: dict[str, Any]) -> Any:
 def save_netcdf(data: Any, path: str | Path) -> Path:
     """Write the output of :func:`to_arviz` to a NetCDF-4 file (the ``h5netcdf`` engine).
 
-    Reload it with ``arviz.from_netcdf(path)`` on arviz 0.x and with ``xarray.open_datatree(path)``
-    (or arviz 1.x's ``from_netcdf``) on either line: one HDF5 group per ArviZ group.
+    Reload it with ``arviz.from_netcdf(path)`` (``InferenceData`` on arviz 0.x, ``DataTree`` on 1.x)
+    or ``xarray.open_datatree(path)``: one HDF5 group per ArviZ group.
     """
     path = Path(path)
     if hasattr(data, "to_netcdf"):  # InferenceData and DataTree both have one

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from PIL import Image
 
 import posterior as ps
@@ -61,6 +62,10 @@ def _pixels(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(Image.open(path), dtype=np.float64) / 127.5 - 1)
 
 
+def _dataset(node):
+    return node.to_dataset() if hasattr(node, "to_dataset") else node
+
+
 def _check_outputs(out: Path, shape: tuple[int, ...], y_expected: torch.Tensor) -> None:
     draws = np.load(out / "samples.npy")
     assert draws.dtype == np.float32 and draws.shape == (4, *shape)
@@ -73,11 +78,10 @@ def _check_outputs(out: Path, shape: tuple[int, ...], y_expected: torch.Tensor) 
         with Image.open(out / name) as img:
             assert img.format == "PNG" and img.width > 100
     # the NetCDF file: the draws and the observation as read from the input file
-    data = az.from_netcdf(out / "posterior.nc") if az.__version__.startswith("0.") else None
-    import xarray as xr
-
+    # (arviz.from_netcdf gives InferenceData on arviz 0.x and a DataTree on 1.x)
+    data = az.from_netcdf(out / "posterior.nc")
     tree = xr.open_datatree(out / "posterior.nc")
-    for post in [tree["posterior"].to_dataset()] + ([data.posterior] if data is not None else []):
+    for post in (_dataset(data["posterior"]), tree["posterior"].to_dataset()):
         assert post["x"].dims == ("chain", "draw", "channel", "row", "col")
         np.testing.assert_array_equal(post["x"].values[0], draws.astype(np.float64))
     y = torch.from_numpy(tree["observed_data"].to_dataset()["y"].values)
