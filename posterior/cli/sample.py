@@ -117,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         "particles": args.particles,
         "steps": args.steps,
         "seed": args.seed,
+        "out": str(out),
     }
     write_outputs(out, problem, result, settings, degenerate)
     print(f"posterior samples written to {out} (report: {out / 'report.md'})", file=sys.stdout)

@@ -100,7 +100,7 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
     if degenerate:
         return (
             "**The particle system degenerated.** "
-            + " ".join(degenerate)
+            + " ".join(t.rstrip(". ") + "." for t in degenerate)
             + " At such a step the whole population descends from about one particle, so the draws "
             "are close copies of a few: `std.png` understates the posterior's spread and intervals "
             "from these draws are too narrow. More particles (`--particles`) are the remedy; the "
@@ -121,8 +121,8 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
             "exact method (`posterior methods`) gives calibrated draws."
         )
     ess = result.ess.double()
-    low, step = float(ess.min()), int(ess.argmin()) + 1
-    if low < 0.1 * n:
+    low, step = float(ess.min()), int(ess.argmin())  # steps counted from 0, as in result.ess
+    if low < max(2.0, 0.1 * n):  # below the engine's warning level (2), or a tenth of the particles
         return (
             f"The ESS fell to {low:.1f} of {n} particles (step {step}): the draws rest on few "
             "particles, so their spread is itself uncertain; more particles give a steadier answer."
@@ -132,14 +132,14 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
 
 def _ess_table(ess: Any, n: int, columns: int = 11, every: int = 25) -> list[str]:
     """The ESS trace: every step for up to ``every`` steps, else ``columns`` evenly spaced steps
-    (first and last included) and the step of the minimum."""
+    (first and last included) and the step of the minimum; steps counted from 0 (``result.ess[i]``)."""
     k = ess.shape[-1]
     if k <= every:
         idx = list(range(k))
     else:
         idx = sorted({round(i * (k - 1) / (columns - 1)) for i in range(columns)} | {int(ess.argmin())})
     return [
-        "| step | " + " | ".join(str(i + 1) for i in idx) + " |",
+        "| step | " + " | ".join(str(i) for i in idx) + " |",
         "|---|" + "---|" * len(idx),
         "| ESS | " + " | ".join(f"{float(ess[i]):.1f}" for i in idx) + " |",
         "| ESS / N | " + " | ".join(f"{float(ess[i]) / n:.2f}" for i in idx) + " |",
@@ -160,8 +160,9 @@ def sample_report(
     cls = ps.METHODS[result.method]
     n, steps = result.num_samples, settings["steps"]
     argv = ["posterior", "sample"]
-    for key in ("prior", "observation", "operator", "noise", "method", "particles", "steps", "seed"):
-        argv += [f"--{key}", str(settings[key])]
+    for key in ("prior", "observation", "operator", "noise", "method", "particles", "steps", "seed", "out"):
+        if key in settings:
+            argv += [f"--{key}", str(settings[key])]
     kind = (
         f"exact: converges, as particles grow, to the posterior of the {steps}-step chain it simulates"
         if cls.exact
@@ -206,7 +207,11 @@ def sample_report(
     if result.ess is not None and result.ess.numel():
         lines += ["## ESS trace", ""]
         lines += _ess_table(result.ess.double(), n)
-        lines += ["", "The whole trace is in `posterior.nc` (`sample_stats/ess`)."]
+        lines += [
+            "",
+            "Steps are counted from 0, as in `result.ess`; the whole trace is in `posterior.nc` "
+            "(`sample_stats/ess`).",
+        ]
         if "traces.png" in files:
             lines += ["", "![ESS and weights](traces.png)"]
         lines.append("")
