@@ -5,7 +5,7 @@
 >>> result = ps.sample(problem, "tds", num_particles=256, num_steps=100, seed=0)
 """
 
-from posterior import operators, problems
+from posterior import io, operators, problems
 from posterior.distributions import GaussianMixture
 from posterior.particles import ParticleDegeneracyWarning
 from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, load_prior
@@ -25,6 +25,7 @@ __all__ = [
     "ParticleDegeneracyWarning",
     "Result",
     "VPSchedule",
+    "io",
     "load_prior",
     "operators",
     "problems",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,7 +33,7 @@ from posterior.samplers.result import Result
 if TYPE_CHECKING:
     from posterior.problem import InverseProblem
 
-__all__ = ["arviz_major_version", "event_dims", "run_chains", "to_arviz"]
+__all__ = ["arviz_major_version", "event_dims", "run_chains", "save_netcdf", "to_arviz"]
 
 
 def _arviz() -> Any:
@@ -190,6 +191,19 @@ def _container(groups: dict[str, Any]) -> Any:
     import xarray as xr
 
     return xr.DataTree.from_dict(groups)
+
+
+def save_netcdf(data: Any, path: str | Path) -> Path:
+    """Write the output of :func:`to_arviz` to a NetCDF-4 file (the ``h5netcdf`` engine).
+
+    Reload it with ``arviz.from_netcdf(path)`` (``InferenceData`` on arviz 0.x, ``DataTree`` on 1.x)
+    or ``xarray.open_datatree(path)``: one HDF5 group per ArviZ group.
+    """
+    path = Path(path)
+    if hasattr(data, "to_netcdf"):  # InferenceData and DataTree both have one
+        data.to_netcdf(str(path), engine="h5netcdf")
+        return path
+    raise TypeError(f"expected the output of to_arviz, got {type(data).__name__}")
 
 
 def run_chains(

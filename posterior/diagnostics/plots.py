@@ -28,7 +28,9 @@ __all__ = [
     "method_color",
     "plot_coverage",
     "plot_images",
+    "plot_pixel_std",
     "plot_rank_histograms",
+    "plot_sample_grid",
     "plot_samples_2d",
     "plot_traces",
     "save_figure",
@@ -297,6 +299,38 @@ def plot_images(
         _show(axes[r, 1], stds[name], "pixel std", cmap="magma", vmin=0, vmax=smax)
         for j in range(min(num_samples, s.shape[0])):
             _show(axes[r, 2 + j], s[j], f"sample {j + 1}")
+    return fig
+
+
+def plot_pixel_std(std: Tensor, title: str = "posterior std per pixel") -> Figure:
+    """The pixel-wise posterior standard deviation ``std: Tensor[C, H, W]`` (averaged over the
+    channels of a colour image) as a heat map with a colour bar in the data's units."""
+    img = std.detach().double().cpu()
+    img = img.mean(0) if img.dim() == 3 else img
+    h, w = img.shape
+    fig = Figure(figsize=(3.6, 3.2 * h / w), layout="constrained")
+    ax = fig.subplots()
+    shown = ax.imshow(img.numpy(), cmap="magma", vmin=0, interpolation="nearest")
+    fig.colorbar(shown, ax=ax, fraction=0.046, pad=0.04)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return fig
+
+
+def plot_sample_grid(samples: Tensor, max_draws: int = 16, title: str | None = None) -> Figure:
+    """The first ``max_draws`` images of ``samples: Tensor[N, C, H, W]`` (in ``[-1, 1]``) in a grid."""
+    n = min(int(samples.shape[0]), max_draws)
+    rows, cols = _grid(n)
+    fig = Figure(figsize=(1.6 * cols, 1.7 * rows + (0.3 if title else 0)), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax in axes:
+        ax.set_axis_off()
+    for j in range(n):
+        axes[j].set_axis_on()
+        _show(axes[j], samples[j], f"draw {j + 1}")
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 

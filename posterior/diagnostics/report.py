@@ -34,7 +34,7 @@ from posterior.diagnostics.distances import sliced_wasserstein
 from posterior.problem import InverseProblem
 from posterior.samplers.result import Result
 
-__all__ = ["Report", "compare", "evaluate"]
+__all__ = ["Report", "compare", "evaluate", "write_report"]
 
 _COLUMNS = [
     ("sw", "SW to exact", "{:.3f}"),
@@ -143,18 +143,20 @@ class Report:
 
     def to_markdown(self) -> str:
         cols = [c for c in _COLUMNS if any(c[0] in r for r in self.rows)]
+        errors = any("error" in r for r in self.rows)
         lines = ["# posterior comparison report", ""]
         if self.settings:
             lines.append(", ".join(f"{k} = {v}" for k, v in self.settings.items()))
             lines.append("")
-        lines.append("| problem | method | " + " | ".join(c[1] for c in cols) + " |")
-        lines.append("|---|---|" + "---|" * len(cols))
+        # one cell per column in every line: the header, the rule and each row
+        head = ["problem", "method", *(c[1] for c in cols), *(["error"] if errors else [])]
+        lines.append(_table_line(head))
+        lines.append(_table_line(["---"] * len(head)))
         for r in self.rows:
-            if "error" in r:
-                cells = [f"error: {r['error']}"] + [""] * (len(cols) - 1)
-            else:
-                cells = [c[2].format(r[c[0]]) if c[0] in r else "" for c in cols]
-            lines.append(f"| {r['problem']} | {r['method']} | " + " | ".join(cells) + " |")
+            cells = [c[2].format(r[c[0]]) if c[0] in r else "" for c in cols]
+            if errors:
+                cells.append(r.get("error", ""))
+            lines.append(_table_line([r["problem"], r["method"], *cells]))
         lines += [
             "",
             "SW: sliced Wasserstein-1 to as many exact posterior draws (100 directions); exact floor: "
@@ -177,6 +179,11 @@ class Report:
         (out / "report.md").write_text(self.to_markdown())
         (out / "report.json").write_text(json.dumps(self.to_json(), indent=2, default=_jsonable))
         return out
+
+
+def _table_line(cells: Sequence[str]) -> str:
+    """A Markdown table line; ``|`` inside a cell is escaped."""
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
 def _jsonable(v: Any) -> Any:
@@ -258,12 +265,23 @@ def compare(
         report.results[(pn, cls.name)] = res
         report.rows.append(row)
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        if figures:
-            report.figures = _figures(named, report, out)
-        report.write(out)
+        write_report(report, named, out, figures=figures)
     return report
+
+
+def write_report(
+    report: Report,
+    problems: InverseProblem | Mapping[str, InverseProblem] | Sequence[InverseProblem],
+    out: str | Path,
+    figures: bool = True,
+) -> Path:
+    """Write ``report.md``, ``report.json`` and (with ``figures``) the PNG figures of a
+    :func:`compare` report into the folder ``out``; ``problems`` as given to :func:`compare`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if figures:
+        report.figures = _figures(_name_problems(problems), report, out)
+    return report.write(out)
 
 
 def _figures(named: Mapping[str, InverseProblem], report: Report, out: Path) -> list[Path]:

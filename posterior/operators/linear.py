@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
 from torch import Tensor
 
@@ -48,7 +51,10 @@ class Identity(LinearOperator):
 class Matrix(LinearOperator):
     """A dense matrix ``Tensor[m, d]`` acting on vectors ``x: Tensor[n, d]``.
 
-    Its SVD is computed once (``torch.linalg.svd``, full matrices) in float64.
+    Bound to a prior whose draws have another shape with ``d`` entries (e.g. images ``[C, H, W]``
+    with ``C H W = d``), it acts on them flattened in row-major order (``x.reshape(n, d)``), and
+    its adjoint and ``V`` return that shape. Its SVD is computed once (``torch.linalg.svd``, full
+    matrices) in float64.
     """
 
     def __init__(self, matrix: Tensor) -> None:
@@ -66,11 +72,25 @@ class Matrix(LinearOperator):
     def tensors(self) -> list[Tensor]:
         return [self.weight]
 
+    def bind(self, event_shape: tuple[int, ...]) -> Matrix:
+        event_shape = tuple(int(s) for s in event_shape)
+        if event_shape != self.in_shape and math.prod(event_shape) == self.weight.shape[1]:
+            bound = copy.copy(self)  # the same matrix on flattened inputs of that shape
+            bound.in_shape = event_shape
+            return bound
+        return super().bind(event_shape)  # type: ignore[return-value]
+
+    def _flat(self, x: Tensor) -> Tensor:
+        return x.flatten(x.dim() - len(self.in_shape)) if len(self.in_shape) > 1 else x
+
+    def _shaped(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, self.in_shape) if len(self.in_shape) > 1 else x
+
     def A(self, x: Tensor) -> Tensor:
-        return x @ self.weight.T.to(x.dtype)
+        return self._flat(x) @ self.weight.T.to(x.dtype)
 
     def A_adjoint(self, y: Tensor) -> Tensor:
-        return y @ self.weight.to(y.dtype)
+        return self._shaped(y @ self.weight.to(y.dtype))
 
     def matrix(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
         return self.weight.to(dtype=dtype or self.weight.dtype, device=device or self.weight.device)
@@ -88,10 +108,10 @@ class Matrix(LinearOperator):
         return self.svd()[1]
 
     def V_adjoint(self, x: Tensor) -> Tensor:
-        return x @ self.svd()[2].to(x.dtype)
+        return self._flat(x) @ self.svd()[2].to(x.dtype)
 
     def V(self, z: Tensor) -> Tensor:
-        return z @ self.svd()[2].T.to(z.dtype)
+        return self._shaped(z @ self.svd()[2].T.to(z.dtype))
 
     def U_adjoint(self, y: Tensor) -> Tensor:
         return y @ self.svd()[0].to(y.dtype)
@@ -100,7 +120,8 @@ class Matrix(LinearOperator):
         return z @ self.svd()[0].T.to(z.dtype)
 
     def __repr__(self) -> str:
-        return f"Matrix({self.out_shape[0]} x {self.in_shape[0]})"
+        on = f" on {list(self.in_shape)}" if len(self.in_shape) > 1 else ""
+        return f"Matrix({self.out_shape[0]} x {self.weight.shape[1]}{on})"
 
 
 class CompressedSensing(Matrix):
@@ -113,4 +134,4 @@ class CompressedSensing(Matrix):
         super().__init__(torch.randn(m, d, generator=gen, dtype=torch.float64).div(m**0.5).to(dtype))
 
     def __repr__(self) -> str:
-        return f"CompressedSensing(m={self.out_shape[0]}, d={self.in_shape[0]})"
+        return f"CompressedSensing(m={self.out_shape[0]}, d={self.weight.shape[1]})"

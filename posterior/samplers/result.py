@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 __all__ = ["Result"]
@@ -74,6 +76,20 @@ class Result:
     def std(self) -> Tensor:
         """Pointwise posterior standard deviation estimate, same shape as :meth:`mean`."""
         return self.samples.std(1 if self.batched else 0)
+
+    def save(self, path: str | Path) -> Path:
+        """Write this result to one ``.safetensors`` file: the tensors, plus JSON metadata for the
+        rest (no pickle); :meth:`load` reads it back exactly. See :mod:`posterior.samplers.result_io`."""
+        from posterior.samplers.result_io import save_result
+
+        return save_result(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device | str | None = None) -> Result:
+        """A result written by :meth:`save` (tensors on the CPU, or on ``device``)."""
+        from posterior.samplers.result_io import load_result
+
+        return load_result(path, device=device)
 
     def to_arviz(self, **kwargs: Any) -> Any:
         """ArviZ data: ``InferenceData`` on arviz 0.x, ``xarray.DataTree`` on arviz 1.x."""

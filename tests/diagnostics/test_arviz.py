@@ -190,3 +190,22 @@ def test_mcmc_chains_become_arviz_chains() -> None:
     assert len(az.summary(data)) == 2
     plain = _group(to_arviz(res, use_mcmc_chains=False), "posterior")["x"]
     assert plain.shape == (1, 4, 2)
+
+
+def test_netcdf_round_trip_on_either_arviz_line(problem, tmp_path) -> None:
+    import xarray as xr
+
+    from posterior.diagnostics.arviz import save_netcdf
+
+    result = ps.sample(problem, "test_oracle", num_particles=32, num_steps=4, seed=0)
+    data = to_arviz(result, problem=problem)
+    path = save_netcdf(data, tmp_path / "post.nc")
+    for back in (az.from_netcdf(path), xr.open_datatree(path)):
+        assert {"posterior", "sample_stats", "observed_data", "constant_data"} <= _groups(back)
+        for group in ("posterior", "sample_stats", "observed_data"):
+            got, want = _group(back, group), _group(data, group)
+            for name in want.data_vars:
+                assert got[name].dtype == want[name].dtype, name  # booleans stay booleans
+                np.testing.assert_array_equal(got[name].values, want[name].values)
+    with pytest.raises(TypeError, match="to_arviz"):
+        save_netcdf(result, tmp_path / "x.nc")

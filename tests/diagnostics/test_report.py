@@ -12,8 +12,9 @@ from matplotlib.figure import Figure
 import posterior as ps
 from posterior.diagnostics import plots
 from posterior.diagnostics.calibration import coverage, sbc_ranks, sbc_test
-from posterior.diagnostics.report import compare, evaluate
+from posterior.diagnostics.report import Report, compare, evaluate
 from posterior.samplers.result import Result
+from tests.cli._markdown import assert_tables_well_formed
 from tests.diagnostics._samplers import oracle_samplers_registered
 
 
@@ -57,7 +58,8 @@ def test_compare_writes_folder_and_keeps_going_after_a_refusal(tmp_path: Path) -
     assert "error" in rows[("cubic", "test_oracle")]  # no closed-form posterior: the sampler refuses
     assert "sw" in rows[("demo", "test_oracle")]
     md = (tmp_path / "report.md").read_text()
-    assert "| demo | test_oracle |" in md and "error:" in md
+    assert "| demo | test_oracle |" in md and "| error |" in md
+    assert_tables_well_formed(md)
     js = json.loads((tmp_path / "report.json").read_text())
     assert js["settings"]["num_particles"] == 64 and len(js["rows"]) == 2
     assert {p.name for p in report.figures} == {"demo_samples.png", "demo_traces.png"}
@@ -65,6 +67,21 @@ def test_compare_writes_folder_and_keeps_going_after_a_refusal(tmp_path: Path) -
         assert p.stat().st_size > 5_000 and f"]({p.name})" in md
     with pytest.raises(ValueError, match="unknown method"):
         compare(linear, ["nope"])
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"problem": "p", "method": "a", "error": "refused | for a reason"}],
+        [{"problem": "p", "method": "a", "error": "no"}, {"problem": "p", "method": "b", "sw": 0.1}],
+        [{"problem": "p", "method": "b", "sw": 0.1, "wall_time": 2.0}],
+    ],
+)
+def test_markdown_table_has_one_cell_per_column(rows) -> None:
+    md = Report(rows=rows, settings={"num_steps": 3}).to_markdown()
+    assert_tables_well_formed(md)
+    for r in rows:
+        assert r.get("error", "").replace("|", "\\|") in md
 
 
 def test_figures_build() -> None:

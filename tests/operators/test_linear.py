@@ -12,6 +12,8 @@ def _operators():
         Matrix(torch.randn(3, 7, generator=gen, dtype=torch.float64)),
         Matrix(torch.randn(6, 4, generator=gen, dtype=torch.float64)),  # m > d
         CompressedSensing(4, 9, seed=1, dtype=torch.float64),
+        Matrix(torch.randn(5, 12, generator=gen, dtype=torch.float64)).bind((3, 2, 2)),  # on images
+        CompressedSensing(4, 8, seed=2, dtype=torch.float64).bind((2, 2, 2)),
     ]
 
 
@@ -54,3 +56,16 @@ def test_as_operator_and_errors():
         as_operator("not an operator")
     with pytest.raises(ValueError, match="m > 0"):
         CompressedSensing(0, 3)
+
+
+def test_matrix_bound_to_images_acts_on_the_row_major_flattening():
+    gen = torch.Generator().manual_seed(3)
+    A = torch.randn(5, 12, generator=gen, dtype=torch.float64)
+    op = Matrix(A).bind((3, 2, 2))
+    x = torch.randn(4, 3, 2, 2, generator=gen, dtype=torch.float64)
+    assert torch.equal(op.A(x), x.reshape(4, 12) @ A.T)
+    assert op.A_adjoint(torch.ones(1, 5, dtype=torch.float64)).shape == (1, 3, 2, 2)
+    assert torch.equal(op.matrix(), A) and op.in_shape == (3, 2, 2)
+    assert Matrix(A).in_shape == (12,)  # binding returns a copy
+    with pytest.raises(ValueError, match="expects inputs of shape"):
+        Matrix(A).bind((1, 3, 3))

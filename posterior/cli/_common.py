@@ -1,0 +1,134 @@
+"""What every command shares: the usage error, the argument types, the device check, messages."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = [
+    "DEMO_METHODS",
+    "UsageError",
+    "add_common",
+    "add_sampling",
+    "check_device",
+    "first_line",
+    "nonneg_float",
+    "positive_int",
+    "refusals",
+    "report_refusals",
+    "resolve_methods",
+    "say",
+]
+
+#: The exact samplers and the approximate baseline the demo shows, when registered.
+DEMO_METHODS = ("smc", "tds", "mcgdiff", "dps")
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose ``error`` raises :class:`UsageError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (value >= 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def add_common(parser: argparse.ArgumentParser, command: str) -> None:
+    """``--out``, ``--seed``, ``--quiet``, ``--device``."""
+    parser.add_argument("--out", type=Path, default=None, help=f"output folder (default: out/{command})")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, only the final line")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+
+
+def add_sampling(parser: argparse.ArgumentParser, particles: int, steps: int) -> None:
+    """``--particles`` and ``--steps`` with their defaults."""
+    parser.add_argument(
+        "--particles", type=positive_int, default=particles, help=f"particles / draws (default {particles})"
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=steps,
+        help=f"diffusion steps, or iterations for the MCMC kernels (default {steps})",
+    )
+
+
+def check_device(name: Any) -> Any:
+    """The ``torch.device`` for a name, or a :class:`UsageError` if it is unknown or unavailable."""
+    from posterior._utils import check_device as check
+
+    try:
+        return check(name)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]
+
+
+def resolve_methods(names: Sequence[str] | None) -> list[str]:
+    """The requested method names (default: the demo set), each registered, without repeats."""
+    import posterior as ps
+
+    if not names:
+        names = [m for m in DEMO_METHODS if m in ps.METHODS]
+        if not names:
+            raise UsageError("no method is registered")
+    unknown = [m for m in names if m not in ps.METHODS]
+    if unknown:
+        raise UsageError(f"unknown method {unknown[0]!r}; known methods: {', '.join(sorted(ps.METHODS))}")
+    return list(dict.fromkeys(names))
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """Progress text on stderr, silenced by ``--quiet``."""
+    if not args.quiet:
+        print(text, file=sys.stderr)
+
+
+def refusals(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One message per distinct error among report rows, naming who refused: the same error from
+    several methods (e.g. ``--steps`` beyond the schedule) is one message."""
+    grouped: dict[str, list[str]] = {}
+    for r in rows:
+        if "error" in r:
+            who = f"{r['problem']} / {r['method']}" if "problem" in r else r["method"]
+            grouped.setdefault(r["error"], []).append(who)
+    return [f"{', '.join(who)}: {error}" for error, who in grouped.items()]
+
+
+def report_refusals(rows: Sequence[dict[str, Any]]) -> bool:
+    """Print every method's refusal on stderr (``--quiet`` or not): one ``posterior: error:`` line
+    per distinct error. Returns whether there was any."""
+    messages = refusals(rows)
+    for text in messages:
+        print(f"posterior: error: {text}", file=sys.stderr)
+    return bool(messages)

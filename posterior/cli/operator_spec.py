@@ -1,0 +1,226 @@
+"""``--operator SPEC`` of ``posterior sample``: parsing (before any model is loaded) and building
+the operator for the prior's image shape, and reading the observation in its output space."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from posterior.cli._common import UsageError, first_line
+
+__all__ = [
+    "OPERATORS",
+    "OperatorSpec",
+    "build_operator",
+    "load_observation",
+    "parse_operator",
+    "readable_file",
+]
+
+#: ``{spec: one-line description}``, shown by ``posterior sample --help``.
+OPERATORS = {
+    "inpaint:MASK": "observe the pixels where MASK (an image or .npy, [H, W] or [C, H, W]) is non-zero; "
+    "observation: the full-size image",
+    "sr:F": "super-resolution, the mean over FxF blocks; observation: the image at 1/F of the size",
+    "blur:gaussian:S": "Gaussian blur of S pixels std (zero-padded); observation: the blurred image",
+    "blur:KERNEL.npy": "blur with a 2-D kernel of odd sizes; observation: the blurred image",
+    "denoise": "the identity; observation: the noisy image",
+    "matrix:A.npy": "a matrix [m, C*H*W] on the row-major flattened image; observation: a .npy of m values",
+    "cs:M[:SEED]": "M seeded random Gaussian measurements of the flattened image (A_ij ~ N(0, 1/M)); "
+    "observation: a .npy of M values",
+}
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
+
+
+@dataclass(frozen=True)
+class OperatorSpec:
+    """A parsed ``--operator``: ``kind`` in inpaint, sr, blur, denoise, matrix, cs."""
+
+    text: str
+    kind: str
+    path: Path | None = None
+    number: float = 0.0
+    seed: int = 0
+
+
+def readable_file(text: str, what: str) -> Path:
+    """``Path(text)`` if it is a readable file, else a :class:`UsageError` naming ``what``."""
+    path = Path(text)
+    if not path.exists():
+        raise UsageError(f"{what}: no such file {text!r}")
+    if not path.is_file():
+        raise UsageError(f"{what}: {text!r} is not a file")
+    if not os.access(path, os.R_OK):
+        raise UsageError(f"{what}: {text!r} is not readable")
+    return path
+
+
+def _known() -> str:
+    return ", ".join(OPERATORS)
+
+
+def parse_operator(text: str) -> OperatorSpec:
+    """Check the syntax of ``text`` and that the files it names are readable."""
+    kind, _, rest = text.partition(":")
+    bad = UsageError(f"unknown operator {text!r}; known operators: {_known()}")
+    if kind == "denoise" and not rest:
+        return OperatorSpec(text, "denoise")
+    if kind == "inpaint" and rest:
+        return OperatorSpec(text, "inpaint", path=readable_file(rest, "--operator inpaint mask"))
+    if kind == "matrix" and rest:
+        return OperatorSpec(text, "matrix", path=readable_file(rest, "--operator matrix"))
+    if kind == "sr" and rest:
+        try:
+            factor = int(rest)
+        except ValueError:
+            factor = 0
+        if factor < 1:
+            raise UsageError(f"--operator {text!r}: the factor F of sr:F must be a positive integer")
+        return OperatorSpec(text, "sr", number=factor)
+    if kind == "blur" and rest:
+        shape, _, sigma = rest.partition(":")
+        if shape == "gaussian":
+            try:
+                s = float(sigma)
+            except ValueError:
+                s = float("nan")
+            if not 0 < s < float("inf"):
+                raise UsageError(f"--operator {text!r}: S in blur:gaussian:S must be a number > 0")
+            return OperatorSpec(text, "blur", number=s)
+        return OperatorSpec(text, "blur", path=readable_file(rest, "--operator blur kernel"))
+    if kind == "cs" and rest:
+        m, _, seed = rest.partition(":")
+        try:
+            count, seed_value = int(m), int(seed or 0)
+        except ValueError:
+            count, seed_value = 0, 0
+        if count < 1:
+            raise UsageError(f"--operator {text!r}: expected cs:M or cs:M:SEED with integers M >= 1")
+        return OperatorSpec(text, "cs", number=count, seed=seed_value)
+    raise bad
+
+
+def _load_npy(path: Path, what: str) -> Any:
+    import numpy as np
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as err:
+        raise UsageError(f"{what}: cannot read {str(path)!r} as a .npy array: {first_line(err)}") from None
+    if not isinstance(arr, np.ndarray) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise UsageError(f"{what}: {str(path)!r} does not hold a numeric array")
+    if not np.isfinite(arr.astype(np.float64)).all():
+        raise UsageError(f"{what}: {str(path)!r} contains NaN or inf")
+    return arr
+
+
+def _load_image(path: Path, what: str, channels: int | None = None) -> Any:
+    import posterior as ps
+
+    try:
+        x = ps.io.load_image(path)
+    except (ValueError, OSError) as err:
+        raise UsageError(f"{what}: {first_line(err)}") from None
+    if channels is not None and x.shape[0] != channels:  # colour <-> grayscale, as the prior draws
+        x = ps.io.load_image(path, shape=(channels, *x.shape[1:]))
+    return x
+
+
+def _size(shape: Any) -> str:
+    return "x".join(str(s) for s in tuple(shape)[-2:])
+
+
+def build_operator(spec: OperatorSpec, prior: Any) -> Any:
+    """The operator of ``spec`` bound to the prior's draws (images ``[C, H, W]``)."""
+    import torch
+
+    import posterior as ps
+
+    ops = ps.operators
+    shape = tuple(prior.event_shape)
+    dev, dtype = prior.device, prior.dtype
+    image = len(shape) == 3
+    if spec.kind in ("inpaint", "sr", "blur", "denoise") and not image:
+        raise UsageError(f"--operator {spec.text!r} needs an image prior; this one draws {list(shape)}")
+    try:
+        if spec.kind == "denoise":
+            return ops.Identity().bind(shape)
+        if spec.kind == "sr":
+            return ops.SuperResolution(int(spec.number)).bind(shape)
+        if spec.kind == "blur":
+            if spec.path is None:
+                kernel = ops.gaussian_kernel(spec.number, dtype=dtype, device=dev)
+            else:
+                kernel = torch.as_tensor(
+                    _load_npy(spec.path, "--operator blur kernel"), dtype=dtype, device=dev
+                )
+            return ops.Blur(kernel).bind(shape)
+        if spec.kind == "inpaint":
+            if spec.path.suffix.lower() == ".npy":
+                mask = torch.as_tensor(_load_npy(spec.path, "--operator inpaint mask") != 0)
+            else:  # an 8-bit value >= 1 in any channel is observed
+                mask = _load_image(spec.path, "--operator inpaint mask").amax(0) > -1 + 0.5 / 127.5
+            if mask.dim() == 3 and mask.shape[0] == 1:
+                mask = mask[0]
+            if tuple(mask.shape[-2:]) != shape[1:]:
+                raise UsageError(
+                    f"--operator {spec.text!r}: the mask is {_size(mask.shape)} but the prior draws "
+                    f"{_size(shape)} images"
+                )
+            return ops.Inpainting(mask.to(dev)).bind(shape)
+        d = int(torch.tensor(shape).prod())
+        if spec.kind == "cs":
+            return ops.CompressedSensing(int(spec.number), d, seed=spec.seed, dtype=dtype).bind(shape)
+        A = _load_npy(spec.path, "--operator matrix")
+        if A.ndim != 2 or A.shape[1] != d:
+            raise UsageError(
+                f"--operator {spec.text!r}: the matrix has shape {list(A.shape)}; the prior draws "
+                f"{list(shape)}, so it must be [m, {d}]"
+            )
+        return ops.Matrix(torch.as_tensor(A, dtype=dtype, device=dev)).bind(shape)
+    except ValueError as err:
+        raise UsageError(f"--operator {spec.text!r}: {first_line(err)}") from None
+
+
+def load_observation(path: Path, spec: OperatorSpec, operator: Any, prior: Any) -> Any:
+    """``y`` in the operator's output space: from an image (the operator's image-shaped output,
+    or, for inpainting, the full-size image whose observed pixels are kept) or from a ``.npy``
+    holding ``y`` itself (its shape, or flat with as many values)."""
+    import torch
+
+    shape = tuple(prior.event_shape)
+    out_shape = tuple(operator.out_shape)
+    placed = {"dtype": prior.dtype, "device": prior.device}
+    if path.suffix.lower() == ".npy":
+        y = torch.as_tensor(_load_npy(path, "--observation")).to(**placed)
+        if tuple(y.shape) != out_shape:
+            if y.numel() != operator.out_dim:
+                raise UsageError(
+                    f"--observation: {str(path)!r} has shape {list(y.shape)} but the operator's "
+                    f"output has shape {list(out_shape)}"
+                )
+            y = y.reshape(out_shape)
+        return y
+    inpainting = spec.kind == "inpaint"
+    image_shape = shape if inpainting else out_shape
+    if len(image_shape) != 3:
+        raise UsageError(
+            f"--observation: the operator's output has shape {list(out_shape)}, not an image; pass "
+            "the observation as a .npy array"
+        )
+    if path.suffix.lower() not in _IMAGE_SUFFIXES:
+        raise UsageError(
+            f"--observation: {str(path)!r} is neither an image ({', '.join(sorted(_IMAGE_SUFFIXES))}) "
+            "nor a .npy array"
+        )
+    x = _load_image(path, "--observation", channels=image_shape[0]).to(**placed)
+    if tuple(x.shape) != image_shape:
+        prior_size = f"; the prior draws {_size(shape)} images" if image_shape != shape else ""
+        raise UsageError(
+            f"--observation: the image is {_size(x.shape)} but this operator's observation is "
+            f"{_size(image_shape)}{prior_size} (resize it, e.g. ps.io.load_image(path, shape=...))"
+        )
+    return operator.A(x[None])[0] if inpainting else x

@@ -1,0 +1,221 @@
+"""The folder ``posterior sample`` writes: images, draws, ArviZ NetCDF, the saved result and a
+report in words. All files are written into a temporary folder beside the target and moved in at
+the end, so a failure leaves the target as it was."""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FILES", "sample_report", "write_outputs"]
+
+#: What each file holds (listed in the report).
+FILES = {
+    "mean.png": "posterior mean, at the prior's resolution",
+    "std.png": "posterior standard deviation per pixel, with its colour bar",
+    "samples.png": "the first 16 posterior draws",
+    "observation.png": "what was observed, as an image (A^+ y: the pseudo-inverse of the operator)",
+    "traces.png": "ESS over the steps and the final weights (methods with weights)",
+    "samples.npy": "all draws, float32 [N, C, H, W]",
+    "posterior.nc": "the ArviZ data as NetCDF-4 (arviz.from_netcdf on arviz 0.x, "
+    "xarray.open_datatree on either)",
+    "result.safetensors": "the whole result, exactly (ps.Result.load)",
+    "report.md": "this report",
+}
+
+
+def write_outputs(
+    out: Path, problem: Any, result: Any, settings: Mapping[str, Any], degenerate: Sequence[str]
+) -> Path:
+    """Write every file of :data:`FILES` that applies into ``out`` (created if needed)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        written = _write_all(tmp, problem, result, settings, degenerate)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not out.exists():
+        tmp.rename(out)
+        return out
+    for name in written:
+        os.replace(tmp / name, out / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _write_all(
+    folder: Path, problem: Any, result: Any, settings: Mapping[str, Any], degenerate: Sequence[str]
+) -> list[str]:
+    import numpy as np
+
+    import posterior as ps
+    from posterior.diagnostics import plots
+    from posterior.diagnostics.arviz import save_netcdf
+
+    samples = result.samples  # [N, C, H, W]
+    ps.io.save_image(result.mean().clamp(-1, 1), folder / "mean.png")
+    plots.save_figure(plots.plot_pixel_std(result.std()), folder / "std.png")
+    plots.save_figure(
+        plots.plot_sample_grid(samples, 16, title=f"{result.method}: posterior draws"), folder / "samples.png"
+    )
+    names = ["mean.png", "std.png", "samples.png"]
+    observed = _observation_image(problem)
+    if observed is not None:
+        ps.io.save_image(observed.clamp(-1, 1), folder / "observation.png")
+        names.append("observation.png")
+    if result.ess is not None or result.log_weights is not None:
+        plots.save_figure(plots.plot_traces({result.method: result}), folder / "traces.png")
+        names.append("traces.png")
+    np.save(folder / "samples.npy", samples.detach().float().cpu().numpy())
+    save_netcdf(result.to_arviz(problem=problem), folder / "posterior.nc")
+    result.save(folder / "result.safetensors")
+    names += ["samples.npy", "posterior.nc", "result.safetensors", "report.md"]
+    (folder / "report.md").write_text(sample_report(problem, result, settings, degenerate, names))
+    return names
+
+
+def _observation_image(problem: Any) -> Any:
+    """``A^+ y`` where the operator has a pseudo-inverse, else ``y`` if it is image-shaped."""
+    y = problem.y_batch[:1]
+    try:
+        return problem.operator.A_pinv(y)[0].reshape(problem.event_shape)
+    except (AttributeError, NotImplementedError, ValueError, RuntimeError):
+        return y[0] if tuple(y.shape[1:]) == tuple(problem.event_shape) else None
+
+
+def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
+    import posterior as ps
+
+    n = result.num_samples
+    exact = ps.METHODS[result.method].exact
+    if degenerate:
+        return (
+            "**The particle system degenerated.** "
+            + " ".join(t.rstrip(". ") + "." for t in degenerate)
+            + " At such a step the whole population descends from about one particle, so the draws "
+            "are close copies of a few: `std.png` understates the posterior's spread and intervals "
+            "from these draws are too narrow. More particles (`--particles`) are the remedy; the "
+            "ESS trace below shows where it happened."
+        )
+    if result.ess is None:
+        if exact:
+            acc = ""
+            if result.acceptance is not None and result.acceptance.numel():
+                acc = f" Its mean acceptance rate was {float(result.acceptance.double().mean()):.2f}."
+            return (
+                f"`{result.method}` is an MCMC method: it has no particle weights, so no ESS trace; "
+                f"its chains are exact as the iterations grow.{acc}"
+            )
+        return (
+            f"`{result.method}` is an approximate method: its {n} draws are independent (no weights, so "
+            "nothing to degenerate), but they do not converge to the posterior as draws grow; an "
+            "exact method (`posterior methods`) gives calibrated draws."
+        )
+    ess = result.ess.double()
+    low, step = float(ess.min()), int(ess.argmin())  # steps counted from 0, as in result.ess
+    if low < max(2.0, 0.1 * n):  # below the engine's warning level (2), or a tenth of the particles
+        return (
+            f"The ESS fell to {low:.1f} of {n} particles (step {step}): the draws rest on few "
+            "particles, so their spread is itself uncertain; more particles give a steadier answer."
+        )
+    return f"No degeneracy: the ESS stayed at or above {low:.1f} of {n} particles (lowest at step {step})."
+
+
+def _ess_table(ess: Any, n: int, columns: int = 11, every: int = 25) -> list[str]:
+    """The ESS trace: every step for up to ``every`` steps, else ``columns`` evenly spaced steps
+    (first and last included) and the step of the minimum; steps counted from 0 (``result.ess[i]``)."""
+    k = ess.shape[-1]
+    if k <= every:
+        idx = list(range(k))
+    else:
+        idx = sorted({round(i * (k - 1) / (columns - 1)) for i in range(columns)} | {int(ess.argmin())})
+    return [
+        "| step | " + " | ".join(str(i) for i in idx) + " |",
+        "|---|" + "---|" * len(idx),
+        "| ESS | " + " | ".join(f"{float(ess[i]):.1f}" for i in idx) + " |",
+        "| ESS / N | " + " | ".join(f"{float(ess[i]) / n:.2f}" for i in idx) + " |",
+    ]
+
+
+def sample_report(
+    problem: Any,
+    result: Any,
+    settings: Mapping[str, Any],
+    degenerate: Sequence[str],
+    files: Sequence[str],
+) -> str:
+    """``report.md`` of ``posterior sample``: the settings, log-evidence, network calls, the ESS
+    trace and any degeneracy in words, and the files."""
+    import posterior as ps
+
+    cls = ps.METHODS[result.method]
+    n, steps = result.num_samples, settings["steps"]
+    argv = ["posterior", "sample"]
+    for key in ("prior", "observation", "operator", "noise", "method", "particles", "steps", "seed", "out"):
+        if key in settings:
+            argv += [f"--{key}", str(settings[key])]
+    kind = (
+        f"exact: converges, as particles grow, to the posterior of the {steps}-step chain it simulates"
+        if cls.exact
+        else "approximate: no convergence guarantee"
+    )
+    lines = [
+        "# posterior sample",
+        "",
+        "```",
+        shlex.join(argv),
+        "```",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        f"| prior | {settings['prior']}: draws {list(problem.event_shape)} |",
+        f"| observation | `{settings['observation']}`: y of shape {list(problem.obs_shape)} |",
+        f"| operator | `{settings['operator']}`: {problem.operator!r} |",
+        f"| noise std | {settings['noise']:g} |",
+        f"| method | {result.method} ({kind}) |",
+        f"| particles, steps, seed | {n}, {steps}, {settings['seed']} |",
+        "",
+        "## Result",
+        "",
+    ]
+    if result.log_evidence is not None:
+        value = float(result.log_evidence)
+        text = f"{value:.3f}" if math.isfinite(value) else str(value)
+        lines.append(f"- log-evidence: log p(y) estimated at {text} nats")
+    else:
+        lines.append(f"- log-evidence: `{result.method}` does not estimate it")
+    lines.append(
+        f"- network calls: {result.num_evals:,} evaluations ({result.num_evals / n:.1f} per draw) and "
+        f"{result.num_vjps:,} vector-Jacobian products ({result.num_vjps / n:.1f} per draw)"
+    )
+    lines.append(f"- wall time: {result.wall_time:.1f} s")
+    std = result.std()
+    lines.append(
+        f"- posterior std per pixel: mean {float(std.mean()):.3f}, max {float(std.max()):.3f} "
+        "(pixel values in [-1, 1])"
+    )
+    lines += ["", "## Degeneracy", "", _ess_sentence(result, degenerate), ""]
+    if result.ess is not None and result.ess.numel():
+        lines += ["## ESS trace", ""]
+        lines += _ess_table(result.ess.double(), n)
+        lines += [
+            "",
+            "Steps are counted from 0, as in `result.ess`; the whole trace is in `posterior.nc` "
+            "(`sample_stats/ess`).",
+        ]
+        if "traces.png" in files:
+            lines += ["", "![ESS and weights](traces.png)"]
+        lines.append("")
+    lines += ["## Files", ""]
+    lines += [f"- `{name}`: {FILES[name]}" for name in files]
+    lines += ["", "![posterior mean](mean.png) ![posterior std](std.png)", "", "![draws](samples.png)", ""]
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""``posterior compare``: a method that refuses the problem is an error on stderr (``--quiet`` or
+not) with exit status 2, and the report's tables are well-formed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from posterior.cli import main
+from tests.cli._markdown import assert_tables_well_formed
+from tests.diagnostics._samplers import oracle_samplers_registered
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _test_samplers():
+    with oracle_samplers_registered():
+        yield
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str, str]:
+    status = main(argv)
+    out = capsys.readouterr()
+    return status, out.out, out.err
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_steps_beyond_the_schedule_is_one_line_and_status_2(tmp_path: Path, quiet: bool, capsys) -> None:
+    argv = ["compare", "--method", "tds", "--method", "mcgdiff", "--problem", "gmm:2:1"]
+    argv += ["--particles", "8", "--steps", "2000", "--out", str(tmp_path / "out")]
+    status, out, err = _run(argv + (["--quiet"] if quiet else []), capsys)
+    assert status == 2
+    errors = [ln for ln in err.splitlines() if ln.startswith("posterior: error: ")]
+    assert len(errors) == 1, err  # the same refusal by both methods is one line
+    assert "num_steps must be in 1..1000, got 2000" in errors[0] and "tds" in errors[0]
+    assert "Traceback" not in err and "report written" not in out
+    assert not (tmp_path / "out").exists()  # no method ran: nothing written
+
+
+def test_a_refusal_next_to_a_run_is_reported_and_the_report_is_well_formed(tmp_path: Path, capsys) -> None:
+    """The oracle ignores the schedule and runs; tds refuses: stderr names it (with --quiet),
+    status 2, and the report (written for the method that ran) has one cell per column."""
+    argv = ["compare", "--method", "test_oracle", "--method", "tds", "--problem", "gmm:2:1"]
+    argv += ["--particles", "16", "--steps", "2000", "--quiet", "--out", str(tmp_path)]
+    status, out, err = _run(argv, capsys)
+    assert status == 2
+    assert err.strip().splitlines() == [
+        "posterior: error: gmm:2:1 / tds: num_steps must be in 1..1000, got 2000"
+    ]
+    assert str(tmp_path / "report.md") in out
+    md = (tmp_path / "report.md").read_text()
+    assert_tables_well_formed(md)
+    assert "| gmm:2:1 | tds |" in md and "num_steps must be in 1..1000" in md
+    rows = {r["method"]: r for r in json.loads((tmp_path / "report.json").read_text())["rows"]}
+    assert "sw" in rows["test_oracle"] and "error" in rows["tds"]
+
+
+def test_calibrate_refusal_reaches_stderr_with_quiet(tmp_path: Path, capsys) -> None:
+    argv = ["calibrate", "--method", "tds", "--problem", "gmm:2:1", "--num-problems", "4", "--draws", "3"]
+    argv += ["--particles", "4", "--steps", "2000", "--quiet", "--out", str(tmp_path / "cal")]
+    status, _, err = _run(argv, capsys)
+    assert status == 2
+    assert err.strip().splitlines() == ["posterior: error: tds: num_steps must be in 1..1000, got 2000"]
+    assert not (tmp_path / "cal").exists()
