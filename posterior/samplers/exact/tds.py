@@ -100,7 +100,7 @@ class TDSModel(DiffusionModel):
         deterministic function of ``x_t``). It sees the curvature that ``A(x0_hat)`` misses
         (``E[x^2] = x0_hat^2 + r^2``)."""
         sig2 = self.problem.sigma.pow(2).repeat_interleave(self.N)
-        xi, M, m = self.xi, self.xi.shape[0], self.problem.obs_dim
+        xi, M = self.xi, self.xi.shape[0]
         r = (self.scale * r2) ** 0.5
 
         def log_twist(d: Denoised, _x: Tensor, rows: slice) -> Tensor:
@@ -112,14 +112,14 @@ class TDSModel(DiffusionModel):
             sq = (y_rows[rows].reshape(n, -1) - mean).pow(2) / var
             return -0.5 * (sq + torch.log(2 * math.pi * var)).sum(-1)
 
-        del m
         return log_twist
 
     def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         self.N = N
         if not self.problem.operator.linear:
             shape = (MOMENT_DRAWS, *self.event)
-            self.xi = torch.randn(shape, generator=generator, device=self.prior.device, dtype=self.prior.dtype)
+            prior = self.prior
+            self.xi = torch.randn(shape, generator=generator, device=prior.device, dtype=prior.dtype)
         x, exact = self.start(B, N, self.times[0], generator)
         self.cache = self.twist(x, self.times[0])
         log_g = self.cache["log_twist"]
