@@ -79,6 +79,11 @@ def mala_move(
 ) -> MALAMove:
     """A resample-move kernel: ``num_steps`` MALA steps leaving ``exp(log_target_fn)`` invariant.
 
+    Inside the particle samplers the intermediate target is ``p_t(x) g_t(x)`` with the prior's
+    *continuous* marginal ``p_t``, where the particles target the K-step chain's marginal (which
+    has no tractable density): with a move the sampler is consistent only as ``num_steps`` grows
+    (measured in the README, "What exact means here").
+
     Args:
         num_steps: MALA steps per call (``k``).
         step_size: initial step size ``> 0``, one per problem.
