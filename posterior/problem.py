@@ -177,6 +177,16 @@ class InverseProblem:
         if (self.sigma <= 0).any():
             raise ValueError(f"{method!r} needs noise_std > 0")
 
+    def select(self, start: int, stop: int) -> InverseProblem:
+        """Problems ``start .. stop - 1`` of the batch, as a batched problem with the same prior,
+        operator and noise levels (``truth`` too, when known)."""
+        if not 0 <= start < stop <= self.batch_size:
+            raise ValueError(f"select needs 0 <= start < stop <= {self.batch_size}, got {start}, {stop}")
+        sub = InverseProblem(self.prior, self.operator, self.y_batch[start:stop], self.sigma[start:stop])
+        if self.truth is not None:
+            sub.truth = (self.truth if self.batched else self.truth[None])[start:stop]
+        return sub
+
     # ----------------------------------------------------------------- shapes
     @property
     def batch_size(self) -> int:

@@ -51,6 +51,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from posterior.distributed.context import particle_mean
 from posterior.kernels.langevin import MALA, FunctionTarget, KernelInfo
 from posterior.operators.base import LinearOperator
 from posterior.problem import InverseProblem
@@ -225,7 +226,7 @@ class SplitGibbs:
             acc = acc + info.acceptance
         acc = acc / self.z_steps
         if self.iteration < self.warmup_steps:  # Robbins-Monro on log step, towards 0.574
-            self.z_scale = self.z_scale * torch.exp(acc.mean(1) - 0.574)
+            self.z_scale = self.z_scale * torch.exp(particle_mean(acc) - 0.574)
         return state.x, acc
 
     def prior_step(self, z: Tensor, t: int, generator: torch.Generator) -> Tensor:

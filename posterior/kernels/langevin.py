@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from posterior.distributed.context import particle_mean
 from posterior.problem import InverseProblem
 from posterior.schedule import CLEAN
 
@@ -409,7 +410,7 @@ class AdaptiveMALA:
         state, info = self.kernel.step(state, generator, self.current_step_size)
         if self.adapt and self.iteration < self.warmup_steps:
             assert self._da is not None
-            self._da = self.averager.update(self._da, info.acceptance.mean(1))
+            self._da = self.averager.update(self._da, particle_mean(info.acceptance))
             last = self.iteration == self.warmup_steps - 1
             self.current_step_size = DualAveraging.step_size(self._da, final=last)
         self.iteration += 1

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from posterior.distributed.context import particle_mean
 from posterior.kernels.langevin import MALA, FunctionTarget, as_step_size
 from posterior.problem import InverseProblem
 
@@ -62,7 +63,7 @@ class MALAMove:
         acc = particles.new_zeros(B)
         for _ in range(self.num_steps):
             state, info = kernel.step(state, generator)
-            acc = acc + info.acceptance.mean(1)
+            acc = acc + particle_mean(info.acceptance)
         acc = acc / self.num_steps
         if self.adapt:  # Robbins-Monro on log step size, used from the next call on
             self.step_size = self.step_size * torch.exp(acc - self.target_accept)

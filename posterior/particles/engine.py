@@ -13,6 +13,15 @@ weighted draws.
 
 Everything is batched over ``B`` independent problems: particles ``[B, N, *event_shape]``,
 log-weights ``[B, N]``; resampling decisions are made per problem.
+
+Across processes (a :class:`~posterior.distributed.comm.Communicator` with several ranks, as
+``ps.sample(..., distributed=True)`` sets up) each rank holds a block of the ``N`` particles of
+every problem and draws their noise from its own generator; weights are normalised, the ESS and
+the evidence computed over all ranks; ancestors are drawn from the all-gathered weights with a
+generator shared by every rank (the same draw everywhere), and only the particles (with the
+model's per-particle ``cache``) that a resampling moves to another rank travel
+(:mod:`posterior.distributed.exchange`). The final draws are all-gathered: every rank returns the
+same output.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ import torch
 from torch import Tensor
 
 from posterior._utils import progress_bar
+from posterior.distributed.comm import Communicator
+from posterior.distributed.context import current_communicator, use_communicator
 from posterior.particles.resampling import RESAMPLERS, ess
 
 __all__ = [
@@ -148,12 +159,14 @@ def check_resampling_options(resampling: str, threshold: float | str) -> None:
         raise ValueError(f"threshold must be a float in [0, 1], 'always' or 'never', got {threshold!r}")
 
 
-def _reweight(log_weights: Tensor, log_potential: Tensor, what: str) -> tuple[Tensor, Tensor]:
+def _reweight(
+    log_weights: Tensor, log_potential: Tensor, what: str, comm: Communicator
+) -> tuple[Tensor, Tensor]:
     """New normalised log-weights and the log-evidence increment; errors on NaN / all-zero weights."""
-    if torch.isnan(log_potential).any() or (log_potential == math.inf).any():
+    if comm.any(torch.isnan(log_potential).any() or (log_potential == math.inf).any()):
         raise FloatingPointError(f"{what}: NaN or +inf log-weight")
     unnorm = log_weights + log_potential
-    increment = torch.logsumexp(unnorm, dim=-1)  # log sum_i W_i G_i, W normalised
+    increment = comm.logsumexp(unnorm)  # log sum_i W_i G_i, W normalised
     if not torch.isfinite(increment).all():
         bad = (~torch.isfinite(increment)).nonzero().flatten()[:5].tolist()
         raise FloatingPointError(f"{what}: all particle weights are zero (problems {bad})")
@@ -164,14 +177,19 @@ def _reweight(log_weights: Tensor, log_potential: Tensor, what: str) -> tuple[Te
 NEGLIGIBLE_LOG_WEIGHT = -69.0
 
 
-def _retire_non_finite(x: Tensor, log_g: Tensor, log_w: Tensor, what: str) -> tuple[Tensor, Tensor]:
+def _retire_non_finite(
+    x: Tensor, log_g: Tensor, log_w: Tensor, what: str, comm: Communicator
+) -> tuple[Tensor, Tensor]:
     """Give weight zero to particles whose new value or potential is not finite, where their weight
     already was negligible (``< 1e-30``; e.g. a particle far in the tails, thrown further by a
     gradient-shifted proposal). Their values are replaced by the heaviest particle of their problem
     (a zero-weight particle's value changes nothing in the weighted measure) so that later steps
     compute on finite numbers, and the next resampling removes them. A non-finite particle that
-    still carried weight is an error: ``FloatingPointError`` naming the method and the step."""
+    still carried weight is an error: ``FloatingPointError`` naming the method and the step, raised
+    on every rank when it happens on one."""
     bad = ~torch.isfinite(x.flatten(2)).all(-1) | torch.isnan(log_g) | (log_g == math.inf)  # [B, N]
+    if comm.distributed and comm.any((bad & (log_w > NEGLIGIBLE_LOG_WEIGHT)).any()):
+        raise FloatingPointError(f"{what}: NaN or inf encountered in the particles or their weights")
     if not bad.any():
         return x, log_g
     if (bad & (log_w > NEGLIGIBLE_LOG_WEIGHT)).any():
@@ -195,6 +213,7 @@ def run_smc(
     genealogy: bool = False,
     progress: bool = False,
     warn_degenerate: bool = True,
+    comm: Communicator | None = None,
 ) -> SMCOutput:
     """Run the Feynman-Kac model ``model`` along ``time_pairs`` for ``B`` problems at once.
 
@@ -210,6 +229,11 @@ def run_smc(
         progress: show a progress bar.
         warn_degenerate: issue a :class:`ParticleDegeneracyWarning` when the ESS of some problem
             fell below ``2`` (see :func:`warn_if_degenerate`).
+        comm: the communicator across ranks (default: the active one,
+            :func:`~posterior.distributed.context.current_communicator`, which is the
+            single-process one outside ``ps.sample(..., distributed=True)``). With several ranks,
+            ``model`` sees this rank's particles only (``init(B, count, ...)``, ``[B, count, ...]``
+            tensors) and draws them with this rank's generator; the output is global.
 
     Returns:
         an :class:`SMCOutput`.
@@ -221,13 +245,18 @@ def run_smc(
     check_resampling_options(resampling, threshold)
     resample = RESAMPLERS[resampling]
     B, N, K = batch_size, num_particles, len(time_pairs)
+    comm = current_communicator() if comm is None else comm
+    shared, local = comm.generators(generator)  # ancestors: the same on every rank; noise: this rank's
+    if N < comm.world_size:
+        raise ValueError(f"num_particles ({N}) must be at least the number of ranks ({comm.world_size})")
+    n = comm.split(N)[1]  # this rank's particles per problem (all N in one process)
 
     model.cache = {}
-    x, log_g0 = model.init(B, N, generator)
-    log_w = torch.full((B, N), -math.log(N), device=x.device, dtype=x.dtype)
+    x, log_g0 = model.init(B, n, local)
+    log_w = torch.full((B, n), -math.log(N), device=x.device, dtype=x.dtype)
     log_z = torch.zeros(B, device=x.device, dtype=x.dtype)
     if log_g0 is not None:
-        log_w, log_z = _reweight(log_w, log_g0, f"{model.name}: initial weights")
+        log_w, log_z = _reweight(log_w, log_g0, f"{model.name}: initial weights", comm)
     ess_trace = torch.empty(B, K, device=x.device, dtype=x.dtype)
     resampled = torch.zeros(B, K, dtype=torch.bool, device=x.device)
     acceptance = torch.full((B, K), math.nan, device=x.device, dtype=x.dtype) if move else None
@@ -236,15 +265,16 @@ def run_smc(
 
     for k, (t, s) in progress_bar(enumerate(time_pairs), enabled=progress, desc=model.name, total=K):
         what = f"{model.name}: step {k} (t={t})"
-        x, log_g = model.step(k, t, s, x, generator)
+        x, log_g = model.step(k, t, s, x, local)
         if k == K - 1:
             extra = model.final(x)
             if extra is not None:
                 log_g = log_g + extra
-        x, log_g = _retire_non_finite(x, log_g, log_w, what)
-        log_w, inc = _reweight(log_w, log_g, what)
+        x, log_g = _retire_non_finite(x, log_g, log_w, what, comm)
+        log_w, inc = _reweight(log_w, log_g, what, comm)
         log_z = log_z + inc
-        ess_trace[:, k] = ess(log_w)
+        # log_w is normalised over all ranks: ESS = 1 / sum_i w_i^2
+        ess_trace[:, k] = comm.sum(log_w.mul(2).exp_()).reciprocal_() if comm.distributed else ess(log_w)
         if k == K - 1:
             break  # the final resampling below
         if threshold == "always":
@@ -258,14 +288,19 @@ def run_smc(
         if mask.any():
             # resample and move only the problems that need it (the rest keep their particles)
             rows = mask.nonzero().squeeze(1)
-            anc_rows = resample(log_w[rows], generator)
+            anc_rows = resample(comm.all_gather(log_w[rows], N), shared)
             anc = identity.clone()
             anc[rows] = anc_rows
-            x = _gather_rows(x, rows, anc_rows)
-            model.cache = {name: _gather_rows(v, rows, anc_rows) for name, v in model.cache.items()}
+            if comm.distributed:  # the particles and their cache that change rank travel
+                x, *cached = comm.resample([x, *model.cache.values()], rows, anc_rows)
+                model.cache = dict(zip(model.cache, cached, strict=True))
+            else:
+                x = _gather_rows(x, rows, anc_rows)
+                model.cache = {name: _gather_rows(v, rows, anc_rows) for name, v in model.cache.items()}
             log_w = log_w.index_fill(0, rows, -math.log(N))
             if move is not None:
-                x_moved, acc = move(x, lambda z, k=k: model.log_target(k, z), generator)
+                with use_communicator(comm):  # the move's averages (acceptance) span every rank
+                    x_moved, acc = move(x, lambda z, k=k: model.log_target(k, z), local)
                 x = torch.where(mask.view(B, *([1] * (x.dim() - 1))), x_moved, x)
                 acceptance[:, k] = torch.where(mask, acc.to(x.dtype), acceptance[:, k])
                 model.invalidate()
@@ -274,13 +309,13 @@ def run_smc(
 
     if warn_degenerate:
         warn_if_degenerate(ess_trace, model.name)
-    weighted, final_log_w = x, log_w
-    anc = resample(log_w, generator)
+    weighted, final_log_w = comm.all_gather(x, N), comm.all_gather(log_w, N)
+    anc = resample(final_log_w, shared)
     resampled[:, K - 1] = True
     if genealogy:
         ancestry.append(anc)
     return SMCOutput(
-        samples=_gather(x, anc),
+        samples=_gather(weighted, anc),
         log_weights=final_log_w,
         particles=weighted,
         ess=ess_trace,

@@ -31,6 +31,12 @@ class Sampler(ABC):
     name: ClassVar[str]
     exact: ClassVar[bool] = False
     summary: ClassVar[str] = ""
+    #: the particles interact (resampling): :meth:`run` hands them to the particle engine, which
+    #: splits them across ranks itself in a distributed run. Otherwise the ``num_particles`` draws
+    #: are independent and a distributed run splits them (:mod:`posterior.samplers.distributed`).
+    interacting: ClassVar[bool] = False
+    #: ``Result.stats`` entries with one entry per draw on dim 1 (concatenated across ranks)
+    particle_stats: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def run(
@@ -42,6 +48,11 @@ class Sampler(ABC):
         progress: bool,
     ) -> Result:
         """Draw ``num_particles`` posterior samples for each of the ``B`` problems."""
+
+    def shard(self, problem: InverseProblem, start: int, count: int) -> Sampler:
+        """This sampler for draws ``start .. start + count - 1`` of a run whose independent draws
+        are split across ranks: itself, unless an option holds one entry per draw (then sliced)."""
+        return self
 
     @classmethod
     def option_names(cls) -> list[str]:
@@ -76,6 +87,7 @@ def sample(
     num_steps: int = 100,
     seed: int | torch.Generator | None = 0,
     progress: bool | None = None,
+    distributed: bool | str = False,
     **options: Any,
 ) -> Result:
     """Sample the posterior of ``problem`` with a registered method.
@@ -88,6 +100,13 @@ def sample(
         num_steps: diffusion steps (or MCMC iterations for the kernels).
         seed: an int or a ``torch.Generator``; the same seed gives the same samples.
         progress: show a progress bar (default: when stderr is a terminal).
+        distributed: inside an initialised ``torch.distributed`` process group, split the run
+            over its ranks: ``"particles"`` (each rank holds a block of every problem's particles;
+            particle samplers resample globally), ``"problems"`` (each rank runs a block of the
+            ``B`` problems; needs ``B >=`` the number of ranks) or ``True`` / ``"auto"``
+            (``"problems"`` when the ranks divide ``B``, else ``"particles"``). Every rank returns
+            the same full result, the same for a seed and a number of ranks. See
+            :mod:`posterior.samplers.distributed`.
         **options: the method's own options, documented on its class.
 
     Returns:
@@ -112,10 +131,15 @@ def sample(
     evals0, vjps0 = prior.num_evals, prior.num_vjps
     gen = as_generator(seed, prior.device)
     start = time.perf_counter()
-    result = sampler.run(problem, num_particles, num_steps, gen, progress)
+    if distributed is False:
+        result = sampler.run(problem, num_particles, num_steps, gen, progress)
+        result.num_evals = prior.num_evals - evals0
+        result.num_vjps = prior.num_vjps - vjps0
+    else:
+        from posterior.samplers.distributed import run_distributed
+
+        result = run_distributed(sampler, problem, num_particles, num_steps, gen, progress, distributed)
     result.wall_time = time.perf_counter() - start
-    result.num_evals = prior.num_evals - evals0
-    result.num_vjps = prior.num_vjps - vjps0
     result.options = {"num_particles": num_particles, "num_steps": num_steps, **sampler.options()}
     result.truth = (
         None if problem.truth is None else (problem.truth if problem.batched else problem.truth[None])

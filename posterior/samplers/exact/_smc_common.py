@@ -96,6 +96,7 @@ class ParticleSampler(Sampler):
     """Options shared by the particle samplers (documented on each subclass)."""
 
     exact = True
+    interacting = True
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from posterior.kernels.gibbs import SplitGibbs
 from posterior.kernels.init import initial_chains
 from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler, register
-from posterior.samplers.exact.mala import check_chain_options, resolve_burn_in, run_chains
+from posterior.samplers.exact.mala import check_chain_options, resolve_burn_in, run_chains, shard_init
 from posterior.samplers.result import Result
 
 __all__ = ["GibbsSampler"]
@@ -62,6 +62,7 @@ class GibbsSampler(Sampler):
     name = "gibbs"
     exact = True
     summary = "split Gibbs (PnP-DM): closed-form likelihood step; exact or reverse-diffusion prior step"
+    particle_stats = ("chain",)
 
     def __init__(
         self,
@@ -97,6 +98,9 @@ class GibbsSampler(Sampler):
         self.burn_in, self.thin, self.init, self.init_pool = burn_in, thin, init, init_pool
         self.keep_chain = keep_chain
         self.exact_prior_step = bool(exact_prior_step)
+
+    def shard(self, problem: InverseProblem, start: int, count: int) -> Sampler:
+        return shard_init(self, problem, start, count)
 
     def run(
         self,

@@ -8,12 +8,14 @@ problem run as one tensor; the returned samples are the chains' final states (eq
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from posterior._utils import progress_bar
+from posterior.distributed.context import particle_mean, particle_sum
 from posterior.kernels.init import INITS, initial_chains
 from posterior.kernels.langevin import AdaptiveMALA, KernelInfo, PosteriorTarget
 from posterior.problem import InverseProblem
@@ -21,7 +23,7 @@ from posterior.samplers.base import Sampler, register
 from posterior.samplers.result import Result
 from posterior.schedule import CLEAN
 
-__all__ = ["MALASampler", "run_chains"]
+__all__ = ["MALASampler", "run_chains", "shard_init"]
 
 
 class ChainKernel(Protocol):
@@ -72,8 +74,8 @@ def run_chains(
                 f"{name}: {int(bad.sum())} of {B * N} chains diverged (NaN or inf) at iteration {i}; "
                 "reduce the step size"
             )
-        acceptance[:, i] = info.acceptance.mean(1)
-        divergences[:, i] = info.divergent.sum(1).to(x0.dtype)
+        acceptance[:, i] = particle_mean(info.acceptance)  # over the chains of every rank
+        divergences[:, i] = particle_sum(info.divergent.to(x0.dtype))
         for k, fn in (trace or {}).items():
             traces[k].append(torch.as_tensor(fn(), dtype=x0.dtype, device=x0.device).expand(B))
         if keep_chain and i >= burn_in and (i - burn_in + 1) % thin == 0:
@@ -97,6 +99,18 @@ def check_chain_options(burn_in: int | None, thin: int, init: str | Tensor, init
         isinstance(init_pool, bool) or not isinstance(init_pool, int) or init_pool < 1
     ):
         raise ValueError(f"init_pool must be a positive integer or None, got {init_pool!r}")
+
+
+def shard_init(sampler: Sampler, problem: InverseProblem, start: int, count: int) -> Sampler:
+    """``sampler`` with a tensor ``init`` (``[N, *event]`` or ``[B, N, *event]``) cut to chains
+    ``start .. start + count - 1``, for a run whose chains are split across ranks."""
+    init = getattr(sampler, "init", None)
+    dim = init.dim() - len(problem.event_shape) - 1 if isinstance(init, Tensor) else -1
+    if dim not in (0, 1):
+        return sampler  # a named init, or a shape that initial_chains will reject
+    out = copy.copy(sampler)
+    out.init = init.narrow(dim, start, count)
+    return out
 
 
 def resolve_burn_in(burn_in: int | None, num_steps: int) -> int:
@@ -147,6 +161,7 @@ class MALASampler(Sampler):
     name = "mala"
     exact = True
     summary = "parallel Metropolis-adjusted Langevin chains on the posterior, step size adapted in warm-up"
+    particle_stats = ("chain",)
 
     def __init__(
         self,
@@ -176,6 +191,9 @@ class MALASampler(Sampler):
         self.metropolis, self.noise_level = metropolis, noise_level
         self.burn_in, self.thin, self.init, self.init_pool = burn_in, thin, init, init_pool
         self.keep_chain = keep_chain
+
+    def shard(self, problem: InverseProblem, start: int, count: int) -> Sampler:
+        return shard_init(self, problem, start, count)
 
     def run(
         self,
