@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from posterior.cli import calibrate, compare, demo, methods, sample
 from posterior.cli._common import Parser, UsageError, check_device, first_line
+from posterior.distributed.launch import init_from_env, is_main_process
 
 __all__ = ["build_parser", "main"]
 
@@ -35,6 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"missing command; use one of: {names} (see --help)")
         if hasattr(args, "device"):
             check_device(args.device)
+        # under torchrun (WORLD_SIZE > 1): one process group, the samplers split over its ranks
+        args.distributed = init_from_env(getattr(args, "device", "cpu"))
+        if not is_main_process():
+            args.quiet = True
         if getattr(args, "quiet", False):
             os.environ.setdefault("TQDM_DISABLE", "1")
         func: Callable[[argparse.Namespace], int] = args.func

@@ -23,6 +23,7 @@ from posterior.cli._common import (
     say,
 )
 from posterior.cli.problems import make_problem
+from posterior.distributed.launch import is_main_process
 
 __all__ = ["add_parser", "run"]
 
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
                 mode=m_mode,
                 seed=args.seed,
                 progress=not args.quiet,
+                distributed=getattr(args, "distributed", False),
             )
         except (ValueError, TypeError, NotImplementedError) as err:
             rows.append({"method": m, "error": first_line(err)})
@@ -89,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
     if not results:
         report_refusals(rows)
         return 2
+    if not is_main_process():  # under torchrun, rank 0 writes
+        return 2 if any("error" in r for r in rows) else 0
     out.mkdir(parents=True, exist_ok=True)
     tests = {m: c.sbc for m, c in results.items()}
     figures = [plots.save_figure(plots.plot_rank_histograms(tests), out / "ranks.png")]

@@ -23,6 +23,7 @@ from posterior.cli._common import (
     resolve_methods,
 )
 from posterior.cli.problems import PROBLEMS_HELP, make_problem
+from posterior.distributed.launch import is_main_process
 
 __all__ = ["add_parser", "print_rows", "run", "run_report"]
 
@@ -54,7 +55,7 @@ def run_report(
     num_steps: int,
 ) -> tuple[int, bool]:
     """Run :func:`~posterior.diagnostics.report.compare`, write its folder if any method ran, and
-    report refusals. Returns ``(exit status, written)``."""
+    report refusals. Returns ``(exit status, written)``; under torchrun rank 0 writes."""
     from posterior.diagnostics.report import compare, write_report
 
     report = compare(
@@ -64,8 +65,9 @@ def run_report(
         num_steps=num_steps,
         seed=args.seed,
         progress=not args.quiet,
+        distributed=getattr(args, "distributed", False),
     )
-    ran = any("error" not in r for r in report.rows)
+    ran = any("error" not in r for r in report.rows) and is_main_process()
     if ran:
         write_report(report, problems, out)
         print_rows(args, report.rows)

@@ -345,6 +345,7 @@ def simulation_based_calibration(
     progress: bool = False,
     num_bins: int | None = None,
     truth_steps: int | None = None,
+    distributed: bool | str = False,
     **options: Any,
 ) -> Calibration:
     """SBC and coverage of ``method`` over ``num_problems`` problems simulated from the prior.
@@ -370,6 +371,8 @@ def simulation_based_calibration(
             resampled particle run are correlated and their intervals too narrow at small ``N``.
         seed: fixes the problems and the sampler's randomness.
         truth_steps: ancestral steps for ``x_b`` when the prior has no exact sampler.
+        distributed: passed to :func:`posterior.sample` (inside an initialised process group:
+            the ``B`` or ``B * L`` problems are split by problem when the ranks divide them).
     """
     from posterior.problems import simulate
     from posterior.samplers.base import get_method, sample
@@ -402,7 +405,14 @@ def simulation_based_calibration(
     else:
         problem = base
     result: Result = sample(
-        problem, cls, num_particles=num_particles, num_steps=num_steps, seed=gen, progress=progress, **options
+        problem,
+        cls,
+        num_particles=num_particles,
+        num_steps=num_steps,
+        seed=gen,
+        progress=progress,
+        distributed=distributed,
+        **options,
     )
     s = result.samples  # [B * reps, N, *event]
     event = s.shape[2:]

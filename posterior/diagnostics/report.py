@@ -212,6 +212,7 @@ def compare(
     progress: bool = False,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     figures: bool = True,
+    distributed: bool | str = False,
 ) -> Report:
     """Run every method on every problem, measure them and (with ``out``) write a report folder.
 
@@ -224,11 +225,14 @@ def compare(
         progress: progress bars.
         options: per-method options, ``{method: {option: value}}``.
         figures: draw figures (needs ``out``).
+        distributed: passed to :func:`posterior.sample` (inside an initialised process group);
+            every rank measures the same results, rank 0 alone writes ``out``.
 
     A method that refuses a problem (e.g. needs a linear operator) gets a row with its ``error``;
     the others still run.
     """
     from posterior._utils import progress_bar
+    from posterior.distributed.launch import is_main_process
     from posterior.samplers.base import get_method, sample
 
     named = _name_problems(problems)
@@ -251,6 +255,7 @@ def compare(
                 num_steps=num_steps,
                 seed=seed,
                 progress=progress,
+                distributed=distributed,
                 **dict(options.get(cls.name, {})),
             )
         except (ValueError, TypeError, NotImplementedError) as err:
@@ -264,7 +269,7 @@ def compare(
         row.update(evaluate(problem, res, seed=seed, exact_draws=exact_cache[pn]))
         report.results[(pn, cls.name)] = res
         report.rows.append(row)
-    if out is not None:
+    if out is not None and is_main_process():
         write_report(report, named, out, figures=figures)
     return report
 

@@ -109,3 +109,22 @@ def oracle(rank: int, world_size: int) -> dict[str, Tensor]:
             res = ps.sample(problem, m, num_particles=2000, num_steps=100, seed=0, distributed=True)
             out[f"{seed}/{m}/samples"], out[f"{seed}/{m}/log_evidence"] = res.samples, res.log_evidence
     return out
+
+
+def command_line(rank: int, world_size: int, out: str) -> dict[str, Tensor]:
+    """``posterior compare`` and ``posterior calibrate`` inside the group, each rank with its own
+    ``--out``: only rank 0's must be written."""
+    from pathlib import Path
+
+    from posterior.cli import main
+
+    base = Path(out) / f"rank{rank}"
+    common = ["--problem", "gmm:2:1", "--particles", "64", "--steps", "10", "--quiet"]
+    compare = main(["compare", "--method", "tds", "--method", "dps", *common, "--out", str(base / "compare")])
+    sbc = ["--num-problems", "6", "--draws", "3"]
+    calibrate = main(["calibrate", "--method", "tds", *sbc, *common, "--out", str(base / "cal")])
+    report = base / "compare" / "report.json"
+    return {
+        "status": torch.tensor([compare, calibrate]),
+        "written": torch.tensor([report.exists(), (base / "cal" / "calibration.json").exists()]),
+    }

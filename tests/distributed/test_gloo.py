@@ -143,3 +143,11 @@ def test_distributed_run_is_as_exact_as_one_process() -> None:
             assert abs(err) < 0.5, (m, seed, err)
         ratio = sum(dist) / sum(floor)
         assert ratio < 3, (m, dist, floor)
+
+
+def test_command_line_under_a_process_group_writes_on_rank_0(tmp_path) -> None:
+    first, second = run_ranks(_workers.command_line, 2, str(tmp_path))
+    assert first["status"].tolist() == second["status"].tolist() == [0, 0]
+    assert first["written"].tolist() == [True, True]
+    assert second["written"].tolist() == [False, False]
+    assert (tmp_path / "rank0" / "compare" / "report.md").exists()
