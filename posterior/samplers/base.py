@@ -133,13 +133,13 @@ def sample(
     start = time.perf_counter()
     if distributed is False:
         result = sampler.run(problem, num_particles, num_steps, gen, progress)
+        result.wall_time = time.perf_counter() - start
         result.num_evals = prior.num_evals - evals0
         result.num_vjps = prior.num_vjps - vjps0
-    else:
+    else:  # the same on every rank: the slowest rank's time, every rank's network calls
         from posterior.samplers.distributed import run_distributed
 
         result = run_distributed(sampler, problem, num_particles, num_steps, gen, progress, distributed)
-    result.wall_time = time.perf_counter() - start
     result.options = {"num_particles": num_particles, "num_steps": num_steps, **sampler.options()}
     result.truth = (
         None if problem.truth is None else (problem.truth if problem.batched else problem.truth[None])

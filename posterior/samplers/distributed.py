@@ -34,6 +34,8 @@ Every rank returns the same full :class:`~posterior.samplers.result.Result` (all
 
 from __future__ import annotations
 
+import time
+
 import torch
 from torch import Tensor
 
@@ -71,7 +73,9 @@ def run_distributed(
     comm: Communicator | None = None,
 ) -> Result:
     """Run ``sampler`` split over the ranks of ``comm`` (default: the initialised world group);
-    returns the full batched :class:`Result` on every rank (``wall_time`` left to the caller)."""
+    returns the full batched :class:`Result` on every rank, with the slowest rank's ``wall_time``
+    and the network evaluations and VJPs of all ranks."""
+    start_time = time.perf_counter()
     resolve_mode(distributed, 1, 1)  # a bad value fails before anything else
     comm = TorchCommunicator() if comm is None else comm
     B, W = problem.batch_size, comm.world_size
@@ -98,9 +102,11 @@ def run_distributed(
             result = sampler.shard(problem, start, count).run(problem, count, num_steps, local, progress)
         result = _gather(result, comm, num_particles, dim=1, stats=sampler.particle_stats)
 
-    counts = torch.tensor([prior.num_evals - evals0, prior.num_vjps - vjps0], dtype=torch.float64)
-    totals = comm.stack(counts).sum(0).tolist()
-    result.num_evals, result.num_vjps = int(totals[0]), int(totals[1])
+    elapsed = time.perf_counter() - start_time
+    counts = torch.tensor([prior.num_evals - evals0, prior.num_vjps - vjps0, elapsed], dtype=torch.float64)
+    every = comm.stack(counts)  # [W, 3]
+    result.num_evals, result.num_vjps = int(every[:, 0].sum()), int(every[:, 1].sum())
+    result.wall_time = float(every[:, 2].max())
     return result
 
 

@@ -65,6 +65,7 @@ def collectives(rank: int, world_size: int) -> dict[str, Tensor]:
 def _store(out: dict[str, Tensor], key: str, result: ps.Result) -> None:
     out[f"{key}/samples"] = result.samples
     out[f"{key}/counts"] = torch.tensor([result.num_evals, result.num_vjps])
+    out[f"{key}/wall_time"] = torch.tensor(result.wall_time, dtype=torch.float64)
     for name in ("log_evidence", "ess", "log_weights", "resampled", "acceptance"):
         value = getattr(result, name)
         if value is not None:
