@@ -6,13 +6,16 @@ Every function takes ``(rank, world_size)``, runs inside an initialised gloo gro
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 import posterior as ps
 from posterior.distributed import TorchCommunicator
 from posterior.kernels.moves import mala_move
-from posterior.particles.engine import _gather_rows
+from posterior.particles.engine import FeynmanKacModel, _gather_rows, run_smc
 from posterior.particles.resampling import RESAMPLERS
 
 #: methods run distributed in :func:`sampling`: particle, chain and independent-draw samplers
@@ -20,6 +23,21 @@ METHODS = ("smc", "tds", "mcgdiff", "mala", "gibbs", "dps")
 #: the oracle runs: Gaussian-mixture benchmark seeds and the exact samplers
 ORACLE_SEEDS = (0, 1, 2, 3)
 EXACT = ("smc", "tds", "mcgdiff")
+
+
+class _NanOnLastRank(FeynmanKacModel):
+    """A random walk whose first particle on the last rank becomes NaN at step 2 (with weight)."""
+
+    name = "toy"
+
+    def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        return torch.randn(B, N, 1, generator=generator), None
+
+    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        x = x + torch.randn(x.shape, generator=generator)
+        if k == 2 and dist.get_rank() == dist.get_world_size() - 1:
+            x[0, 0] = math.nan
+        return x, -0.5 * x[..., 0] ** 2
 
 
 def collectives(rank: int, world_size: int) -> dict[str, Tensor]:
@@ -59,6 +77,13 @@ def collectives(rank: int, world_size: int) -> dict[str, Tensor]:
                 err = max(float((m - w).abs().max()) for m, w in zip(moved, want, strict=True))
                 out[f"exchange/{N}/{name}/{rows.numel()}"] = torch.tensor(err)
     out["traffic"] = torch.tensor(comm.traffic.exchanges, dtype=torch.long)
+
+    # NaN on one rank: every rank raises the same error (none waits in a collective for the other)
+    try:
+        run_smc(_NanOnLastRank(), [(k + 1, k) for k in range(5)][::-1], 1, 8, torch.Generator(), comm=comm)
+        out["nan_raised"] = torch.tensor(0)
+    except FloatingPointError as err:
+        out["nan_raised"] = torch.tensor(int("toy: step 2" in str(err)))
     return out
 
 

@@ -58,6 +58,10 @@ def test_exchange_gives_each_rank_its_block_of_the_global_resampling(collectives
     assert sent > 0
 
 
+def test_non_finite_particles_on_one_rank_raise_on_every_rank(collectives: list) -> None:
+    assert [int(out["nan_raised"]) for out in collectives] == [1, 1]
+
+
 def test_every_rank_returns_the_same_full_result(sampling: list) -> None:
     first, second = sampling
     assert first.keys() == second.keys()
