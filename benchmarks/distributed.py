@@ -4,7 +4,9 @@
    ``noise_std = 0.1``) with the same total number of particles in one process and in ``W``
    gloo processes on this machine (``ps.sample(..., distributed=True)``, one torch thread each).
    Throughput = particle-steps per second of wall time (the slowest rank's, from a barrier before
-   the call to its end); the ratio to one process is the speed-up.
+   the call to its end); the ratio to one process is the speed-up. The prior's moments (which
+   TDS's twist uses; a network prior estimates them once per process from its own draws) are
+   computed before the timings.
 2. **Exchange, measured.** In the same ``W``-process run, one more run with the genealogy kept
    records what each rank sent at every resampling (``comm.traffic``); the sum over ranks is
    checked against :func:`posterior.distributed.exchange_volume` of the run's own ancestors.
@@ -49,6 +51,7 @@ WORLD_SIZES = (2, 4, 8, 16)
 
 def mnist_problem() -> ps.InverseProblem:
     model = ps.load_prior("mnist")
+    model.moments()  # TDS's twist uses them: estimated once per process from 256 draws, not timed
     shape = tuple(model.event_shape)
     op = ps.operators.Inpainting(ps.operators.half_mask(shape, "bottom"))
     truth, _ = ps.priors.shipped.mnist_heldout(slice(0, 1), dtype=model.dtype)
