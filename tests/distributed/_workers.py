@@ -147,7 +147,7 @@ def command_line(rank: int, world_size: int, out: str) -> dict[str, Tensor]:
     base = Path(out) / f"rank{rank}"
     common = ["--problem", "gmm:2:1", "--particles", "64", "--steps", "10", "--quiet"]
     compare = main(["compare", "--method", "tds", "--method", "dps", *common, "--out", str(base / "compare")])
-    sbc = ["--num-problems", "6", "--draws", "3"]
+    sbc = ["--num-problems", "20", "--draws", "5"]
     calibrate = main(["calibrate", "--method", "tds", *sbc, *common, "--out", str(base / "cal")])
     report = base / "compare" / "report.json"
     return {
