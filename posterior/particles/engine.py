@@ -90,9 +90,16 @@ class FeynmanKacModel:
     ``self.cache``: the engine resamples them together with the particles and clears the cache
     after an MCMC move (:meth:`invalidate`; the model recomputes what it needs when an entry is
     missing).
+
+    Randomness: the ``generator`` of :meth:`init` and :meth:`step` draws what is particle-wise
+    (in a distributed run it is the rank's own). A draw common to all particles (fixed directions
+    inside a twist, say) must come from :attr:`shared_generator`, which the engine sets before
+    :meth:`init`: the same stream on every rank (the very ``generator`` in a single process).
     """
 
     name: str = "smc"
+    #: the generator of draws shared by all particles, identical on every rank (set by the engine)
+    shared_generator: torch.Generator | None = None
 
     def __init__(self) -> None:
         self.cache: dict[str, Tensor] = {}
@@ -252,6 +259,7 @@ def run_smc(
     n = comm.split(N)[1]  # this rank's particles per problem (all N in one process)
 
     model.cache = {}
+    model.shared_generator = shared
     x, log_g0 = model.init(B, n, local)
     log_w = torch.full((B, n), -math.log(N), device=x.device, dtype=x.dtype)
     log_z = torch.zeros(B, device=x.device, dtype=x.dtype)

@@ -15,6 +15,7 @@ from torch import Tensor
 import posterior as ps
 from posterior.distributed import TorchCommunicator
 from posterior.kernels.moves import mala_move
+from posterior.operators import Nonlinear
 from posterior.particles.engine import FeynmanKacModel, _gather_rows, run_smc
 from posterior.particles.resampling import RESAMPLERS
 
@@ -124,6 +125,18 @@ def sampling(rank: int, world_size: int) -> dict[str, Tensor]:
     _store(out, "problems", ps.sample(batch, "tds", 6, 8, seed=0, distributed="problems"))
     _store(out, "particles", ps.sample(batch, "tds", 6, 8, seed=0, distributed="particles"))
     return out
+
+
+def shared_draws(rank: int, world_size: int) -> dict[str, Tensor]:
+    """TDS on a nonlinear operator: its twist's fixed random directions, drawn at ``init``, must be
+    the same on every rank (particles and their cached twist values move between ranks)."""
+    problem = ps.problems.gmm_benchmark(dim=4, obs_dim=2, seed=0)
+    op = Nonlinear(lambda x: torch.tanh(x[:, :2] / 4))
+    problem = ps.InverseProblem(problem.prior, op, op(problem.truth[None])[0], 0.05)
+    model = ps.METHODS["tds"]().model(problem, 4, torch.Generator())
+    pairs = problem.prior.schedule.time_pairs(4)
+    out = run_smc(model, pairs, 1, 12, torch.Generator().manual_seed(rank), comm=TorchCommunicator())
+    return {"xi": model.xi, "samples": out.samples}
 
 
 def oracle(rank: int, world_size: int) -> dict[str, Tensor]:

@@ -117,6 +117,12 @@ def test_batches_split_by_problem_or_by_particles(sampling: list) -> None:
         assert out[f"{mode}/counts"][0] == 3 * 6 * 8
 
 
+def test_draws_common_to_all_particles_are_the_same_on_every_rank() -> None:
+    first, second = run_ranks(_workers.shared_draws, 2)
+    assert torch.equal(first["xi"], second["xi"])
+    assert torch.equal(first["samples"], second["samples"])
+
+
 def test_distributed_run_is_as_exact_as_one_process() -> None:
     """2,000 particles over 2 ranks, 100 steps, on four Gaussian-mixture benchmarks (dim 2, one
     observation; exact posterior and evidence in closed form): for each exact sampler the sliced W1

@@ -119,7 +119,9 @@ class TDSModel(DiffusionModel):
         if not self.problem.operator.linear:
             shape = (MOMENT_DRAWS, *self.event)
             prior = self.prior
-            self.xi = torch.randn(shape, generator=generator, device=prior.device, dtype=prior.dtype)
+            # common to all particles: the same draws on every rank of a distributed run
+            common = generator if self.shared_generator is None else self.shared_generator
+            self.xi = torch.randn(shape, generator=common, device=prior.device, dtype=prior.dtype)
         x, exact = self.start(B, N, self.times[0], generator)
         self.cache = self.twist(x, self.times[0])
         log_g = self.cache["log_twist"]
