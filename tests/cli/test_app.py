@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import posterior as ps
-from posterior.cli import main, make_problem
+from posterior.cli import make_problem
+from tests.cli._run import run_cli
 from tests.diagnostics._samplers import oracle_samplers_registered
 
 
@@ -21,10 +22,7 @@ def _test_samplers():
         yield
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    status = main(argv)
-    out = capsys.readouterr()
-    return status, out.out, out.err
+_run = run_cli
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from posterior.cli import main
 from tests.cli._markdown import assert_tables_well_formed
+from tests.cli._run import run_cli
 from tests.diagnostics._samplers import oracle_samplers_registered
 
 
@@ -19,10 +19,7 @@ def _test_samplers():
         yield
 
 
-def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    status = main(argv)
-    out = capsys.readouterr()
-    return status, out.out, out.err
+_run = run_cli
 
 
 @pytest.mark.parametrize("quiet", [True, False])
