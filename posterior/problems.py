@@ -169,7 +169,7 @@ def mnist_superresolution(
     factor: int = 4, index: int | list[int] = 0, noise_std: float = 0.05, seed: int = 0, **kwargs: Any
 ) -> InverseProblem:
     """``factor``-times downsampling (average pooling) of a held-out MNIST digit: 2 or 4 (28 = 4 x 7)."""
-    from posterior.operators.image import SuperResolution
+    from posterior.operators.separable import SuperResolution
 
     return mnist_problem(SuperResolution(factor), index, noise_std, seed, **kwargs)
 
@@ -178,7 +178,7 @@ def mnist_deblur(
     sigma: float = 1.5, index: int | list[int] = 0, noise_std: float = 0.05, seed: int = 0, **kwargs: Any
 ) -> InverseProblem:
     """Gaussian blur (std ``sigma`` pixels, zero padding) of a held-out MNIST digit."""
-    from posterior.operators.image import Blur, gaussian_kernel
+    from posterior.operators.separable import Blur, gaussian_kernel
     from posterior.priors.shipped import load_prior
 
     if kwargs.get("prior") is None:

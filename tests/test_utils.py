@@ -7,7 +7,8 @@ import torch
 
 import posterior as ps
 from posterior._utils import check_device
-from posterior.operators.image import box_mask, gaussian_kernel, half_mask, random_mask
+from posterior.operators.image import box_mask, half_mask, random_mask
+from posterior.operators.separable import gaussian_kernel
 from posterior.priors.shipped import mnist_heldout, weights_path
 
 
