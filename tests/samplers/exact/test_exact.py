@@ -111,8 +111,11 @@ def test_noiseless_draws_satisfy_the_measurement(method: str) -> None:
 @pytest.mark.parametrize("method", ["smc", "mcgdiff"])
 def test_noiseless_reaches_the_exact_posterior(method: str) -> None:
     """``noise_std = 0``: on B = 4 problems, sliced W1 to the exact posterior at N = 4096 with 200
-    steps is within 4x the exact-vs-exact floor (measured: mcgdiff 2.5x, smc 3.0x; conditioning on
-    an exact measurement is sharper than on a noisy one and needs finer steps: 5-7x at 50 steps),
+    steps is within 4x (mcgdiff) or 6.5x (smc) the exact-vs-exact floor. Measured over sampler
+    seeds 0-3: mcgdiff 2.3-2.8x; smc 4.0-5.7x (3.0-5.3x before the start-weight fix: its
+    per-particle measurement paths make its mode weights noisy), and 7.7-9.8x for smc with the
+    pinned step's weight left out. Conditioning on an exact measurement is sharper than on a noisy
+    one and needs finer steps (5-7x at 50 steps),
     and ``Z_hat / Z`` (the density of y) averages 1 over 64 problems within 4 standard errors plus
     the 2% allowed for the discretisation."""
     problem, exact = noiseless(4, 1)
@@ -122,7 +125,7 @@ def test_noiseless_reaches_the_exact_posterior(method: str) -> None:
         exact.sample(4096, torch.Generator().manual_seed(1)),
         exact.sample(4096, torch.Generator().manual_seed(2)),
     ).mean()
-    assert dist < 4 * floor, (dist, floor)
+    assert dist < (6.5 if method == "smc" else 4) * floor, (dist, floor)
     problem, _ = noiseless(64, 2)
     res = ps.sample(problem, method, num_particles=256, num_steps=50, seed=0)
     ratio = (res.log_evidence.double() - problem.exact_log_evidence()).exp()
