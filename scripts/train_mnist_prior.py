@@ -1,9 +1,14 @@
-"""Train the project's small MNIST diffusion prior (epsilon-prediction DDPM).
+"""Train the project's small MNIST diffusion prior (DDPM, v-prediction by default).
 
 The model is a small ``diffusers.UNet2DModel`` on 1x28x28 images scaled to
-[-1, 1], trained with the standard DDPM objective (1000 steps, linear betas
-1e-4..0.02). An exponential moving average (EMA) of the weights is kept and it
-is the EMA model that is saved, as a diffusers folder::
+[-1, 1], trained on the DDPM forward process (1000 steps, linear betas
+1e-4..0.02) to predict ``v = sqrt(abar) eps - sqrt(1 - abar) x0`` (Salimans &
+Ho, 2022; ``--prediction epsilon`` gives Ho et al.'s objective). With v, the
+denoiser ``x0 = sqrt(abar) x_t - sqrt(1 - abar) v`` does not amplify the
+network's error at high noise, where eps-prediction multiplies it by
+``sqrt((1 - abar) / abar)`` (about 100 at t = 960). An exponential moving
+average (EMA) of the weights is kept and it is the EMA model that is saved, as
+a diffusers folder::
 
     <out>/unet/        config.json + diffusion_pytorch_model.safetensors
     <out>/scheduler/   scheduler_config.json
@@ -11,15 +16,19 @@ is the EMA model that is saved, as a diffusers folder::
 
 Saves happen every ``--save-every-minutes`` and at the end; each save is
 written to a temporary folder and then renamed into place, so ``<out>`` always
-holds a complete model. Only safetensors / JSON are written, never pickles.
+holds a complete model. Alongside, ``--checkpoint`` (default ``out/mnist_prior_ckpt``)
+receives the full training state (model, EMA, AdamW moments, data-order and noise
+generator state, step): rerunning the same command resumes from it, and the run
+is the same as an uninterrupted one (up to floating-point reordering). Only
+safetensors / JSON are written, never pickles.
 
 The first 9,500 digits of the data file are used for training; the last 500
 are held out (see ``posterior/data/mnist_heldout.npz``).
 
-Example::
+Example (the shipped prior; ``--max-minutes`` only caps one sitting, rerun to resume)::
 
     python scripts/train_mnist_prior.py --data /work/shared/data/mnist10k.npz \
-        --max-minutes 80 --seed 0
+        --steps 9000 --lr 1e-3 --seed 0
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ torch.set_num_threads(1)
 
 import numpy as np  # noqa: E402
 from diffusers import DDPMScheduler, UNet2DModel  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 N_TRAIN = 9500
 
@@ -63,16 +73,25 @@ def build_unet(channels: tuple[int, ...] = (16, 32, 64), layers_per_block: int =
     )
 
 
-def build_scheduler() -> DDPMScheduler:
+def build_scheduler(prediction_type: str = "v_prediction") -> DDPMScheduler:
     """Return the DDPM noise schedule the prior is trained with."""
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="linear",
         beta_start=1e-4,
         beta_end=0.02,
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
         clip_sample=False,
     )
+
+
+def target_for(prediction_type: str, x0: torch.Tensor, noise: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """The regression target for ``x_t = sqrt(a) x0 + sqrt(1 - a) noise``."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+    raise ValueError(f"prediction must be 'epsilon' or 'v_prediction', got {prediction_type!r}")
 
 
 def load_train_images(path: str) -> torch.Tensor:
@@ -116,6 +135,66 @@ def save_atomic(out: Path, ema: UNet2DModel, scheduler: DDPMScheduler, info: dic
         shutil.rmtree(old)
 
 
+def save_checkpoint(
+    ckpt: Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    perm: torch.Tensor,
+    state: dict[str, object],
+) -> None:
+    """Write the full training state to ``ckpt`` (safetensors + JSON), atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model.{k}"] = v.detach().clone().contiguous()
+    for k, v in ema.state_dict().items():
+        tensors[f"ema.{k}"] = v.detach().clone().contiguous()
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
+    tensors["gen_state"] = gen.get_state()
+    tensors["perm"] = perm.clone()
+    ckpt = ckpt.resolve()
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ckpt.parent / f".{ckpt.name}.tmp-{os.getpid()}"
+    old = ckpt.parent / f".{ckpt.name}.old-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(tensors, str(tmp / "state.safetensors"))
+    (tmp / "state.json").write_text(json.dumps(state, indent=2) + "\n")
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def load_checkpoint(
+    ckpt: Path,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, object]]:
+    """Restore the state written by :func:`save_checkpoint`; returns ``(perm, state)``."""
+    tensors = load_file(str(ckpt / "state.safetensors"))
+    state = json.loads((ckpt / "state.json").read_text())
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
+    opt_state: dict[int, dict[str, torch.Tensor]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            opt_state.setdefault(int(i), {})[name] = v
+    sd = opt.state_dict()
+    sd["state"] = opt_state
+    opt.load_state_dict(sd)
+    gen.set_state(tensors["gen_state"])
+    return tensors["perm"], state
+
+
 def lr_at(step: int, base_lr: float, warmup: int) -> float:
     """Linear warm-up then constant learning rate."""
     return base_lr * min(1.0, (step + 1) / warmup)
@@ -126,11 +205,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="/work/shared/data/mnist10k.npz")
     p.add_argument("--out", default="posterior/priors/weights/mnist")
-    p.add_argument("--max-minutes", type=float, default=80.0, help="wall-clock budget")
+    p.add_argument("--checkpoint", default="out/mnist_prior_ckpt", help="resumable training state")
+    p.add_argument("--max-minutes", type=float, default=1e9, help="wall-clock cap for this sitting")
     p.add_argument("--steps", type=int, default=1_000_000, help="max optimizer steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=48)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--prediction", default="v_prediction", choices=["v_prediction", "epsilon"])
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--grad-clip", type=float, default=1.0)
@@ -153,13 +234,13 @@ def main(argv: list[str] | None = None) -> None:
     model = build_unet(channels, args.layers_per_block)
     model.train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
-    scheduler = build_scheduler()
+    scheduler = build_scheduler(args.prediction)
     alphas_cumprod = scheduler.alphas_cumprod.float()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params={n_params} channels={channels} batch={args.batch_size}", flush=True)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    out = Path(args.out)
+    out, ckpt = Path(args.out), Path(args.checkpoint)
     t0 = time.time()
     last_save = t0
     loss_ema = float("nan")
@@ -167,16 +248,37 @@ def main(argv: list[str] | None = None) -> None:
     n = x_train.shape[0]
     perm = torch.randperm(n, generator=gen)
     pos = 0
+    wall_before = 0.0  # seconds spent in earlier sittings of a resumed run
+    if (ckpt / "state.json").is_file():
+        perm, state = load_checkpoint(ckpt, model, ema, opt, gen)
+        step, pos = int(state["step"]), int(state["pos"])
+        loss_ema, wall_before = float(state["loss_ema"]), float(state["wall_seconds"])
+        for key in ("seed", "batch_size", "lr", "prediction", "channels", "layers_per_block"):
+            if state["args"][key] != vars(args)[key]:
+                raise ValueError(f"--{key} differs from the checkpoint in {ckpt}: {state['args'][key]!r}")
+        print(f"resumed from {ckpt} at step {step}", flush=True)
+
+    def checkpoint() -> None:
+        state = {
+            "step": step,
+            "pos": pos,
+            "loss_ema": loss_ema,
+            "wall_seconds": wall_before + time.time() - t0,
+            "args": vars(args),
+        }
+        save_checkpoint(ckpt, model, ema, opt, gen, perm, state)
 
     def info(final: bool) -> dict[str, object]:
         return {
             "steps": step,
-            "wall_seconds": round(time.time() - t0, 1),
+            "wall_seconds": round(wall_before + time.time() - t0, 1),
             "final_loss_ema": loss_ema,
             "final": final,
             "seed": args.seed,
             "num_parameters": n_params,
             "batch_size": args.batch_size,
+            "prediction_type": args.prediction,
+            "schedule": "linear betas 1e-4..0.02, 1000 steps",
             "lr": args.lr,
             "warmup_steps": args.warmup,
             "ema_decay": args.ema_decay,
@@ -201,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
         a = alphas_cumprod[t].view(b, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = model(xt, t).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        loss = torch.nn.functional.mse_loss(pred, target_for(args.prediction, x0, noise, a))
 
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.lr, args.warmup)
@@ -218,15 +320,17 @@ def main(argv: list[str] | None = None) -> None:
             el = time.time() - t0
             print(
                 f"step {step} loss {lv:.4f} loss_ema {loss_ema:.4f} "
-                f"elapsed {el / 60:.1f}min {el / step:.3f}s/step",
+                f"elapsed {el / 60:.1f}min {time.strftime('%H:%M:%S')}",
                 flush=True,
             )
         if time.time() - last_save > args.save_every_minutes * 60:
+            checkpoint()
             save_atomic(out, ema, scheduler, info(final=False))
             last_save = time.time()
             print(f"saved {out} at step {step}", flush=True)
 
-    save_atomic(out, ema, scheduler, info(final=True))
+    checkpoint()
+    save_atomic(out, ema, scheduler, info(final=step >= args.steps))
     print(f"done: {step} steps in {(time.time() - t0) / 60:.1f} min, saved {out}", flush=True)
 
 
