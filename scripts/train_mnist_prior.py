@@ -195,9 +195,13 @@ def load_checkpoint(
     return tensors["perm"], state
 
 
-def lr_at(step: int, base_lr: float, warmup: int) -> float:
-    """Linear warm-up then constant learning rate."""
-    return base_lr * min(1.0, (step + 1) / warmup)
+def lr_at(step: int, base_lr: float, warmup: int, total: int = 0, cooldown: int = 0) -> float:
+    """Linear warm-up, constant, then (``cooldown > 0``) linear decay to 0 over the last
+    ``cooldown`` of ``total`` steps."""
+    lr = base_lr * min(1.0, (step + 1) / warmup)
+    if cooldown > 0:
+        lr *= min(1.0, max(0.0, (total - step) / cooldown))
+    return lr
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -213,6 +217,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--prediction", default="v_prediction", choices=["v_prediction", "epsilon"])
     p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--cooldown-steps", type=int, default=0, help="linear lr decay to 0 over the last N steps")
     p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--channels", default="16,32,64", help="block_out_channels")
@@ -253,9 +258,16 @@ def main(argv: list[str] | None = None) -> None:
         perm, state = load_checkpoint(ckpt, model, ema, opt, gen)
         step, pos = int(state["step"]), int(state["pos"])
         loss_ema, wall_before = float(state["loss_ema"]), float(state["wall_seconds"])
-        for key in ("seed", "batch_size", "lr", "prediction", "channels", "layers_per_block"):
-            if state["args"][key] != vars(args)[key]:
-                raise ValueError(f"--{key} differs from the checkpoint in {ckpt}: {state['args'][key]!r}")
+        old = state["args"]
+        for key in ("seed", "batch_size", "lr", "warmup", "prediction", "channels", "layers_per_block"):
+            if old[key] != vars(args)[key]:
+                raise ValueError(f"--{key} differs from the checkpoint in {ckpt}: {old[key]!r}")
+        # --steps / --cooldown-steps may change only where the learning rates of the steps
+        # already taken stay the same (then the resumed run is the run of the new command)
+        past = (old["lr"], old["warmup"], old["steps"], old.get("cooldown_steps", 0))
+        new = (args.lr, args.warmup, args.steps, args.cooldown_steps)
+        if any(lr_at(k, *past) != lr_at(k, *new) for k in range(step)):
+            raise ValueError(f"--steps / --cooldown-steps change the learning rate of steps done in {ckpt}")
         print(f"resumed from {ckpt} at step {step}", flush=True)
 
     def checkpoint() -> None:
@@ -281,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
             "schedule": "linear betas 1e-4..0.02, 1000 steps",
             "lr": args.lr,
             "warmup_steps": args.warmup,
+            "cooldown_steps": args.cooldown_steps,
             "ema_decay": args.ema_decay,
             "grad_clip": args.grad_clip,
             "block_out_channels": list(channels),
@@ -306,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         loss = torch.nn.functional.mse_loss(pred, target_for(args.prediction, x0, noise, a))
 
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.lr, args.warmup)
+            g["lr"] = lr_at(step, args.lr, args.warmup, args.steps, args.cooldown_steps)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)

@@ -66,3 +66,15 @@ def test_resumed_run_equals_uninterrupted_run(train, tmp_path: Path) -> None:
     assert info["steps"] == 4 and info["final"] and info["prediction_type"] == "v_prediction"
     with pytest.raises(ValueError, match="--lr"):
         train.main([*common, "--steps", "6", "--lr", "1e-2", "--checkpoint", str(tmp_path / "c_two")])
+    # a cool-down that would have lowered the learning rate of steps already taken is refused
+    with pytest.raises(ValueError, match="cooldown"):
+        train.main(
+            [*common, "--steps", "6", "--cooldown-steps", "4", "--checkpoint", str(tmp_path / "c_two")]
+        )
+
+
+def test_learning_rate_schedule(train) -> None:
+    """Warm-up, constant, then a linear cool-down to 0 at the last step."""
+    lrs = [train.lr_at(k, 1.0, 2, total=8, cooldown=4) for k in range(8)]
+    assert lrs == [0.5, 1.0, 1.0, 1.0, 1.0, 0.75, 0.5, 0.25]
+    assert train.lr_at(5, 1.0, 2) == 1.0

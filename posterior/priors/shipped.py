@@ -55,7 +55,7 @@ def load_prior(
 
     Args:
         name: the prior's name (``"mnist"``: a small DDPM UNet on ``[1, 28, 28]`` digits in
-            ``[-1, 1]``, epsilon prediction, 1000 linear steps).
+            ``[-1, 1]``, v-prediction, 1000 linear steps).
         device, dtype: where to put the network (default: CPU, float32).
         **kwargs: passed to :meth:`DiffusersPrior.from_pretrained` (``clip_denoised`` defaults to
             ``(-1, 1)`` for image priors, ``max_batch_size``).

@@ -223,7 +223,7 @@ def test_load_mnist_prior() -> None:
     prior = ps.load_prior("mnist")
     assert isinstance(prior, ps.DiffusersPrior)
     assert prior.event_shape == (1, 28, 28) and prior.clip_denoised == (-1.0, 1.0)
-    assert prior.prediction_type == "epsilon" and prior.schedule.num_train_steps == 1000
+    assert prior.prediction_type == "v_prediction" and prior.schedule.num_train_steps == 1000
     x = prior.sample(4, generator=0, num_steps=20)
     assert x.shape == (4, 1, 28, 28) and torch.isfinite(x).all()
     assert x.min() >= -1 and x.max() <= 1
