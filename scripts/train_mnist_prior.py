@@ -28,7 +28,7 @@ are held out (see ``posterior/data/mnist_heldout.npz``).
 Example (the shipped prior; ``--max-minutes`` only caps one sitting, rerun to resume)::
 
     python scripts/train_mnist_prior.py --data /work/shared/data/mnist10k.npz \
-        --steps 9000 --lr 1e-3 --seed 0
+        --steps 7000 --cooldown-steps 2000 --lr 1e-3 --seed 0
 """
 
 from __future__ import annotations

@@ -246,7 +246,7 @@ def test_mcgdiff_default_twist_is_flat_where_the_likelihood_is() -> None:
     an exact Gaussian-mixture score it does not). Both are exact; only the efficiency differs."""
     problem = ps.problems.mnist_inpainting(index=[0, 1], kind="half", noise_std=30.0)
     auto = ps.sample(problem, "mcgdiff", num_particles=16, num_steps=10, seed=0)
-    assert auto.ess.min() > 0.5 * 16, auto.ess  # measured: 11.3 (the likelihood is not quite flat)
+    assert auto.ess.min() > 0.5 * 16, auto.ess  # measured: 12.0 (the likelihood is not quite flat)
     with pytest.warns(ps.ParticleDegeneracyWarning):
         own = ps.sample(problem, "mcgdiff", num_particles=16, num_steps=10, seed=0, prior_var=math.inf)
     assert own.ess.min() < 0.25 * 16, own.ess
