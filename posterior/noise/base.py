@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["NoiseModel", "as_noise_model", "as_parameter", "with_generator"]
+__all__ = ["NoiseModel", "as_noise_model", "as_parameter", "show_parameter", "with_generator"]
 
 _N = TypeVar("_N", bound="NoiseModel")
 
@@ -210,11 +210,13 @@ class NoiseModel:
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:
-        def show(p: Tensor) -> str:
-            return f"{p.item():g}" if p.numel() == 1 else f"Tensor[{p.shape[0]}]"
-
-        args = ", ".join(f"{k}={show(p)}" for k, p in self.params.items())
+        args = ", ".join(f"{k}={show_parameter(p)}" for k, p in self.params.items())
         return f"{type(self).__name__}({args})"
+
+
+def show_parameter(p: Tensor) -> str:
+    """A parameter as ``repr`` shows it: its value, or ``Tensor[B]``."""
+    return f"{p.item():g}" if p.numel() == 1 else f"Tensor[{p.shape[0]}]"
 
 
 def as_noise_model(value: Any, name: str = "noise") -> NoiseModel:

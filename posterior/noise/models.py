@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from posterior.noise.base import NoiseModel, as_parameter, with_generator
+from posterior.noise.base import NoiseModel, as_parameter, show_parameter, with_generator
 
 __all__ = ["Gaussian", "Laplace", "Poisson", "StudentT"]
 
@@ -70,21 +70,35 @@ class Gaussian(NoiseModel):
 
 
 class Poisson(NoiseModel):
-    """Photon counts ``y ~ Poisson(gain * mean)`` per entry: for a forward model with
-    ``mean = A(x) >= 0`` (an intensity); ``gain > 0`` is the expected count at intensity 1.
+    """Photon counts ``y ~ Poisson(gain * mean + background)`` per entry: for a forward model with
+    ``mean = A(x) >= 0`` (an intensity); ``gain > 0`` is the expected count at intensity 1 and
+    ``background >= 0`` the expected dark counts (default 0).
 
-    ``y`` must hold non-negative integers (as a floating-point tensor). A negative ``mean``, or
-    ``mean = 0`` with ``y > 0``, has likelihood 0 (``log_prob = -inf``, zero gradient): a model
-    whose ``A(x)`` can be negative restricts the posterior to ``A(x) >= 0``; use a non-negative
-    forward model (e.g. ``gain * (x + 1) / 2`` for images in ``[-1, 1]``) or a link function via
-    :func:`~posterior.noise.from_pyro`.
+    ``y`` must hold non-negative integers (as a floating-point tensor). A negative rate, or rate
+    0 with ``y > 0``, has likelihood 0 (``log_prob = -inf``, zero gradient): a model whose
+    ``A(x)`` can be negative restricts the posterior to a non-negative rate; use a non-negative
+    forward model (e.g. ``(x + 1) / 2`` for images in ``[-1, 1]``), a background, or a link
+    function via :func:`~posterior.noise.from_pyro`.
 
     Args:
         gain: a float, or ``Tensor[B]`` (one per problem).
+        background: a float, or ``Tensor[B]``.
     """
 
-    def __init__(self, gain: float | Tensor) -> None:
-        self.params = {"gain": as_parameter(gain, "Poisson: gain", positive=True)}
+    def __init__(self, gain: float | Tensor, background: float | Tensor = 0.0) -> None:
+        self.params = {
+            "gain": as_parameter(gain, "Poisson: gain", positive=True),
+            "background": as_parameter(background, "Poisson: background", positive=False),
+        }
+
+    def __repr__(self) -> str:
+        gain, background = self.params["gain"], self.params["background"]
+        extra = "" if (background == 0).all() else f", background={show_parameter(background)}"
+        return f"Poisson(gain={show_parameter(gain)}{extra})"
+
+    def rate(self, mean: Tensor) -> Tensor:
+        """``gain * mean + background``, broadcast against ``mean``."""
+        return self.param("gain", mean) * mean + self.param("background", mean)
 
     def validate(self, y: Tensor) -> None:
         if (y < 0).any():
@@ -95,7 +109,7 @@ class Poisson(NoiseModel):
             raise ValueError(f"Poisson: y must hold integer counts, got {bad:g}")
 
     def log_prob_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
-        rate = self.param("gain", mean) * mean
+        rate = self.rate(mean)
         positive = rate > 0
         # log Poisson(y; rate) = y log(rate) - rate - log(y!), with rate = 1 where it is not positive
         # so that neither value nor gradient is NaN there
@@ -104,19 +118,29 @@ class Poisson(NoiseModel):
         possible = positive | ((rate == 0) & (y == 0))
         return torch.where(possible, lp, torch.full_like(lp, -math.inf))
 
+    def twist_log_prob(self, y: Tensor, mean: Tensor, extra_var: float | Tensor) -> Tensor:
+        """The tempered likelihood (see :meth:`NoiseModel.twist_log_prob`) at a rate of at least
+        ``1e-3``: a twist's ``mean`` may be an estimate (e.g. moments of ``A(x_0)`` around
+        ``x0_hat``) that falls below 0 where ``A(x_0)`` cannot, and a twist that is 0 for every
+        particle would end the run; any finite twist keeps the samplers exact."""
+        floor = (1e-3 - self.param("background", mean)) / self.param("gain", mean)
+        return super().twist_log_prob(y, torch.maximum(mean, floor), extra_var)
+
     def sample(self, mean: Tensor, generator: torch.Generator) -> Tensor:
-        rate = self.param("gain", mean) * mean
+        rate = self.rate(mean)
         if (rate < 0).any():
-            raise ValueError(f"Poisson: the rate gain * A(x) must be >= 0, got {rate.min().item():g}")
+            raise ValueError(
+                f"Poisson: the rate gain * A(x) + background must be >= 0, got {rate.min().item():g}"
+            )
         return torch.poisson(rate.expand(mean.shape).contiguous(), generator=generator)
 
     def saturated_mean(self, y: Tensor) -> Tensor:
-        return y / self.param("gain", y)
+        return (y - self.param("background", y)) / self.param("gain", y)
 
     def deviance_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
         # 2 [y log(y / rate) - (y - rate)] = 2 rate h(y / rate), h(u) = u log u - u + 1 >= 0, with
         # h's Taylor series near u = 1 (no cancellation) and h(0) = 1; inf where the rate is impossible
-        rate = self.param("gain", mean) * mean
+        rate = self.rate(mean)
         positive = rate > 0
         counted = y > 0
         safe = torch.where(positive, rate, torch.ones_like(rate))
@@ -130,7 +154,7 @@ class Poisson(NoiseModel):
         return torch.where(possible, dev, torch.full_like(dev, math.inf))
 
     def variance(self, y: Tensor, mean: Tensor) -> Tensor:
-        # Var(y / gain) = mean / gain, with mean ~ y / gain (at least one count)
+        # Var(y / gain) = rate / gain^2, with rate ~ y (at least one count)
         return y.clamp_min(1.0) / self.param("gain", y).pow(2)
 
 

@@ -38,7 +38,11 @@ def poisson_softplus(B: int, seed: int = 0) -> ps.InverseProblem:
 def poisson_matrix(B: int, seed: int = 0) -> ps.InverseProblem:
     """d = 4, a 3 x 4 matrix, Poisson counts through a softplus link written with pyro:
     ``y ~ Poisson(2 softplus(A x / 2))``."""
-    noise = ps.noise.from_pyro(lambda m: dist.Poisson(2 * softplus(m / 2)))
+
+    def poisson_softplus_link(m: Tensor) -> dist.Poisson:
+        return dist.Poisson(2 * softplus(m / 2))
+
+    noise = ps.noise.from_pyro(poisson_softplus_link)
     return ps.problems.simulate(_prior(4, 2), _matrix(3, 4, 20, scale=0.25), noise, B, seed=seed)
 
 

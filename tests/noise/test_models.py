@@ -24,7 +24,7 @@ def reference(model: ps.noise.NoiseModel, mean: torch.Tensor) -> td.Distribution
     if isinstance(model, Gaussian):
         return td.Normal(mean, p["std"])
     if isinstance(model, Poisson):
-        return td.Poisson(p["gain"] * mean)
+        return td.Poisson(p["gain"] * mean + p["background"])
     if isinstance(model, StudentT):
         return td.StudentT(p["df"], mean, p["scale"])
     return td.Laplace(mean, p["scale"])
@@ -32,7 +32,7 @@ def reference(model: ps.noise.NoiseModel, mean: torch.Tensor) -> td.Distribution
 
 MODELS = [
     Gaussian(torch.tensor([0.3, 1.5])),
-    Poisson(torch.tensor([2.0, 30.0])),
+    Poisson(torch.tensor([2.0, 30.0]), background=torch.tensor([0.0, 1.5])),
     StudentT(torch.tensor([1.0, 6.0]), 0.7),
     Laplace(torch.tensor([0.2, 2.0])),
 ]
@@ -103,6 +103,7 @@ def test_poisson_validates_counts(y: list[float], match: str) -> None:
         (lambda: Gaussian(None), "std must be a real number", TypeError),
         (lambda: Poisson(0.0), "gain must be > 0", ValueError),
         (lambda: Poisson("2"), "gain must be a real number", TypeError),
+        (lambda: Poisson(1.0, background=-0.1), "background must be >= 0", ValueError),
         (lambda: StudentT(0.0, 1.0), "df must be > 0", ValueError),
         (lambda: StudentT(3.0, math.inf), "scale must be finite", ValueError),
         (lambda: Laplace(torch.ones(2, 2)), "scale must be a scalar or a Tensor", ValueError),
@@ -204,3 +205,16 @@ def test_deviance_is_the_log_density_gap_to_the_saturated_mean(model: ps.noise.N
     m = (torch.rand(2, 6, 3, dtype=torch.float64) + 0.2).requires_grad_(True)
     (g,) = torch.autograd.grad(nm.misfit(y, m).sum(), m)
     assert torch.isfinite(g).all()
+
+
+def test_poisson_twist_is_finite_where_an_estimated_rate_is_negative() -> None:
+    """A twist at a negative (estimated) mean is finite and equals the twist at rate 1e-3."""
+    nm = bound(Poisson(4.0), B=1)
+    y = torch.tensor([[[0.0, 3.0]]], dtype=torch.float64)
+    mean = torch.tensor([[[-0.2, -0.1], [0.5, 1.0]]], dtype=torch.float64)
+    tw = nm.twist_log_prob(y, mean, 0.3)
+    assert torch.isfinite(tw).all()
+    floor = torch.full_like(mean[:, :1], 1e-3 / 4)
+    torch.testing.assert_close(tw[:, :1], nm.twist_log_prob(y, floor, 0.3))
+    torch.testing.assert_close(tw[:, 1:], nm.twist_log_prob(y, mean[:, 1:], 0.3))
+    assert nm.log_prob(y, mean)[0, 0] == -math.inf  # the likelihood itself stays exact
