@@ -5,7 +5,7 @@
 >>> result = ps.sample(problem, "tds", num_particles=256, num_steps=100, seed=0)
 """
 
-from posterior import io, operators, problems
+from posterior import io, noise, operators, problems
 from posterior.distributions import GaussianMixture
 from posterior.particles import ParticleDegeneracyWarning
 from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, load_prior
@@ -27,6 +27,7 @@ __all__ = [
     "VPSchedule",
     "io",
     "load_prior",
+    "noise",
     "operators",
     "problems",
     "sample",

@@ -1,4 +1,4 @@
-"""An inverse problem ``y = A(x) + noise_std * eps`` with a diffusion prior on ``x``."""
+"""An inverse problem ``y ~ p(y | A(x))`` (Gaussian noise by default) with a diffusion prior on ``x``."""
 
 from __future__ import annotations
 
@@ -8,25 +8,32 @@ import torch
 from torch import Tensor
 
 from posterior.distributions import GaussianMixture
+from posterior.noise.base import NoiseModel, as_noise_model
 from posterior.operators.base import LinearOperator, Operator, as_operator
 from posterior.priors.base import DiffusionPrior
 
 __all__ = ["InverseProblem"]
 
+_MISSING: object = object()  # noise not given
+
 
 class InverseProblem:
-    """A prior, a forward operator, observations and a Gaussian noise level.
+    """A prior, a forward operator, observations and a noise model.
 
     Args:
         prior: a :class:`~posterior.priors.DiffusionPrior` on ``x: [*event_shape]``.
         operator: an operator from :mod:`posterior.operators`, a ``Tensor[m, d]`` matrix, or a
             differentiable callable ``Tensor[n, *event_shape] -> Tensor[n, *obs_shape]``.
         y: ``Tensor[*obs_shape]``, or ``Tensor[B, *obs_shape]`` for ``B`` problems at once.
-        noise_std: standard deviation ``>= 0`` of the Gaussian noise: a float, or ``Tensor[B]``.
+        noise: the observation model ``p(y | A(x))``: a float or ``Tensor[B]`` (the standard
+            deviation ``>= 0`` of Gaussian noise), or a noise model from :mod:`posterior.noise`
+            (``Gaussian``, ``Poisson``, ``StudentT``, ``Laplace``, ``from_pyro``).
+        noise_std: the former name of ``noise``, still accepted as a keyword.
 
     Attributes:
         y_batch: ``Tensor[B, *obs_shape]`` (``B = 1`` for a single problem).
-        sigma: ``Tensor[B]``, the noise level per problem.
+        noise: the noise model, bound to this problem (its parameters ``Tensor[1]`` or ``[B]``).
+        sigma: ``Tensor[B]``, the Gaussian noise level per problem (Gaussian noise only).
         batched: whether ``y`` carried a problem dimension.
     """
 
@@ -35,10 +42,16 @@ class InverseProblem:
         prior: DiffusionPrior,
         operator: Operator | Tensor,
         y: Tensor,
-        noise_std: float | Tensor,
+        noise: float | Tensor | NoiseModel = _MISSING,  # type: ignore[assignment]
+        *,
+        noise_std: float | Tensor = _MISSING,  # type: ignore[assignment]
     ) -> None:
         if not isinstance(prior, DiffusionPrior):
             raise TypeError(f"prior must be a DiffusionPrior, got {type(prior).__name__}")
+        if (noise is _MISSING) == (noise_std is _MISSING):
+            raise TypeError("pass the noise model (or Gaussian noise_std) once, as noise or noise_std")
+        arg = "noise" if noise_std is _MISSING else "noise_std"
+        model = as_noise_model(noise if noise_std is _MISSING else noise_std, arg)
         self.prior = prior
         self.operator = as_operator(operator).bind(tuple(prior.event_shape))
         self._check_operator_placement()
@@ -66,18 +79,27 @@ class InverseProblem:
             )
         self.y, self.y_batch, self.obs_shape = y, y_batch, obs_shape
 
-        sigma = torch.as_tensor(noise_std, dtype=prior.dtype, device=prior.device)
-        if not torch.isfinite(sigma).all():
-            raise ValueError("noise_std must be finite")
-        if (sigma < 0).any():
-            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
-        if sigma.dim() > 1 or (sigma.dim() == 1 and sigma.shape[0] not in (1, self.batch_size)):
-            raise ValueError(
-                f"noise_std must be a scalar or Tensor[{self.batch_size}], got shape {list(sigma.shape)}"
-            )
-        self.noise_std = noise_std
+        self.noise = model.bind(self.batch_size, len(obs_shape), prior.dtype, prior.device)
+        self.noise.validate(y_batch)
+        # what the caller passed: a float / tensor std for Gaussian noise, else the noise model
+        self.noise_std = noise if noise_std is _MISSING else noise_std
         self.truth: Tensor | None = None  # the x behind y, when a builder knows it
-        self.sigma = sigma.expand(self.batch_size).clone() if sigma.dim() else sigma.repeat(self.batch_size)
+        self._sigma = self.noise.gaussian_std
+
+    @property
+    def sigma(self) -> Tensor:
+        """``Tensor[B]``: the standard deviation of Gaussian noise, per problem."""
+        if self._sigma is None:
+            raise ValueError(
+                f"problem.sigma is the level of Gaussian noise; this problem's noise is {self.noise!r}: "
+                "use problem.log_likelihood(x) or problem.noise"
+            )
+        return self._sigma
+
+    @property
+    def gaussian(self) -> bool:
+        """Whether the noise is Gaussian (``problem.sigma`` exists)."""
+        return self._sigma is not None
 
     # ----------------------------------------------------------------- validation helpers
     def _check_operator_placement(self) -> None:
@@ -173,19 +195,40 @@ class InverseProblem:
             )
 
     def require_noise(self, method: str) -> None:
-        """A clear error if ``method`` needs ``noise_std > 0``."""
-        if (self.sigma <= 0).any():
+        """A clear error if ``method`` needs ``noise_std > 0`` (non-Gaussian noise always has some)."""
+        if self._sigma is not None and (self._sigma <= 0).any():
             raise ValueError(f"{method!r} needs noise_std > 0")
 
     def select(self, start: int, stop: int) -> InverseProblem:
         """Problems ``start .. stop - 1`` of the batch, as a batched problem with the same prior,
-        operator and noise levels (``truth`` too, when known)."""
+        operator and noise model (``truth`` too, when known)."""
         if not 0 <= start < stop <= self.batch_size:
             raise ValueError(f"select needs 0 <= start < stop <= {self.batch_size}, got {start}, {stop}")
-        sub = InverseProblem(self.prior, self.operator, self.y_batch[start:stop], self.sigma[start:stop])
+        sub = InverseProblem(
+            self.prior, self.operator, self.y_batch[start:stop], self.noise.select(slice(start, stop))
+        )
         if self.truth is not None:
             sub.truth = (self.truth if self.batched else self.truth[None])[start:stop]
         return sub
+
+    def require_gaussian(self, method: str) -> Tensor:
+        """``problem.sigma`` (``Tensor[B]``), or a clear error if ``method`` needs Gaussian noise."""
+        if self._sigma is None:
+            raise ValueError(
+                f"{method!r} needs Gaussian noise (its updates use linear-Gaussian closed forms); "
+                f"this problem's noise is {self.noise!r}: use a method that takes any noise model, "
+                "e.g. 'tds', 'mala' or 'dps'"
+            )
+        return self._sigma
+
+    def noise_scale(self) -> Tensor:
+        """``Tensor[B]``: ``sigma`` for Gaussian noise, else the root mean of the noise model's
+        variance at ``y`` (on the forward model's scale): a typical noise level, for step sizes."""
+        if self._sigma is not None:
+            return self._sigma
+        y = self.y_batch
+        v = self.noise.variance(y, y).expand(y.shape).reshape(self.batch_size, -1)
+        return v.mean(-1).sqrt()
 
     # ----------------------------------------------------------------- shapes
     @property
@@ -213,16 +256,23 @@ class InverseProblem:
         return r.reshape(*x.shape[:2], -1)
 
     def log_likelihood(self, x: Tensor) -> Tensor:
-        """``log N(y; A(x), sigma^2 I)`` for ``x: Tensor[B, N, *event_shape]``; returns ``[B, N]``."""
+        """``log p(y | x)`` for ``x: Tensor[B, N, *event_shape]``; returns ``[B, N]``.
+
+        ``problem.noise.log_prob(y, A(x))``: ``log N(y; A(x), sigma^2 I)`` for Gaussian noise.
+        Differentiable in ``x``; ``-inf`` where ``x`` is impossible (e.g. a negative Poisson rate).
+        """
         self.require_noise("log_likelihood")
-        var = self.sigma.pow(2).unsqueeze(1)
-        sq = self.residual(x).pow(2).sum(-1)
-        return -0.5 * sq / var - 0.5 * self.obs_dim * torch.log(2 * math.pi * var)
+        return self.noise.log_prob(self.y_batch.unsqueeze(1), self.forward(x))
 
     # ----------------------------------------------------------------- closed forms
     def _require_exact(self, what: str) -> tuple[GaussianMixture, Tensor]:
         from posterior.priors.gaussian_mixture import GaussianMixturePrior
 
+        if not self.gaussian:
+            raise ValueError(
+                f"{what} is known in closed form only for Gaussian noise; this problem's noise is "
+                f"{self.noise!r}"
+            )
         if not isinstance(self.prior, GaussianMixturePrior) or not isinstance(self.operator, LinearOperator):
             raise ValueError(
                 f"{what} is known in closed form only for a GaussianMixturePrior with a linear "
@@ -303,11 +353,16 @@ class InverseProblem:
         out = torch.logsumexp(prior.weights.double().log()[None] + _log_normal(resid, L), dim=-1)
         return out if self.batched else out[0]
 
+    def _noise_repr(self) -> str:
+        if self._sigma is not None and not isinstance(self.noise_std, NoiseModel):
+            return f"noise_std={self.noise_std}"
+        return f"noise={self.noise!r}"
+
     def __repr__(self) -> str:
         batch = f", B={self.batch_size}" if self.batched else ""
         return (
             f"InverseProblem({type(self.prior).__name__} {list(self.event_shape)}, {self.operator!r}, "
-            f"y {list(self.obs_shape)}{batch}, noise_std={self.noise_std})"
+            f"y {list(self.obs_shape)}{batch}, {self._noise_repr()})"
         )
 
 

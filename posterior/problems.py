@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from posterior._utils import as_generator, check_count, check_device, check_dtype
+from posterior.noise.base import NoiseModel, as_noise_model
 from posterior.operators.base import Operator, as_operator
 from posterior.operators.linear import Matrix
 from posterior.priors.base import DiffusionPrior
@@ -78,22 +79,24 @@ def gmm_demo(seed: int = 0) -> InverseProblem:
 def simulate(
     prior: DiffusionPrior,
     operator: Operator | Tensor,
-    noise_std: float,
+    noise_std: float | NoiseModel,
     num_problems: int,
     seed: int | torch.Generator | None = None,
     truth: Tensor | None = None,
 ) -> InverseProblem:
     """``B = num_problems`` problems ``y_b = A(x_b) + noise_std eps_b`` with ``x_b ~ prior``.
 
-    The draws ``x_b`` (``Tensor[B, *event_shape]``, or ``truth`` when given) are kept as
-    ``problem.truth``: the ground truth for coverage and simulation-based calibration.
+    ``noise_std`` may also be a noise model from :mod:`posterior.noise`: then
+    ``y_b ~ p(y | A(x_b))`` is drawn from it. The draws ``x_b`` (``Tensor[B, *event_shape]``, or
+    ``truth`` when given) are kept as ``problem.truth``: the ground truth for coverage and
+    simulation-based calibration.
     """
     check_count(num_problems, "num_problems")
     gen = as_generator(seed, prior.device)
     x = prior.sample(num_problems, gen) if truth is None else truth
     op = as_operator(operator).bind(tuple(prior.event_shape))
     clean = op.A(x)
-    y = clean + noise_std * torch.randn(clean.shape, generator=gen, device=clean.device, dtype=clean.dtype)
+    y = as_noise_model(noise_std, "noise_std").sample(clean, gen)
     problem = InverseProblem(prior, op, y, noise_std)
     problem.truth = x
     return problem

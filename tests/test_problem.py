@@ -179,3 +179,63 @@ def test_exact_log_evidence_of_a_singular_noiseless_problem_is_a_clear_error():
     _one_line(err)
     full_rank = ps.InverseProblem(p.prior, A[:1], y[:1], 0.0)  # y has a density: no error
     assert torch.isfinite(full_rank.exact_log_evidence())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"noise_std": None}, "noise_std"),
+        ({"noise_std": "0.1"}, "noise_std"),
+        ({"noise": None}, "noise"),
+        ({"noise": "0.1"}, "noise"),
+        ({"noise": [0.1, "a"]}, "noise"),
+    ],
+)
+def test_noise_that_is_not_a_number_is_a_one_line_type_error(kwargs, name):
+    p = _problem()
+    with pytest.raises(TypeError, match=rf"^{name} must be a Gaussian standard deviation") as err:
+        ps.InverseProblem(p.prior, p.operator, p.y, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_noise_given_twice_or_not_at_all():
+    p = _problem()
+    with pytest.raises(TypeError, match="once"):
+        ps.InverseProblem(p.prior, p.operator, p.y, 0.1, noise_std=0.1)
+    with pytest.raises(TypeError, match="once"):
+        ps.InverseProblem(p.prior, p.operator, p.y)
+
+
+def test_noise_std_keyword_and_gaussian_model_are_the_float():
+    p = _problem()
+    x = p.prior.sample(16, 0).unsqueeze(0)
+    a = ps.InverseProblem(p.prior, p.operator, p.y, noise_std=0.7)
+    b = ps.InverseProblem(p.prior, p.operator, p.y, ps.noise.Gaussian(0.7))
+    torch.testing.assert_close(a.log_likelihood(x), p.log_likelihood(x))
+    torch.testing.assert_close(b.log_likelihood(x), p.log_likelihood(x))
+    torch.testing.assert_close(b.sigma, p.sigma)
+    torch.testing.assert_close(b.exact_log_evidence(), p.exact_log_evidence())
+
+
+def test_non_gaussian_noise_has_no_sigma_and_no_closed_form():
+    p = _problem()
+    q = ps.InverseProblem(p.prior, p.operator, p.y, ps.noise.Laplace(0.5))
+    assert not q.gaussian and q.noise_scale().item() == pytest.approx(0.5 * 2**0.5)
+    with pytest.raises(ValueError, match=r"problem.sigma is the level of Gaussian noise.*Laplace\(scale="):
+        q.sigma  # noqa: B018
+    with pytest.raises(ValueError, match="closed form only for Gaussian noise"):
+        q.exact_posterior()
+    with pytest.raises(ValueError, match=r"'smc' needs Gaussian noise.*Laplace"):
+        q.require_gaussian("smc")
+    q.require_noise("tds")  # Laplace noise is noise: no error
+
+
+def test_log_likelihood_uses_the_noise_model():
+    """``log p(y | x) = sum_i log Laplace(y_i; (A x)_i, b)``, from torch.distributions."""
+    p = _problem(batch=True)
+    q = ps.InverseProblem(p.prior, p.operator, p.y, ps.noise.Laplace(torch.tensor([0.5, 1.0, 2.0])))
+    x = p.prior.sample(5, 0).unsqueeze(0).expand(3, 5, 2)
+    mean = q.forward(x)
+    scale = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64).reshape(3, 1, 1)
+    want = torch.distributions.Laplace(mean, scale).log_prob(p.y_batch.unsqueeze(1)).sum(-1)
+    torch.testing.assert_close(q.log_likelihood(x), want)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from posterior._utils import as_generator
+from posterior.noise.base import NoiseModel
 from posterior.operators.base import Operator
 from posterior.priors.base import DiffusionPrior
 from posterior.problem import InverseProblem
@@ -333,7 +334,7 @@ def _pick(samples: Tensor, k: int, gen: torch.Generator) -> Tensor:
 def simulation_based_calibration(
     prior: DiffusionPrior,
     operator: Operator | Tensor,
-    noise_std: float,
+    noise_std: float | NoiseModel,
     method: str,
     num_problems: int = 200,
     num_draws: int = 19,
@@ -357,7 +358,8 @@ def simulation_based_calibration(
     self-consistent without paying for all training steps.
 
     Args:
-        prior, operator, noise_std: the model; see :func:`posterior.problems.simulate`.
+        prior, operator, noise_std: the model (``noise_std``: a Gaussian std or a noise model
+            from :mod:`posterior.noise`); see :func:`posterior.problems.simulate`.
         method: a name in ``ps.METHODS``.
         num_problems: ``B``.
         num_draws: ``L``, draws per problem to rank the truth among (ranks in ``0..L``).
@@ -398,9 +400,9 @@ def simulation_based_calibration(
     assert truth is not None
     reps = num_draws if mode == "runs" else 1
     if reps > 1:  # problem b occupies rows b*L .. b*L + L - 1
-        problem = InverseProblem(
-            prior, base.operator, base.y_batch.repeat_interleave(reps, 0), base.sigma.repeat_interleave(reps)
-        )
+        rows = torch.arange(num_problems, device=base.y_batch.device).repeat_interleave(reps)
+        y_rep = base.y_batch.repeat_interleave(reps, 0)
+        problem = InverseProblem(prior, base.operator, y_rep, base.noise.select(rows))
         problem.truth = truth.repeat_interleave(reps, 0)
     else:
         problem = base

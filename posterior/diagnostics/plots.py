@@ -129,14 +129,15 @@ def plot_coverage(coverages: Mapping[str, Coverage]) -> Figure:
 def _observation_set(
     ax, problem: InverseProblem, index: int, lims: tuple[float, float, float, float]
 ) -> None:
-    """Draw ``{x : A x = y}`` (+-2 noise std) for a linear 2-D problem with one measurement."""
+    """Draw ``{x : A x = y}`` (+-2 noise std, or the noise model's typical scale) for a linear 2-D
+    problem with one measurement."""
     from posterior.operators.base import LinearOperator
 
     if not isinstance(problem.operator, LinearOperator) or problem.obs_dim != 1:
         return
     a = problem.operator.matrix(dtype=torch.float64).reshape(-1).numpy()
     y = float(problem.y_batch[index].reshape(-1)[0])
-    s = float(problem.sigma[index])
+    s = float(problem.noise_scale()[index])  # sigma for Gaussian noise
     norm = float(np.linalg.norm(a))
     if norm == 0:
         return

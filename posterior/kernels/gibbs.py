@@ -9,7 +9,8 @@ and a Gibbs sampler alternates
 
 * **likelihood step** ``z ~ pi(z | x, y) ∝ L(y | z) N(z; x, rho^2 I)``: Gaussian in closed form for a
   linear operator with Gaussian noise (computed in the operator's SVD basis, so it scales to
-  images), a few MALA steps otherwise (that conditional has a density, so the step is exact);
+  images), a few MALA steps otherwise (nonlinear operators, non-Gaussian noise models: that
+  conditional has a density, so the step is exact);
 * **prior step** ``x ~ pi(x | z) ∝ p(x) N(z; x, rho^2 I)``: a denoising posterior. With
   ``x_t = sqrt(abar_t) z`` and ``rho^2 = (1 - abar_t) / abar_t`` it is ``p(x_0 | x_t)``. A prior
   that can draw it exactly (``prior.has_exact_x0_sampler``: the Gaussian mixture, in closed form)
@@ -81,7 +82,7 @@ class SplitGibbs:
         problem: the (batched) inverse problem, ``noise_std > 0``.
         rho_floor: final coupling ``rho > 0``. ``None``: ``0.9 sigma / s_max`` (the largest value at
             which the split is exact) for linear Gaussian problems with ``correct_likelihood``,
-            else ``min sigma``.
+            else ``min sigma`` (for non-Gaussian noise ``problem.noise_scale()``).
         rho_start: initial ``rho`` of the annealing (``None``: start at the floor).
         rho_decay: geometric factor per warm-up iteration, in ``(0, 1)`` (PnP-DM uses 0.9).
         correct_likelihood: use the exact split where ``rho s_max < sigma`` (see module doc).
@@ -124,9 +125,10 @@ class SplitGibbs:
         self.problem = problem
         self.prior = problem.prior
         op = problem.operator
-        self.linear = isinstance(op, LinearOperator) and op.has_svd
+        # the closed-form likelihood step needs Gaussian noise; other noise models take MALA steps
+        self.linear = problem.gaussian and isinstance(op, LinearOperator) and op.has_svd
         self.correct_likelihood = correct_likelihood and self.linear
-        sigma = problem.sigma.double()
+        sigma = problem.noise_scale().double()
         if self.linear:
             assert isinstance(op, LinearOperator)
             self.s = op.singular_values.to(device=sigma.device, dtype=torch.float64)
@@ -217,7 +219,7 @@ class SplitGibbs:
         def log_cond(z: Tensor) -> Tensor:  # log p(y | z) - |z - x|^2 / (2 rho^2)
             return problem.log_likelihood(z) - (z - x).pow(2).reshape(*z.shape[:2], -1).sum(-1) / (2 * rho2)
 
-        sig2 = problem.sigma.to(x.dtype).pow(2).clamp(max=rho2)
+        sig2 = problem.noise_scale().to(x.dtype).pow(2).clamp(max=rho2)
         kernel = MALA(FunctionTarget(log_cond), step_size=1.0)
         state = kernel.init(x)
         acc = torch.zeros(x.shape[:2], device=x.device, dtype=x.dtype)

@@ -161,3 +161,23 @@ def test_simulation_based_calibration_bad_input() -> None:
 def test_coverage_curve_levels() -> None:
     lv = coverage_curve_levels(9)
     torch.testing.assert_close(lv, torch.arange(1, 10, dtype=torch.float64) / 10)
+
+
+def test_simulation_based_calibration_with_a_noise_model() -> None:
+    """Poisson counts, mode "runs": each problem's rows share its counts and its noise model."""
+    prior = ps.problems.gmm_benchmark(2, 1, 0).prior
+    op = ps.operators.Nonlinear(lambda x: torch.nn.functional.softplus(x / 4))
+    cal = simulation_based_calibration(
+        prior,
+        op,
+        ps.noise.Poisson(2.0),
+        "mala",
+        num_problems=16,
+        num_draws=4,
+        num_particles=4,
+        num_steps=6,
+        mode="runs",
+        seed=0,
+    )
+    assert cal.draws.shape == (16, 4, 2) and cal.truth.shape == (16, 2)
+    assert torch.isfinite(cal.draws).all()

@@ -134,8 +134,16 @@ def denoise_with_grad(
 
 
 def residual_sq_fn(problem: InverseProblem) -> GradFn:
-    """A :data:`GradFn` giving ``||y_b - A(x0_hat)||^2`` per sample (DPS-style guidance)."""
+    """A :data:`GradFn` giving ``||y_b - A(x0_hat)||^2`` per sample (DPS-style guidance); for
+    non-Gaussian noise the noise model's misfit (:meth:`~posterior.noise.NoiseModel.misfit`), its
+    variance-weighted deviance."""
     y = problem.y_batch
+    if not problem.gaussian:
+
+        def misfit(d: Denoised, _x: Tensor, b: Tensor) -> Tensor:
+            return problem.noise.select(b).misfit(y[b], problem.operator.A(d.x0))
+
+        return misfit
 
     def fn(d: Denoised, _x: Tensor, b: Tensor) -> Tensor:
         r = y[b] - problem.operator.A(d.x0)

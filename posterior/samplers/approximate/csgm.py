@@ -63,19 +63,23 @@ def csgm_loss_and_grad(
     """The CSGM loss, its gradient in ``z: Tensor[B, N, *event_shape]``, and ``G(z)``.
 
     ``loss = ||y - A(G(z))||^2 / (2 sigma^2) + latent_weight ||z||^2 / 2`` (without the ``1/sigma^2``
-    when ``sigma = 0``). Costs ``2 len(pairs)`` network evaluations and ``len(pairs)`` VJPs per
-    sample. Returns ``(loss [B, N], grad [B, N, *event], x0 [B, N, *event])``.
+    when ``sigma = 0``; ``-log p(y | x)`` for non-Gaussian noise). Costs ``2 len(pairs)`` network
+    evaluations and ``len(pairs)`` VJPs per sample. Returns
+    ``(loss [B, N], grad [B, N, *event], x0 [B, N, *event])``.
     """
     prior = problem.prior
     B, N = z.shape[:2]
     x0, inputs = csgm_generate(problem, z, pairs)
-    sig2 = problem.sigma.to(z.dtype).pow(2)
-    scale = torch.where(sig2 > 0, 1 / sig2.clamp_min(torch.finfo(z.dtype).tiny), torch.ones_like(sig2))[
-        :, None
-    ]
+    if problem.gaussian:
+        sig2 = problem.sigma.to(z.dtype).pow(2)
+        tiny = torch.finfo(z.dtype).tiny
+        scale = torch.where(sig2 > 0, 1 / sig2.clamp_min(tiny), torch.ones_like(sig2))[:, None]
     with torch.enable_grad():
         x = x0.detach().requires_grad_(True)
-        data = 0.5 * problem.residual(x).pow(2).sum(-1) * scale  # [B, N]
+        if problem.gaussian:
+            data = 0.5 * problem.residual(x).pow(2).sum(-1) * scale  # [B, N]
+        else:  # any noise model: -log p(y | x)
+            data = -problem.log_likelihood(x)
         (cot,) = torch.autograd.grad(data.sum(), x)
     cot = flat(cot)
     # adjoint recursion: cot_t = (d x_s / d x_t)^T cot_s, the network re-evaluated at each input
@@ -135,7 +139,7 @@ class CSGM(Sampler):
         generator: torch.Generator,
         progress: bool,
     ) -> Result:
-        if self.latent_weight > 0 and (problem.sigma <= 0).any():
+        if self.latent_weight > 0 and problem.gaussian and (problem.sigma <= 0).any():
             raise ValueError(f"{self.name!r} with latent_weight > 0 needs noise_std > 0 (or latent_weight=0)")
         problem.require_differentiable(self.name)
         pairs = problem.prior.schedule.time_pairs(self.ddim_steps, spacing="trailing")

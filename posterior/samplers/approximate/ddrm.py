@@ -82,6 +82,7 @@ class DDRM(Sampler):
         progress: bool,
     ) -> Result:
         """Samples ``[B, N, *event_shape]``, ``N`` independent DDRM chains per problem."""
+        problem.require_gaussian(self.name)
         op = problem.require_linear(self.name, svd=True)
         prior = problem.prior
         dt, dev = prior.dtype, prior.device

@@ -94,6 +94,7 @@ class DiffPIR(Sampler):
         generator: torch.Generator,
         progress: bool,
     ) -> Result:
+        problem.require_gaussian(self.name)
         problem.require_linear(self.name)
         problem.require_noise(self.name)
         prior = problem.prior

@@ -11,6 +11,11 @@ with ``zeta_t = zeta / ||y - A(x0_hat(x_t))||`` (the paper's step size, default 
 gradient runs through the denoiser (one vector-Jacobian product per sample and step), so any
 differentiable operator works, linear or not, and ``noise_std = 0`` is allowed.
 
+Non-Gaussian noise (:mod:`posterior.noise`): ``||y - A(x0_hat)||^2`` becomes the noise model's
+misfit, its deviance weighted by its variance (``noise.misfit``), which is the squared residual
+for Gaussian noise and, for Poisson counts, close to the paper's weighted residual
+``||y - A x0_hat||^2_Lambda`` (section 3.2 there).
+
 Note: the official code steps on ``grad ||r||`` with weight ``scale``; since
 ``grad ||r||^2 / ||r|| = 2 grad ||r||`` the paper's ``zeta`` equals ``scale / 2``.
 """
@@ -77,6 +82,11 @@ class DPS(Sampler):
     ) -> Result:
         """Samples ``[B, N, *event_shape]``, ``N`` independent DPS chains per problem."""
         problem.require_differentiable(self.name)
+        if not problem.gaussian and problem.noise.saturated_mean(problem.y_batch) is None:
+            raise ValueError(
+                f"{self.name!r} guides by the noise model's misfit, which needs its saturated mean; "
+                f"{problem.noise!r} has none: use 'tds' or 'mala'"
+            )
         prior = problem.prior
         residual_sq = residual_sq_fn(problem)
         x = initial_noise(problem, num_particles, generator)

@@ -114,6 +114,7 @@ class MMPS(Sampler):
         generator: torch.Generator,
         progress: bool,
     ) -> Result:
+        problem.require_gaussian(self.name)
         problem.require_linear(self.name)
         problem.require_noise(self.name)
         prior = problem.prior

@@ -72,6 +72,7 @@ class PiGDM(Sampler):
         progress: bool,
     ) -> Result:
         """Samples ``[B, N, *event_shape]``, ``N`` independent PiGDM chains per problem."""
+        problem.require_gaussian(self.name)
         op = problem.require_linear(self.name, svd=True)
         prior = problem.prior
         dt = prior.dtype

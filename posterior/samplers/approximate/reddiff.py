@@ -59,7 +59,8 @@ def reddiff_gradient(
     network evaluation per sample, no VJP (the data term is differentiated through the operator).
 
     Returns ``(loss [B, N], grad [B, N, *event_shape])`` where ``loss`` is the surrogate
-    ``||y - A(mu)||^2 / (2 sigma^2) + lambda_t sg(eps_theta - eps) . mu``.
+    ``||y - A(mu)||^2 / (2 sigma^2) + lambda_t sg(eps_theta - eps) . mu`` (for non-Gaussian noise
+    ``-log p(y | mu)`` in place of the first term).
     """
     prior = problem.prior
     abar = prior.schedule.alpha_bar(t).item()
@@ -68,8 +69,11 @@ def reddiff_gradient(
     reg_grad = weight * (e - eps)
     with torch.enable_grad():
         m = mu.detach().requires_grad_(True)
-        resid = problem.residual(m)  # [B, N, m]
-        data = resid.pow(2).sum(-1) / (2 * problem.sigma.to(mu.dtype).pow(2)[:, None])
+        if problem.gaussian:
+            resid = problem.residual(m)  # [B, N, m]
+            data = resid.pow(2).sum(-1) / (2 * problem.sigma.to(mu.dtype).pow(2)[:, None])
+        else:  # any noise model: -log p(y | mu) (the Gaussian term above up to a constant)
+            data = -problem.log_likelihood(m)
         (data_grad,) = torch.autograd.grad(data.sum(), m)
     reg = (reg_grad * mu).reshape(*mu.shape[:2], -1).sum(-1)
     return data.detach() + reg, data_grad + reg_grad
@@ -124,6 +128,11 @@ class REDDiff(Sampler):
         if not isinstance(op, LinearOperator):
             raise ValueError(
                 f"'reddiff' with init='pinv' needs a linear operator; {op!r} is not linear: pass init='noise'"
+            )
+        if not problem.gaussian:
+            raise ValueError(
+                f"'reddiff' with init='pinv' needs Gaussian noise (a ridge solve with sigma^2); this "
+                f"problem's noise is {problem.noise!r}: pass init='noise'"
             )
         # A^+ y regularised by the noise: argmin ||y - A x||^2 + sigma^2 ||x||^2 (the plain
         # pseudo-inverse amplifies noise without bound on ill-conditioned operators such as blurs)

@@ -78,6 +78,7 @@ class ScoreALD(Sampler):
         progress: bool,
     ) -> Result:
         """Samples ``[B, N, *event_shape]``, ``N`` independent annealed Langevin chains per problem."""
+        problem.require_gaussian(self.name)
         op = problem.require_linear(self.name)
         prior = problem.prior
         B, N = problem.batch_size, num_particles

@@ -69,6 +69,7 @@ class SDEdit(Sampler):
         progress: bool,
     ) -> Result:
         """Samples ``[B, N, *event_shape]``: ``N`` independent SDEdit runs per problem."""
+        problem.require_gaussian(self.name)
         op = problem.require_linear(self.name, svd=self.init == "pinv")
         prior = problem.prior
         schedule = prior.schedule

@@ -221,7 +221,7 @@ class SVDTwistModel(DiffusionModel):
         pairs = problem.prior.schedule.time_pairs(num_steps)
         self.times = [t for t, _ in pairs] + [CLEAN]  # the time after step k is times[k + 1]
         op = problem.require_linear(method, svd=True)
-        zero = problem.sigma == 0
+        zero = problem.require_gaussian(method) == 0
         if zero.any() and not zero.all():
             raise ValueError(
                 f"{method!r} needs noise_std > 0 for every problem of the batch or = 0 for all; "

@@ -33,6 +33,10 @@ class GibbsSampler(Sampler):
     stationary law of the Gibbs kernel built on that chain (narrower than the posterior where the
     chain is narrower than ``p(x | z)``; see :mod:`posterior.kernels.gibbs`).
 
+    Nonlinear operators and non-Gaussian noise models (:mod:`posterior.noise`) take MALA steps for
+    ``z`` on PnP-DM's original split, whose ``x``-marginal is the posterior only as ``rho -> 0``
+    (biased by ``O(rho^2)``).
+
     ``num_particles`` chains per problem, ``num_steps`` Gibbs sweeps (burn-in included). Each
     sweep costs up to ``prior_steps`` network evaluations per chain.
 

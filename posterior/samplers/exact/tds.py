@@ -13,7 +13,10 @@ Proposal: the prior reverse kernel ``N(mu_t, v_t I)`` with its mean shifted by
 
 and the last step (``s = CLEAN``) uses the true likelihood ``p(y | x_0)`` for ``p~``. One network
 evaluation and one vector-Jacobian product per particle and step (``prior.denoise_with_grad``).
-Works for any differentiable operator.
+Works for any differentiable operator and any noise model (:mod:`posterior.noise`): for
+non-Gaussian noise ``p~_t`` is ``problem.noise.twist_log_prob(y, A(x0_hat), twist_scale * r_t^2)``,
+the likelihood tempered per entry by ``v / (v + r_t^2)`` (``v`` the noise's variance); the last step
+still uses the true likelihood, so the sampler stays exact.
 
 Choice of ``r_t`` (the paper leaves it open): the variance of ``x_0`` given ``x_t`` when the prior
 is replaced by a Gaussian of the same per-coordinate variance ``V``,
@@ -73,14 +76,13 @@ class TDSModel(DiffusionModel):
         abar = self.prior.schedule.alpha_bar(t).item()
         V = self.prior_var
         r2 = (1 - abar) / abar if V == math.inf else V * (1 - abar) / (1 - abar + abar * V)
-        var = self.problem.sigma.pow(2) + self.scale * r2  # [B]
-        var_rows = var.repeat_interleave(N)  # [B * N]
+        extra = self.scale * r2  # Gaussian noise: N(y; A(x0_hat), (sigma^2 + extra) I)
+        noise_rows = self.problem.noise.select(torch.arange(B, device=x.device).repeat_interleave(N))
         y_rows = self.problem.y_batch.repeat_interleave(N, 0)  # [B * N, *obs]
-        op, m = self.problem.operator, self.problem.obs_dim
+        op = self.problem.operator
 
         def log_twist(d: Denoised, _x: Tensor, rows: slice) -> Tensor:
-            sq = (y_rows[rows] - op.A(d.x0)).reshape(d.x0.shape[0], -1).pow(2).sum(-1)
-            return -0.5 * sq / var_rows[rows] - 0.5 * m * torch.log(2 * math.pi * var_rows[rows])
+            return noise_rows.select(rows).twist_log_prob(y_rows[rows], op.A(d.x0), extra)
 
         if not op.linear:
             log_twist = self._moment_matched(t, r2, y_rows, op)
@@ -98,19 +100,22 @@ class TDSModel(DiffusionModel):
         moments of ``A(x_0)`` over ``x_0 ~ N(x0_hat, scale r_t^2 I)``, estimated with ``M`` fixed
         standard normal draws ``xi`` (common to all particles and steps, so the twist stays a
         deterministic function of ``x_t``). It sees the curvature that ``A(x0_hat)`` misses
-        (``E[x^2] = x0_hat^2 + r^2``)."""
-        sig2 = self.problem.sigma.pow(2).repeat_interleave(self.N)
+        (``E[x^2] = x0_hat^2 + r^2``). Other noise models: ``noise.twist_log_prob`` at the same
+        moments."""
+        B = self.problem.batch_size
+        noise_rows = self.problem.noise.select(
+            torch.arange(B, device=y_rows.device).repeat_interleave(self.N)
+        )
         xi, M = self.xi, self.xi.shape[0]
         r = (self.scale * r2) ** 0.5
+        obs = self.problem.obs_shape
 
         def log_twist(d: Denoised, _x: Tensor, rows: slice) -> Tensor:
             n = d.x0.shape[0]
             pts = (d.x0.unsqueeze(1) + r * xi.unsqueeze(0)).reshape(n * M, *xi.shape[1:])
-            out = op.A(pts).reshape(n, M, -1)
-            mean, var = out.mean(1), out.var(1)  # [n, m]
-            var = var + sig2[rows, None]
-            sq = (y_rows[rows].reshape(n, -1) - mean).pow(2) / var
-            return -0.5 * (sq + torch.log(2 * math.pi * var)).sum(-1)
+            out = op.A(pts).reshape(n, M, *obs)
+            mean, var = out.mean(1), out.var(1)  # [n, *obs]
+            return noise_rows.select(rows).twist_log_prob(y_rows[rows], mean, var)
 
         return log_twist
 

@@ -1,0 +1,230 @@
+"""Gaussian, Poisson, Student-t and Laplace observation noise around ``mean = A(x)``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from posterior.noise.base import NoiseModel, as_parameter, show_parameter, with_generator
+
+__all__ = ["Gaussian", "Laplace", "Poisson", "StudentT"]
+
+
+class Gaussian(NoiseModel):
+    """``y = mean + std * eps``, ``eps ~ N(0, I)``; ``std >= 0`` (0: noiseless).
+
+    Args:
+        std: a float, or ``Tensor[B]`` (one per problem).
+    """
+
+    def __init__(self, std: float | Tensor, *, _name: str = "std") -> None:
+        self._name = _name  # how errors name the std: "noise_std" when InverseProblem gets a float
+        self.params = {"std": as_parameter(std, _name, positive=False)}
+
+    def _arg(self, key: str) -> str:
+        return self._name if self._name != "std" else "Gaussian: std"
+
+    @property
+    def gaussian_std(self) -> Tensor:
+        std = self.params["std"]
+        n = self.batch_size or std.numel()
+        return std.reshape(-1).expand(n).clone() if std.numel() == 1 else std.clone()
+
+    def log_prob(self, y: Tensor, mean: Tensor) -> Tensor:
+        k = self._require_bound()
+        var = self.param("std", mean).pow(2)
+        while var.dim() > mean.dim() - k:  # drop the observation dims: one variance per row
+            var = var.squeeze(-1)
+        sq = self._sum_obs((y - mean).pow(2))
+        m = math.prod(mean.shape[mean.dim() - k :])
+        return -0.5 * sq / var - 0.5 * m * torch.log(2 * math.pi * var)
+
+    def log_prob_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
+        std = self.param("std", mean)
+        return -0.5 * ((y - mean) / std).pow(2) - torch.log(std) - 0.5 * math.log(2 * math.pi)
+
+    def twist_log_prob(self, y: Tensor, mean: Tensor, extra_var: float | Tensor) -> Tensor:
+        """``log N(y; mean, std^2 + extra_var)`` per entry: the exact convolution."""
+        k = self._require_bound()
+        if isinstance(extra_var, Tensor):
+            var = self.param("std", mean).pow(2) + extra_var
+            return -0.5 * self._sum_obs((y - mean).pow(2) / var + torch.log(2 * math.pi * var))
+        var = self.param("std", mean).pow(2) + extra_var
+        while var.dim() > mean.dim() - k:
+            var = var.squeeze(-1)
+        sq = self._sum_obs((y - mean).pow(2))
+        m = math.prod(mean.shape[mean.dim() - k :])
+        return -0.5 * sq / var - 0.5 * m * torch.log(2 * math.pi * var)
+
+    def sample(self, mean: Tensor, generator: torch.Generator) -> Tensor:
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + self.param("std", mean) * eps
+
+    def variance(self, y: Tensor, mean: Tensor) -> Tensor:
+        return self.param("std", mean).pow(2)
+
+    def misfit(self, y: Tensor, mean: Tensor) -> Tensor:
+        return self._sum_obs((y - mean).pow(2))
+
+
+class Poisson(NoiseModel):
+    """Photon counts ``y ~ Poisson(gain * mean + background)`` per entry: for a forward model with
+    ``mean = A(x) >= 0`` (an intensity); ``gain > 0`` is the expected count at intensity 1 and
+    ``background >= 0`` the expected dark counts (default 0).
+
+    ``y`` must hold non-negative integers (as a floating-point tensor). A negative rate, or rate
+    0 with ``y > 0``, has likelihood 0 (``log_prob = -inf``, zero gradient): a model whose
+    ``A(x)`` can be negative restricts the posterior to a non-negative rate; use a non-negative
+    forward model (e.g. ``(x + 1) / 2`` for images in ``[-1, 1]``), a background, or a link
+    function via :func:`~posterior.noise.from_pyro`.
+
+    Args:
+        gain: a float, or ``Tensor[B]`` (one per problem).
+        background: a float, or ``Tensor[B]``.
+    """
+
+    def __init__(self, gain: float | Tensor, background: float | Tensor = 0.0) -> None:
+        self.params = {
+            "gain": as_parameter(gain, "Poisson: gain", positive=True),
+            "background": as_parameter(background, "Poisson: background", positive=False),
+        }
+
+    def __repr__(self) -> str:
+        gain, background = self.params["gain"], self.params["background"]
+        extra = "" if (background == 0).all() else f", background={show_parameter(background)}"
+        return f"Poisson(gain={show_parameter(gain)}{extra})"
+
+    def rate(self, mean: Tensor) -> Tensor:
+        """``gain * mean + background``, broadcast against ``mean``."""
+        return self.param("gain", mean) * mean + self.param("background", mean)
+
+    def validate(self, y: Tensor) -> None:
+        if (y < 0).any():
+            raise ValueError(f"Poisson: y must hold counts >= 0, got a minimum of {y.min().item():g}")
+        frac = (y - y.round()).abs()
+        if (frac > 0).any():
+            bad = y.reshape(-1)[frac.reshape(-1).argmax()].item()
+            raise ValueError(f"Poisson: y must hold integer counts, got {bad:g}")
+
+    def log_prob_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
+        rate = self.rate(mean)
+        positive = rate > 0
+        # log Poisson(y; rate) = y log(rate) - rate - log(y!), with rate = 1 where it is not positive
+        # so that neither value nor gradient is NaN there
+        safe = torch.where(positive, rate, torch.ones_like(rate))
+        lp = torch.xlogy(y, safe) - rate - torch.lgamma(y + 1)
+        possible = positive | ((rate == 0) & (y == 0))
+        return torch.where(possible, lp, torch.full_like(lp, -math.inf))
+
+    def twist_log_prob(self, y: Tensor, mean: Tensor, extra_var: float | Tensor) -> Tensor:
+        """The tempered likelihood (see :meth:`NoiseModel.twist_log_prob`) at a rate of at least
+        ``1e-3``: a twist's ``mean`` may be an estimate (e.g. moments of ``A(x_0)`` around
+        ``x0_hat``) that falls below 0 where ``A(x_0)`` cannot, and a twist that is 0 for every
+        particle would end the run; any finite twist keeps the samplers exact."""
+        floor = (1e-3 - self.param("background", mean)) / self.param("gain", mean)
+        return super().twist_log_prob(y, torch.maximum(mean, floor), extra_var)
+
+    def sample(self, mean: Tensor, generator: torch.Generator) -> Tensor:
+        rate = self.rate(mean)
+        if (rate < 0).any():
+            raise ValueError(
+                f"Poisson: the rate gain * A(x) + background must be >= 0, got {rate.min().item():g}"
+            )
+        return torch.poisson(rate.expand(mean.shape).contiguous(), generator=generator)
+
+    def saturated_mean(self, y: Tensor) -> Tensor:
+        return (y - self.param("background", y)) / self.param("gain", y)
+
+    def deviance_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
+        # 2 [y log(y / rate) - (y - rate)] = 2 rate h(y / rate), h(u) = u log u - u + 1 >= 0, with
+        # h's Taylor series near u = 1 (no cancellation) and h(0) = 1; inf where the rate is impossible
+        rate = self.rate(mean)
+        positive = rate > 0
+        counted = y > 0
+        safe = torch.where(positive, rate, torch.ones_like(rate))
+        u = torch.where(counted, y / safe, torch.ones_like(y))
+        t = u - 1
+        series = t.pow(2) * (1 / 2 - t / 6 + t.pow(2) / 12 - t.pow(3) / 20)
+        h = torch.where(t.abs() < 1e-2, series, u * torch.log(u) - t)
+        h = torch.where(counted, h, torch.ones_like(h))
+        dev = 2 * torch.where(positive, rate, torch.zeros_like(rate)) * h
+        possible = positive | ((rate == 0) & ~counted)
+        return torch.where(possible, dev, torch.full_like(dev, math.inf))
+
+    def variance(self, y: Tensor, mean: Tensor) -> Tensor:
+        # Var(y / gain) = rate / gain^2, with rate ~ y (at least one count)
+        return y.clamp_min(1.0) / self.param("gain", y).pow(2)
+
+
+class StudentT(NoiseModel):
+    """``y = mean + scale * t_df`` per entry: heavy-tailed noise, robust to outliers.
+
+    Args:
+        df: degrees of freedom ``> 0`` (1: Cauchy; large: Gaussian), float or ``Tensor[B]``.
+        scale: ``> 0``, float or ``Tensor[B]``.
+    """
+
+    def __init__(self, df: float | Tensor, scale: float | Tensor) -> None:
+        self.params = {
+            "df": as_parameter(df, "StudentT: df", positive=True),
+            "scale": as_parameter(scale, "StudentT: scale", positive=True),
+        }
+
+    def log_prob_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
+        df, s = self.param("df", mean), self.param("scale", mean)
+        z = (y - mean) / s
+        norm = torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2) - 0.5 * torch.log(df * math.pi)
+        norm = norm - torch.log(s)
+        return norm - 0.5 * (df + 1) * torch.log1p(z.pow(2) / df)
+
+    def sample(self, mean: Tensor, generator: torch.Generator) -> Tensor:
+        df, s = self.param("df", mean), self.param("scale", mean)
+
+        def draw() -> Tensor:
+            return torch.distributions.StudentT(df.expand(mean.shape)).sample()
+
+        return mean + s * with_generator(generator, mean.device, draw).to(mean.dtype)
+
+    def saturated_mean(self, y: Tensor) -> Tensor:
+        return y
+
+    def deviance_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
+        df, s = self.param("df", mean), self.param("scale", mean)
+        return (df + 1) * torch.log1p(((y - mean) / s).pow(2) / df)
+
+    def variance(self, y: Tensor, mean: Tensor) -> Tensor:
+        # df / (df - 2) scale^2 where it is finite; scale^2 (the spread of the core) for df <= 2
+        df, s = self.param("df", mean), self.param("scale", mean)
+        return s.pow(2) * torch.where(df > 2, df / (df - 2).clamp_min(1e-12), torch.ones_like(df))
+
+
+class Laplace(NoiseModel):
+    """``y = mean + scale * l`` per entry, ``l`` standard Laplace (density ``exp(-|l|) / 2``).
+
+    Args:
+        scale: ``> 0``, float or ``Tensor[B]``.
+    """
+
+    def __init__(self, scale: float | Tensor) -> None:
+        self.params = {"scale": as_parameter(scale, "Laplace: scale", positive=True)}
+
+    def log_prob_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
+        b = self.param("scale", mean)
+        return -(y - mean).abs() / b - torch.log(2 * b)
+
+    def sample(self, mean: Tensor, generator: torch.Generator) -> Tensor:
+        # inverse CDF: u ~ U(-1/2, 1/2), l = -sign(u) log(1 - 2|u|)
+        u = torch.rand(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype) - 0.5
+        lap = -torch.sign(u) * torch.log1p(-2 * u.abs())
+        return mean + self.param("scale", mean) * lap
+
+    def saturated_mean(self, y: Tensor) -> Tensor:
+        return y
+
+    def deviance_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
+        return 2 * (y - mean).abs() / self.param("scale", mean)
+
+    def variance(self, y: Tensor, mean: Tensor) -> Tensor:
+        return 2 * self.param("scale", mean).pow(2)
