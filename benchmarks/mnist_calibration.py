@@ -192,8 +192,8 @@ def _ms(values: list[float]) -> str:
 def table(rows: list[dict]) -> str:
     """The Markdown table of ``benchmarks/README.md``."""
     lines = [
-        "| operator | method | options | runs x particles | draws | 90% cov | 50% cov | min ESS (worst / median) "
-        "| calls / draw | s / problem |",
+        "| operator | method | options | runs x particles | draws | 90% cov | 50% cov "
+        "| min ESS (worst / median) | calls / draw | s / problem |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:

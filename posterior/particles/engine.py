@@ -100,6 +100,11 @@ class FeynmanKacModel:
     name: str = "smc"
     #: the generator of draws shared by all particles, identical on every rank (set by the engine)
     shared_generator: torch.Generator | None = None
+    #: the communicator across ranks (set by the engine before :meth:`init`)
+    comm: Communicator | None = None
+    #: normalised log-weights ``[B, n]`` of the particles entering :meth:`init` / :meth:`step`
+    #: (set by the engine; e.g. to temper a potential adaptively, see :mod:`posterior.particles.tempering`)
+    log_weights: Tensor | None = None
 
     def __init__(self) -> None:
         self.cache: dict[str, Tensor] = {}
@@ -259,7 +264,8 @@ def run_smc(
     n = comm.split(N)[1]  # this rank's particles per problem (all N in one process)
 
     model.cache = {}
-    model.shared_generator = shared
+    model.shared_generator, model.comm = shared, comm
+    model.log_weights = None  # uniform at the start
     x, log_g0 = model.init(B, n, local)
     log_w = torch.full((B, n), -math.log(N), device=x.device, dtype=x.dtype)
     log_z = torch.zeros(B, device=x.device, dtype=x.dtype)
@@ -273,6 +279,7 @@ def run_smc(
 
     for k, (t, s) in progress_bar(enumerate(time_pairs), enabled=progress, desc=model.name, total=K):
         what = f"{model.name}: step {k} (t={t})"
+        model.log_weights = log_w
         x, log_g = model.step(k, t, s, x, local)
         if k == K - 1:
             extra = model.final(x)

@@ -117,6 +117,35 @@ class DiffusionPrior(ABC):
     moment_draws: int = 256
     moment_steps: int = 25
 
+    def denoiser_reference(self, t: int) -> tuple[Tensor, Tensor]:
+        """Draws ``x_0`` of the prior and the denoiser's ``x0_hat`` at their forward-noised
+        ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``, each ``Tensor[n, *event_shape]``
+        (``n =`` :attr:`reference_draws`), cached per ``t``.
+
+        ``E|x0_hat(x_t) - x_0|^2`` is the posterior variance of ``x_0`` given ``x_t`` plus the
+        denoiser's own error: how much a twist may trust ``x0_hat`` at ``t`` (large where the
+        network's prediction from nearly pure noise is unreliable). ``x_0`` are exact draws where
+        :attr:`has_closed_form_sample`, otherwise ancestral draws over :attr:`moment_steps` DDPM
+        steps (seed 1); the noise has seed ``t``. A one-off cost, kept out of the call counters.
+        """
+        cache: dict[int, tuple[Tensor, Tensor]] = self.__dict__.setdefault("_reference", {})
+        if t not in cache:
+            counts = self.num_evals, self.num_vjps
+            if "_reference_x0" not in self.__dict__:
+                gen = torch.Generator(device=self.device).manual_seed(1)
+                steps = None if self.has_closed_form_sample else self.moment_steps
+                self._reference_x0 = self.sample(self.reference_draws, gen, num_steps=steps)
+            x0 = self._reference_x0
+            gen = torch.Generator(device=self.device).manual_seed(int(t))
+            eps = torch.randn(x0.shape, generator=gen, device=self.device, dtype=self.dtype)
+            abar = self.schedule.alpha_bar(t).item()
+            cache[t] = (x0, self.denoise(abar**0.5 * x0 + (1 - abar) ** 0.5 * eps, t).x0)
+            self.num_evals, self.num_vjps = counts
+        return cache[t]
+
+    #: draws behind :meth:`denoiser_reference`
+    reference_draws: int = 64
+
     def sample_x0(self, x_t: Tensor, t: int, generator: torch.Generator) -> Tensor:
         """Exact draws ``x_0 ~ p(x_0 | x_t)`` for ``x_t: Tensor[n, *event_shape]``; only priors
         where :attr:`has_exact_x0_sampler` (a network prior can only simulate its reverse chain)."""

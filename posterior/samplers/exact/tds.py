@@ -38,7 +38,9 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from posterior.distributed.context import current_communicator
 from posterior.particles.engine import Move
+from posterior.particles.tempering import temper_exponent
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
@@ -62,21 +64,40 @@ class TDSModel(DiffusionModel):
         exact_start: bool,
         scale: float,
         prior_var: float,
+        twist_var: str = "gaussian",
+        tempering: float | None = None,
     ) -> None:
         super().__init__(problem, eta, exact_start)
         self.prior_var = prior_var
         problem.require_noise("tds")
         problem.require_differentiable("tds")
-        self.scale = scale
+        self.scale, self.twist_var, self.tempering = scale, twist_var, tempering
         self.times = [t for t, _ in problem.prior.schedule.time_pairs(num_steps)] + [CLEAN]
+        self.lam = torch.ones(problem.batch_size, device=problem.prior.device, dtype=problem.prior.dtype)
+
+    def r2(self, t: int) -> Tensor | float:
+        """``r_t^2`` (before ``twist_scale``): a float, or ``Tensor[m]`` per observed coordinate
+        with ``twist_var="mse"`` on a linear operator."""
+        if self.twist_var == "mse":
+            # the denoiser's own squared error on forward-noised draws of the prior, seen
+            # through the operator (per observed coordinate), or in x-space for a nonlinear one
+            x0, x0_hat = self.prior.denoiser_reference(t)
+            if not self.problem.operator.linear:
+                return float((x0_hat - x0).pow(2).mean())
+            op = self.problem.operator
+            return (op.A(x0_hat) - op.A(x0)).reshape(x0.shape[0], -1).pow(2).mean(0)
+        abar = self.prior.schedule.alpha_bar(t).item()
+        V = self.prior_var
+        return (1 - abar) / abar if V == math.inf else V * (1 - abar) / (1 - abar + abar * V)
 
     def twist(self, x: Tensor, t: int) -> dict[str, Tensor]:
         """``log p~_t(y | x_t)``, its gradient and the predictions at ``x: [B, N, *event]``."""
         B, N = x.shape[:2]
-        abar = self.prior.schedule.alpha_bar(t).item()
-        V = self.prior_var
-        r2 = (1 - abar) / abar if V == math.inf else V * (1 - abar) / (1 - abar + abar * V)
-        extra = self.scale * r2  # Gaussian noise: N(y; A(x0_hat), (sigma^2 + extra) I)
+        r2 = self.r2(t)
+        if isinstance(r2, Tensor):  # per observed entry ("mse" on a linear operator)
+            extra: float | Tensor = self.scale * r2.to(x).reshape(self.problem.obs_shape)
+        else:  # Gaussian noise: N(y; A(x0_hat), (sigma^2 + extra) I)
+            extra = self.scale * r2
         noise_rows = self.problem.noise.select(torch.arange(B, device=x.device).repeat_interleave(N))
         y_rows = self.problem.y_batch.repeat_interleave(N, 0)  # [B * N, *obs]
         op = self.problem.operator
@@ -85,7 +106,7 @@ class TDSModel(DiffusionModel):
             return noise_rows.select(rows).twist_log_prob(y_rows[rows], op.A(d.x0), extra)
 
         if not op.linear:
-            log_twist = self._moment_matched(t, r2, y_rows, op)
+            log_twist = self._moment_matched(t, float(r2), y_rows, op)
 
         d, value, grad = self.prior.denoise_with_grad(self.flat(x), t, log_twist)
         return {
@@ -94,6 +115,19 @@ class TDSModel(DiffusionModel):
             "eps": self.batched(d.eps, B),
             "x0": self.batched(d.x0, B),
         }
+
+    def exponent(self, base: Tensor, log_g: Tensor, low: Tensor) -> Tensor:
+        """The twist's exponent ``lam_s: [B]`` for the potential ``base + lam_s * log_g``: ``1``
+        without tempering, else the largest in ``[low, 1]`` keeping the conditional ESS at the
+        ``tempering`` fraction of the particle system (a twist ``g^lam`` is still a positive
+        twist, so every target stays valid; see :mod:`posterior.particles.tempering`)."""
+        if self.tempering is None:
+            return torch.ones_like(low)
+        comm = self.comm if self.comm is not None else current_communicator()
+        log_w = self.log_weights
+        if log_w is None:  # uniform weights at the start
+            log_w = torch.full_like(log_g, -math.log(comm.sum(torch.ones_like(log_g))[0].item()))
+        return temper_exponent(log_w, base, log_g, low, self.tempering, comm)
 
     def _moment_matched(self, t: int, r2: float, y_rows: Tensor, op) -> Callable:
         """The twist for a nonlinear operator: ``N(y; E A(x_0), sigma^2 + Var A(x_0))`` with the
@@ -131,25 +165,30 @@ class TDSModel(DiffusionModel):
         self.cache = self.twist(x, self.times[0])
         log_g = self.cache["log_twist"]
         log_ratio = None if exact else self.start_log_ratio(x, self.times[0])
-        return x, log_g if log_ratio is None else log_g + log_ratio
+        base = torch.zeros_like(log_g) if log_ratio is None else log_ratio
+        self.lam = self.exponent(base, log_g, torch.zeros_like(self.lam))
+        return x, base + self.lam[:, None] * log_g
 
     def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         c = self.cache or self.twist(x, t)  # recomputed after an MCMC move
+        lam_t = self.lam[:, None]  # the current twist is g_t^lam_t
         mean, v = self.kernel(Denoised(c["eps"], c["x0"]), t, s, like=x)
         if v > 0:
-            shifted = mean + v * c["grad"]  # twisted proposal mean
+            shifted = mean + v * lam_t.reshape(-1, *([1] * (x.dim() - 1))) * c["grad"]  # twisted mean
             x_s = shifted + v**0.5 * self.noise(x, generator)
             # log p(x_s | x_t) - log q(x_s | x_t, y): two Gaussians with the same variance
             log_pq = ((x_s - shifted).pow(2) - (x_s - mean).pow(2)).flatten(2).sum(-1) / (2 * v)
         else:
             x_s, log_pq = mean, torch.zeros_like(c["log_twist"])
-        if s == CLEAN:
+        base = log_pq - lam_t * c["log_twist"]
+        if s == CLEAN:  # the true likelihood, untempered
             self.cache = {}
-            new = self.problem.log_likelihood(x_s)
-        else:
-            self.cache = self.twist(x_s, s)
-            new = self.cache["log_twist"]
-        return x_s, log_pq + new - c["log_twist"]
+            self.lam = torch.ones_like(self.lam)
+            return x_s, base + self.problem.log_likelihood(x_s)
+        self.cache = self.twist(x_s, s)
+        new = self.cache["log_twist"]
+        self.lam = self.exponent(base, new, self.lam)
+        return x_s, base + self.lam[:, None] * new
 
     def log_target(self, k: int, x: Tensor) -> Tensor:
         """``log p_s(x) + log p~_s(y | x)`` after step ``k``, differentiable in ``x`` (the twist's
@@ -158,7 +197,7 @@ class TDSModel(DiffusionModel):
         prior = self.prior.log_prob(self.flat(x), s).reshape(x.shape[:2])
         if s == CLEAN:
             return prior + self.problem.log_likelihood(x)
-        return prior + _Twist.apply(x, self, s)
+        return prior + self.lam[:, None] * _Twist.apply(x, self, s)
 
 
 class _Twist(torch.autograd.Function):
@@ -197,6 +236,14 @@ class TDS(TwistedSampler):
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
         exact_start: weight ``x_T ~ N(0, I)`` by ``p_T / N(0, I)`` where the prior has a density.
         move: optional MCMC move after each resampling (resample-move).
+        twist_var: ``"gaussian"`` (default): ``r_t^2`` from the Gaussian stand-in of the prior
+            (module docstring); ``"mse"``: ``r_t^2`` is the denoiser's own mean squared error at
+            ``t`` on forward-noised draws of the prior (``prior.denoiser_reference``), per
+            observed coordinate through a linear operator: large where ``x0_hat`` is unreliable.
+        tempering: ``None`` (default) or a fraction in ``(0, 1]``: the twist at each time is
+            ``g_t^lam_t`` with ``lam_t`` the largest exponent, not below the previous one, that
+            keeps this share of the conditional ESS (bisection); the last step still weighs by
+            the full likelihood. Any exponent keeps the sampler exact as ``N`` grows.
     """
 
     name = "tds"
@@ -211,12 +258,28 @@ class TDS(TwistedSampler):
         eta: float = 1.0,
         exact_start: bool = True,
         move: Move | None = None,
+        twist_var: str = "gaussian",
+        tempering: float | None = None,
     ) -> None:
         super().__init__(resampling, threshold, eta, exact_start, move, prior_var)
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):
             raise ValueError(f"twist_scale must be a finite number >= 0, got {twist_scale!r}")
-        self.twist_scale = float(twist_scale)
+        if twist_var not in ("gaussian", "mse"):
+            raise ValueError(f"twist_var must be 'gaussian' or 'mse', got {twist_var!r}")
+        if tempering is not None and (isinstance(tempering, bool) or not 0.0 < float(tempering) <= 1.0):
+            raise ValueError(f"tempering must be None or a fraction in (0, 1], got {tempering!r}")
+        self.twist_scale, self.twist_var = float(twist_scale), twist_var
+        self.tempering = None if tempering is None else float(tempering)
 
     def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> TDSModel:
         _, V = self.prior_gaussian(problem)
-        return TDSModel(problem, num_steps, self.eta, self.exact_start, self.twist_scale, V)
+        return TDSModel(
+            problem,
+            num_steps,
+            self.eta,
+            self.exact_start,
+            self.twist_scale,
+            V,
+            self.twist_var,
+            self.tempering,
+        )
