@@ -165,6 +165,8 @@ class TDSModel(DiffusionModel):
         self.cache = self.twist(x, self.times[0])
         log_g = self.cache["log_twist"]
         log_ratio = None if exact else self.start_log_ratio(x, self.times[0])
+        if self.tempering is None:
+            return x, log_g if log_ratio is None else log_g + log_ratio
         base = torch.zeros_like(log_g) if log_ratio is None else log_ratio
         self.lam = self.exponent(base, log_g, torch.zeros_like(self.lam))
         return x, base + self.lam[:, None] * log_g
@@ -180,13 +182,15 @@ class TDSModel(DiffusionModel):
             log_pq = ((x_s - shifted).pow(2) - (x_s - mean).pow(2)).flatten(2).sum(-1) / (2 * v)
         else:
             x_s, log_pq = mean, torch.zeros_like(c["log_twist"])
-        base = log_pq - lam_t * c["log_twist"]
         if s == CLEAN:  # the true likelihood, untempered
             self.cache = {}
             self.lam = torch.ones_like(self.lam)
-            return x_s, base + self.problem.log_likelihood(x_s)
+            return x_s, log_pq + self.problem.log_likelihood(x_s) - lam_t * c["log_twist"]
         self.cache = self.twist(x_s, s)
         new = self.cache["log_twist"]
+        if self.tempering is None:  # lam = 1 (this order of the sums, as without tempering)
+            return x_s, log_pq + new - c["log_twist"]
+        base = log_pq - lam_t * c["log_twist"]
         self.lam = self.exponent(base, new, self.lam)
         return x_s, base + self.lam[:, None] * new
 
