@@ -27,8 +27,8 @@ def test_tds_options_keep_the_chain_posterior(options: dict) -> None:
     errors plus the oracle's own error, and the posterior mean of each problem is the oracle's
     within 5 Monte Carlo standard errors of the two estimates (with ``N / 4`` as the sampler's
     effective size, a conservative allowance for resampling). With the tempered weight
-    ``g_s^lam`` replaced by ``g_s`` (the proposal and target still tempered) the tempered cases fail:
-    ``Z_hat / Z`` between 2e-4 and 0.76 on the 8 problems instead of about 1."""
+    ``g_s^lam`` replaced by ``g_s`` (the proposal and target still tempered) a tempered case fails
+    (measured: ``Z_hat / Z`` down to 2e-4 on the 8 problems)."""
     K, N = 5, 2048
     problem = few_step_problems()
     ref = chain_posterior(problem, K, num_draws=400_000, seed=K)
