@@ -200,12 +200,12 @@ def _retire_non_finite(
     still carried weight is an error: ``FloatingPointError`` naming the method and the step, raised
     on every rank when it happens on one."""
     bad = ~torch.isfinite(x.flatten(2)).all(-1) | torch.isnan(log_g) | (log_g == math.inf)  # [B, N]
-    if comm.distributed and comm.any((bad & (log_w > NEGLIGIBLE_LOG_WEIGHT)).any()):
+    if not comm.distributed and not bad.any():  # the common case: one check, no collective
+        return x, log_g
+    if comm.any((bad & (log_w > NEGLIGIBLE_LOG_WEIGHT)).any()):  # every rank raises together
         raise FloatingPointError(f"{what}: NaN or inf encountered in the particles or their weights")
     if not bad.any():
         return x, log_g
-    if (bad & (log_w > NEGLIGIBLE_LOG_WEIGHT)).any():
-        raise FloatingPointError(f"{what}: NaN or inf encountered in the particles or their weights")
     B = x.shape[0]
     best = x[torch.arange(B, device=x.device), log_w.argmax(-1)].unsqueeze(1)  # [B, 1, *event]
     x = torch.where(bad.view(*bad.shape, *([1] * (x.dim() - 2))), best, x)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -46,6 +47,10 @@ from posterior.problem import InverseProblem
 from posterior.samplers.base import register
 from posterior.samplers.exact._smc_common import DiffusionModel, TwistedSampler
 from posterior.schedule import CLEAN
+
+if TYPE_CHECKING:
+    from posterior.noise import NoiseModel
+    from posterior.operators import Operator
 
 __all__ = ["TDS"]
 
@@ -106,7 +111,7 @@ class TDSModel(DiffusionModel):
             return noise_rows.select(rows).twist_log_prob(y_rows[rows], op.A(d.x0), extra)
 
         if not op.linear:
-            log_twist = self._moment_matched(t, float(r2), y_rows, op)
+            log_twist = self._moment_matched(float(r2), y_rows, noise_rows, op)
 
         d, value, grad = self.prior.denoise_with_grad(self.flat(x), t, log_twist)
         return {
@@ -129,17 +134,13 @@ class TDSModel(DiffusionModel):
             log_w = torch.full_like(log_g, -math.log(comm.sum(torch.ones_like(log_g))[0].item()))
         return temper_exponent(log_w, base, log_g, low, self.tempering, comm)
 
-    def _moment_matched(self, t: int, r2: float, y_rows: Tensor, op) -> Callable:
+    def _moment_matched(self, r2: float, y_rows: Tensor, noise_rows: NoiseModel, op: Operator) -> Callable:
         """The twist for a nonlinear operator: ``N(y; E A(x_0), sigma^2 + Var A(x_0))`` with the
         moments of ``A(x_0)`` over ``x_0 ~ N(x0_hat, scale r_t^2 I)``, estimated with ``M`` fixed
         standard normal draws ``xi`` (common to all particles and steps, so the twist stays a
         deterministic function of ``x_t``). It sees the curvature that ``A(x0_hat)`` misses
         (``E[x^2] = x0_hat^2 + r^2``). Other noise models: ``noise.twist_log_prob`` at the same
         moments."""
-        B = self.problem.batch_size
-        noise_rows = self.problem.noise.select(
-            torch.arange(B, device=y_rows.device).repeat_interleave(self.N)
-        )
         xi, M = self.xi, self.xi.shape[0]
         r = (self.scale * r2) ** 0.5
         obs = self.problem.obs_shape
@@ -154,7 +155,6 @@ class TDSModel(DiffusionModel):
         return log_twist
 
     def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        self.N = N
         if not self.problem.operator.linear:
             shape = (MOMENT_DRAWS, *self.event)
             prior = self.prior
