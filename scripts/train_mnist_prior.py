@@ -224,6 +224,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--layers-per-block", type=int, default=1)
     p.add_argument("--save-every-minutes", type=float, default=5.0)
     p.add_argument("--log-every", type=int, default=100)
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="start from the EMA weights of a saved prior folder (a second training stage)",
+    )
     return p.parse_args(argv)
 
 
@@ -243,6 +248,18 @@ def main(argv: list[str] | None = None) -> None:
     alphas_cumprod = scheduler.alphas_cumprod.float()
     n_params = sum(p.numel() for p in model.parameters())
     print(f"params={n_params} channels={channels} batch={args.batch_size}", flush=True)
+
+    init_info: dict[str, object] | None = None
+    if args.init_from is not None:
+        folder = Path(args.init_from)
+        weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+        if not weights.is_file():
+            raise SystemExit(f"--init-from: no {weights}")
+        state_dict = load_file(str(weights))
+        model.load_state_dict(state_dict)
+        ema.load_state_dict(state_dict)
+        init_info = json.loads((folder / "training.json").read_text())
+        print(f"initialised from {folder} ({init_info.get('steps')} earlier steps)", flush=True)
 
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     out, ckpt = Path(args.out), Path(args.checkpoint)
@@ -302,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
             "scaling": "x / 127.5 - 1, shape [1, 28, 28]",
             "torch_threads": torch.get_num_threads(),
             "command": command,
+            "initialised_from": init_info,
         }
 
     while step < args.steps and (time.time() - t0) < args.max_minutes * 60:
