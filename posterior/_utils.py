@@ -1,16 +1,35 @@
-"""Small shared helpers: seeding, progress bars, finite checks, device checks."""
+"""Small shared helpers: seeding, progress bars, finite checks, device checks, option validation.
+
+The ``check_*`` validators return the value (converted where noted) or raise a one-line
+``ValueError`` naming the argument; every sampler and kernel validates its options with them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TypeVar
+import math
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
 
 T = TypeVar("T")
 
-__all__ = ["as_generator", "check_count", "check_device", "check_dtype", "check_finite", "progress_bar"]
+__all__ = [
+    "as_generator",
+    "check_bool",
+    "check_choice",
+    "check_count",
+    "check_device",
+    "check_dtype",
+    "check_finite",
+    "check_fraction",
+    "check_int",
+    "check_number",
+    "check_positive",
+    "check_positive_int",
+    "progress_bar",
+]
 
 
 def as_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -80,8 +99,90 @@ def check_dtype(dtype: torch.dtype | None, name: str = "dtype") -> torch.dtype |
     return dtype
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(value: Any, name: str, minimum: int = 0, allow_none: bool = False) -> Any:
+    """``value`` if it is an integer ``>= minimum`` (``None`` passes where ``allow_none``), else a
+    one-line ``ValueError`` naming ``name``. ``True``/``False`` are refused."""
+    if value is None and allow_none:
+        return None
+    if not _is_int(value) or value < minimum:
+        if minimum == 1:
+            what = "a positive integer"
+        elif minimum == 0:
+            what = "a non-negative integer"
+        else:
+            what = f"an integer >= {minimum}"
+        raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}, got {value!r}")
+    return value
+
+
+def check_positive_int(value: Any, name: str, allow_none: bool = False) -> Any:
+    """``value`` if it is a positive integer (or ``None`` where ``allow_none``), else a ``ValueError``."""
+    return check_int(value, name, 1, allow_none)
+
+
 def check_count(n: int, name: str) -> int:
     """``n`` if it is a positive integer, else a one-line ``ValueError`` naming ``name``."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return n
+    return check_int(n, name, 1)
+
+
+def check_number(
+    value: Any,
+    name: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_none: bool = False,
+) -> Any:
+    """``float(value)`` if it is a real number (not a bool) in the interval from ``low`` to
+    ``high`` (open at an end where ``*_open``; an infinite end is always open, so the value is
+    finite), else a one-line ``ValueError`` naming ``name`` and the interval. ``None`` passes
+    through where ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    ok = _is_real(value) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        if low == 0 and high == math.inf:
+            what = "a positive finite number" if low_open else "a non-negative finite number"
+        else:
+            lo = "(" if low_open or low == -math.inf else "["
+            hi = ")" if high_open or high == math.inf else "]"
+            what = f"a number in {lo}{low:g}, {high:g}{hi}"
+        raise ValueError(f"{name} must be {what}{' or None' if allow_none else ''}, got {value!r}")
+    return float(value)
+
+
+def check_positive(value: Any, name: str, allow_none: bool = False) -> Any:
+    """``float(value)`` if it is a positive finite number (or ``None`` where ``allow_none``)."""
+    return check_number(value, name, 0.0, low_open=True, allow_none=allow_none)
+
+
+def check_fraction(value: Any, name: str, open_interval: bool = False) -> float:
+    """``float(value)`` if it lies in ``[0, 1]`` (``(0, 1)`` with ``open_interval``), else a
+    one-line ``ValueError`` naming ``name``."""
+    return check_number(value, name, 0.0, 1.0, low_open=open_interval, high_open=open_interval)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` if it is a ``bool``, else a one-line ``ValueError`` naming ``name`` (a string
+    such as ``"false"`` would otherwise read as true)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``, else a one-line ``ValueError`` naming ``name``."""
+    if isinstance(value, Tensor) or value not in tuple(choices):
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from posterior._utils import check_device, check_dtype
 from posterior.distributions import GaussianMixture
 from posterior.noise.base import NoiseModel, as_noise_model
 from posterior.operators.base import LinearOperator, Operator, as_operator
@@ -265,21 +266,30 @@ class InverseProblem:
         return self.noise.log_prob(self.y_batch.unsqueeze(1), self.forward(x))
 
     # ----------------------------------------------------------------- closed forms
-    def _require_exact(self, what: str) -> tuple[GaussianMixture, Tensor]:
-        from posterior.priors.gaussian_mixture import GaussianMixturePrior
+    @property
+    def has_exact_posterior(self) -> bool:
+        """Whether :meth:`exact_posterior` and :meth:`exact_log_evidence` exist in closed form: a
+        prior that is a Gaussian mixture (``prior.distribution``), a linear operator, Gaussian noise."""
+        return (
+            self.gaussian
+            and self.prior.distribution is not None
+            and isinstance(self.operator, LinearOperator)
+        )
 
+    def _require_exact(self, what: str) -> tuple[GaussianMixture, Tensor]:
         if not self.gaussian:
             raise ValueError(
                 f"{what} is known in closed form only for Gaussian noise; this problem's noise is "
                 f"{self.noise!r}"
             )
-        if not isinstance(self.prior, GaussianMixturePrior) or not isinstance(self.operator, LinearOperator):
+        mixture = self.prior.distribution
+        if mixture is None or not isinstance(self.operator, LinearOperator):
             raise ValueError(
-                f"{what} is known in closed form only for a GaussianMixturePrior with a linear "
+                f"{what} is known in closed form only for a Gaussian-mixture prior with a linear "
                 f"operator and Gaussian noise; this problem has {type(self.prior).__name__} and "
                 f"{self.operator!r}"
             )
-        return self.prior.distribution, self.operator.matrix(dtype=torch.float64, device=self.prior.device)
+        return mixture, self.operator.matrix(dtype=torch.float64, device=self.prior.device)
 
     def _marginal_terms(self) -> tuple[GaussianMixture, Tensor, Tensor, Tensor, Tensor]:
         """Prior mixture, ``A``, ``y`` and per-component ``S_k = A Sigma_k A^T + s^2 I`` (float64)."""
@@ -352,6 +362,25 @@ class InverseProblem:
             )
         out = torch.logsumexp(prior.weights.double().log()[None] + _log_normal(resid, L), dim=-1)
         return out if self.batched else out[0]
+
+    # ----------------------------------------------------------------- placement
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> InverseProblem:
+        """This problem with its prior, operator, observations, noise and truth on ``device`` /
+        ``dtype`` (``None``: unchanged); ``self`` when nothing moves. A network prior moves in
+        place (``DiffusersPrior.to``); a mixture prior and the operator are copied."""
+        dev, dt = check_device(device), check_dtype(dtype)
+        if (dev is None or dev == self.prior.device) and dt in (None, self.prior.dtype):
+            return self
+        noise = self.noise_std
+        if isinstance(noise, Tensor):
+            noise = noise.to(device=dev, dtype=dt)
+        moved = InverseProblem(
+            self.prior.to(dev, dt), self.operator.to(dev, dt), self.y.to(device=dev, dtype=dt), noise
+        )
+        moved.truth = None if self.truth is None else self.truth.to(device=dev, dtype=dt)
+        return moved
 
     def _noise_repr(self) -> str:
         if self._sigma is not None and not isinstance(self.noise_std, NoiseModel):

@@ -239,3 +239,26 @@ def test_log_likelihood_uses_the_noise_model():
     scale = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64).reshape(3, 1, 1)
     want = torch.distributions.Laplace(mean, scale).log_prob(p.y_batch.unsqueeze(1)).sum(-1)
     torch.testing.assert_close(q.log_likelihood(x), want)
+
+
+def test_to_moves_every_tensor_and_keeps_the_answer():
+    problem = ps.problems.simulate(ps.problems.gmm_benchmark(4, 2, seed=0).prior, torch.randn(2, 4), 0.3, 3)
+    moved = problem.to(dtype=torch.float64)
+    assert problem.to() is problem and problem.to(dtype=torch.float32) is problem
+    assert moved.prior.dtype == moved.y.dtype == moved.sigma.dtype == moved.truth.dtype == torch.float64
+    assert all(t.dtype == torch.float64 for t in moved.operator.tensors())
+    assert moved.batched and moved.batch_size == 3
+    a, b = problem.exact_posterior(), moved.exact_posterior()
+    torch.testing.assert_close(b.means.float(), a.means, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="dtype"):
+        problem.to(dtype="float64")
+
+
+def test_exact_posterior_is_a_capability_of_prior_operator_and_noise():
+    problem = ps.problems.gmm_benchmark(4, 2, seed=0)
+    assert problem.has_exact_posterior and problem.prior.distribution is not None
+    laplace = ps.InverseProblem(problem.prior, problem.operator, problem.y, ps.noise.Laplace(0.3))
+    nonlinear = ps.InverseProblem(problem.prior, lambda x: x[:, :2] ** 2, problem.y, 0.3)
+    assert not laplace.has_exact_posterior and not nonlinear.has_exact_posterior
+    with pytest.raises(ValueError, match="Gaussian-mixture prior with a linear operator"):
+        nonlinear.exact_posterior()

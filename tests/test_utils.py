@@ -53,3 +53,36 @@ def test_dtype_that_is_not_a_torch_dtype_is_named() -> None:
     ):
         with pytest.raises(ValueError, match=r"dtype must be a floating torch\.dtype"):
             build()
+
+
+def test_option_validators_name_the_argument_and_refuse_bools():
+    from posterior._utils import (
+        check_bool,
+        check_choice,
+        check_fraction,
+        check_int,
+        check_number,
+        check_positive,
+        check_positive_int,
+    )
+
+    assert check_positive_int(3, "n") == 3 and check_positive_int(None, "n", allow_none=True) is None
+    assert check_int(0, "k") == 0 and check_positive(2, "h") == 2.0 and check_fraction(1, "eta") == 1.0
+    assert check_number(0.5, "t0", 0.0, 1.0, low_open=True) == 0.5 and check_bool(False, "flag") is False
+    assert check_choice("a", "mode", ("a", "b")) == "a"
+    bad = [
+        (lambda: check_positive_int(True, "n"), "n must be a positive integer, got True"),
+        (lambda: check_positive_int(0, "n", allow_none=True), "n must be a positive integer or None"),
+        (lambda: check_int(-1, "k"), "k must be a non-negative integer"),
+        (lambda: check_positive(0.0, "h"), "h must be a positive finite number, got 0.0"),
+        (lambda: check_positive(float("inf"), "h"), "h must be a positive finite number"),
+        (lambda: check_number(-1, "w", 0.0), "w must be a non-negative finite number"),
+        (lambda: check_fraction(1.5, "eta"), r"eta must be a number in \[0, 1\], got 1.5"),
+        (lambda: check_fraction(0.0, "q", open_interval=True), r"q must be a number in \(0, 1\)"),
+        (lambda: check_number("0.5", "t0", 0.0, 1.0), "t0 must be a number"),
+        (lambda: check_bool("false", "flag"), "flag must be True or False, got 'false'"),
+        (lambda: check_choice("c", "mode", ("a", "b")), r"mode must be one of \('a', 'b'\), got 'c'"),
+    ]
+    for call, match in bad:
+        with pytest.raises(ValueError, match=match):
+            call()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from posterior.cli._common import DEMO_METHODS, add_common, add_sampling, check_device, say
 from posterior.cli.compare import run_report
-from posterior.cli.problems import gmm_on, make_problem
+from posterior.cli.problems import make_problem
 
 __all__ = ["IMAGE_DEMO_METHODS", "IMAGE_DEMO_PARTICLES", "IMAGE_DEMO_STEPS", "add_parser", "run"]
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("out/demo")
     device = check_device(args.device)
     methods = [m for m in DEMO_METHODS if m in ps.METHODS]
-    problem = gmm_on(ps.problems.gmm_demo(), device)
+    problem = ps.problems.gmm_demo().to(device)
     say(args, f"posterior demo: {', '.join(methods) or 'no method registered yet'} on {problem}")
     status, written = run_report(args, {"demo": problem}, methods, out, args.particles, args.steps)
     if written:

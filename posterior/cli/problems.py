@@ -9,29 +9,13 @@ from typing import Any
 
 from posterior.cli._common import UsageError, check_device, first_line
 
-__all__ = ["PROBLEMS_HELP", "gmm_on", "image_prior", "make_problem"]
+__all__ = ["PROBLEMS_HELP", "image_prior", "make_problem"]
 
 PROBLEMS_HELP = (
     "gmm-demo (2-D, 25-component mixture, one noisy linear measurement); "
     "gmm:DIM:OBS (the MCGdiff mixture benchmark, e.g. gmm:8:2); "
     "mnist-inpaint, mnist-sr4, mnist-blur, mnist-denoise (held-out digits; --prior picks the model)"
 )
-
-
-def gmm_on(problem: Any, device: Any) -> Any:
-    """The same Gaussian-mixture problem with its tensors on ``device``."""
-    import posterior as ps
-
-    if device.type == "cpu":
-        return problem
-    pr = problem.prior
-    prior = ps.GaussianMixturePrior(
-        pr.weights.to(device), pr.means.to(device), pr.distribution.covs.to(device), schedule=pr.schedule
-    )
-    A = problem.operator.matrix().to(device)
-    out = ps.InverseProblem(prior, ps.operators.Matrix(A), problem.y.to(device), problem.sigma.to(device))
-    out.truth = None if problem.truth is None else problem.truth.to(device)
-    return out
 
 
 def image_prior(spec: str, device: Any) -> Any:
@@ -90,7 +74,7 @@ def make_problem(
                 raise UsageError(f"bad problem {spec!r}: {first_line(err)}") from None
         if num_problems > 1:
             base = ps.problems.simulate(base.prior, base.operator, base.noise_std, num_problems, seed=seed)
-        return gmm_on(base, dev)
+        return base.to(dev)
     image_ops = {"inpaint", "sr4", "blur", "denoise"}
     kind = spec.removeprefix("mnist-")
     if not spec.startswith("mnist-") or kind not in image_ops:

@@ -59,7 +59,7 @@ def _write_all(
 
     import posterior as ps
     from posterior.diagnostics import plots
-    from posterior.diagnostics.arviz import save_netcdf
+    from posterior.diagnostics.arviz import save_netcdf, to_arviz
 
     samples = result.samples  # [N, C, H, W]
     ps.io.save_image(result.mean().clamp(-1, 1), folder / "mean.png")
@@ -76,7 +76,7 @@ def _write_all(
         plots.save_figure(plots.plot_traces({result.method: result}), folder / "traces.png")
         names.append("traces.png")
     np.save(folder / "samples.npy", samples.detach().float().cpu().numpy())
-    save_netcdf(result.to_arviz(problem=problem), folder / "posterior.nc")
+    save_netcdf(to_arviz(result, problem=problem), folder / "posterior.nc")
     result.save(folder / "result.safetensors")
     names += ["samples.npy", "posterior.nc", "result.safetensors", "report.md"]
     (folder / "report.md").write_text(sample_report(problem, result, settings, degenerate, names))

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from posterior._utils import check_positive_int
 from posterior.samplers.result import Result
 
 if TYPE_CHECKING:
@@ -66,19 +67,6 @@ def _np(t: Tensor | float | int) -> np.ndarray:
     return np.asarray(t)
 
 
-def _batched(r: Result) -> Result:
-    """A view of ``r`` with the leading problem dim present (``B = 1`` for unbatched results)."""
-    if r.batched:
-        return r
-    fields = {name: getattr(r, name) for name in r.__dataclass_fields__}
-    for name in Result._BATCHED_FIELDS:
-        if fields[name] is not None:
-            fields[name] = fields[name][None]
-    fields["stats"] = {k: v[None] for k, v in r.stats.items()}
-    fields["batched"] = True
-    return Result(**fields)
-
-
 def to_arviz(
     results: Result | Sequence[Result],
     *,
@@ -109,7 +97,7 @@ def to_arviz(
     if not runs or not all(isinstance(r, Result) for r in runs):
         raise TypeError("to_arviz expects a Result or a non-empty sequence of Results")
     keep_problem = any(r.batched for r in runs) and problem_index is None
-    runs = [_batched(r) for r in runs]
+    runs = [r.as_batched() for r in runs]
     shapes = {tuple(r.samples.shape) for r in runs}
     if len(shapes) > 1:
         raise ValueError(f"results to stack as chains must have equal sample shapes, got {sorted(shapes)}")
@@ -230,8 +218,7 @@ def run_chains(
     """
     from posterior.samplers.base import sample
 
-    if isinstance(num_chains, bool) or not isinstance(num_chains, int) or num_chains < 1:
-        raise ValueError(f"num_chains must be a positive integer, got {num_chains!r}")
+    check_positive_int(num_chains, "num_chains")
     gen = torch.Generator().manual_seed(seed)
     seeds = torch.randint(0, 2**62, (num_chains,), generator=gen).tolist()
     results = [

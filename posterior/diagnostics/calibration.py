@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator
+from posterior._utils import as_generator, check_positive_int
 from posterior.noise.base import NoiseModel
 from posterior.operators.base import Operator
 from posterior.priors.base import DiffusionPrior
@@ -384,16 +384,13 @@ def simulation_based_calibration(
     if mode not in ("runs", "draws"):
         raise ValueError(f"mode must be 'runs' or 'draws', got {mode!r}")
     for name, value in (("num_problems", num_problems), ("num_draws", num_draws)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(value, name)
     if mode == "draws" and num_particles < num_draws:
         raise ValueError(f"mode='draws' needs num_particles >= num_draws, got {num_particles} < {num_draws}")
 
     gen = as_generator(seed, prior.device)
-    from posterior.priors.gaussian_mixture import GaussianMixturePrior
-
     truth0 = None
-    if not isinstance(prior, GaussianMixturePrior):
+    if not prior.has_closed_form_sample:  # else simulate draws exact truths itself
         truth0 = prior.sample(num_problems, gen, num_steps=truth_steps or num_steps, progress=progress)
     base = simulate(prior, operator, noise_std, num_problems, seed=gen, truth=truth0)
     truth = base.truth

@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posterior.diagnostics.arviz import _batched
 from posterior.diagnostics.calibration import coverage, coverage_curve_levels, sbc_ranks, sbc_test
 from posterior.diagnostics.distances import sliced_wasserstein
 from posterior.problem import InverseProblem
@@ -71,7 +70,7 @@ def evaluate(
         seed: fixes the exact draws and the slicing directions.
         exact_draws: two independent exact sets ``Tensor[B, N, d]`` to reuse across methods.
     """
-    r = result if result.batched else _batched(result)
+    r = result.as_batched()
     s = r.samples  # [B, N, *event]
     B, N = s.shape[:2]
     out: dict[str, float] = {}

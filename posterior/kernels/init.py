@@ -8,6 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from posterior._utils import check_positive_int
 from posterior.particles.engine import DEGENERATE_ESS, ParticleDegeneracyWarning
 from posterior.problem import InverseProblem
 
@@ -72,8 +73,7 @@ def initial_chains(
         raise ValueError(f"init must be one of {INITS} or a tensor, got {init!r}")
     if init == "prior":
         return Start(prior.sample(B * num_chains, generator).reshape(B, num_chains, *event), None)
-    if pool is not None and (isinstance(pool, bool) or not isinstance(pool, int) or pool < 1):
-        raise ValueError(f"init_pool must be a positive integer or None, got {pool!r}")
+    check_positive_int(pool, "init_pool", allow_none=True)
     if pool is None:
         per_round, rounds = POOL_ROUND, MAX_POOL_ROUNDS if prior.has_closed_form_sample else 1
     else:

@@ -23,6 +23,7 @@ import torch
 from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from torch import Tensor
 
+from posterior._utils import check_positive_int
 from posterior.kernels.gibbs import SplitGibbs
 from posterior.kernels.init import initial_chains
 from posterior.kernels.langevin import AdaptiveMALA, PosteriorTarget
@@ -63,8 +64,7 @@ class PyroKernel(MCMCKernel):
     ) -> None:
         if kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
-        if num_parallel is not None and (isinstance(num_parallel, bool) or num_parallel < 1):
-            raise ValueError(f"num_parallel must be a positive integer or None, got {num_parallel!r}")
+        check_positive_int(num_parallel, "num_parallel", allow_none=True)
         if num_parallel is None and problem.batched:
             raise ValueError("a batched problem needs num_parallel (the site is [B, num_parallel, *event])")
         self.problem, self.name, self.num_parallel = problem, kernel, num_parallel

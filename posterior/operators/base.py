@@ -10,9 +10,11 @@ SVD-based samplers (MCGdiff, DDRM, PiGDM) scale to images without dense matrices
 
 from __future__ import annotations
 
+import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -46,6 +48,12 @@ class Operator(ABC):
     def tensors(self) -> list[Tensor]:
         """Tensors the operator holds (to check device and dtype against the prior)."""
         return [v for v in vars(self).values() if isinstance(v, Tensor)]
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Operator:
+        """A copy with every tensor it holds (directly, or in tuples, lists, dicts and helper
+        objects) on ``device``, floating ones in ``dtype`` (``None``: unchanged). A wrapped
+        callable (:class:`Nonlinear`) is kept as it is."""
+        return _moved(self, device, dtype)
 
     @property
     def in_dim(self) -> int:
@@ -146,6 +154,24 @@ class Nonlinear(Operator):
 
     def __repr__(self) -> str:
         return f"Nonlinear({getattr(self.fn, '__name__', type(self.fn).__name__)})"
+
+
+def _moved(obj: object, device: torch.device | str | None, dtype: torch.dtype | None) -> Any:
+    """``obj`` with its tensors moved (see :meth:`Operator.to`); other values shared."""
+    if isinstance(obj, Tensor):
+        return obj.to(device=device, dtype=dtype if obj.is_floating_point() else None)
+    if isinstance(obj, (tuple, list)):
+        items = [_moved(v, device, dtype) for v in obj]
+        return type(obj)(items) if not hasattr(obj, "_fields") else type(obj)(*items)
+    if isinstance(obj, dict):
+        return {k: _moved(v, device, dtype) for k, v in obj.items()}
+    if isinstance(obj, Operator) or (
+        hasattr(obj, "__dict__") and not callable(obj) and not isinstance(obj, type)
+    ):
+        out = copy.copy(obj)
+        out.__dict__.update({k: _moved(v, device, dtype) for k, v in vars(obj).items()})
+        return out
+    return obj
 
 
 def as_operator(op: Operator | Tensor | Callable[[Tensor], Tensor]) -> Operator:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from posterior._utils import check_device
+from posterior._utils import check_device, check_positive_int
 from posterior.operators.base import LinearOperator
 from posterior.operators.image import _dims
 
@@ -347,8 +347,7 @@ class SuperResolution(_ImageOperator):
     """
 
     def __init__(self, factor: int, shape: tuple[int, ...] | None = None) -> None:
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
-            raise ValueError(f"factor must be a positive integer, got {factor!r}")
+        check_positive_int(factor, "factor")
         self.factor = factor
         self._svd: _ChannelSVD | None = None
         self.in_shape = self._image_shape(shape)

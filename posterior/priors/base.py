@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from posterior._utils import as_generator, check_count, progress_bar
+from posterior.distributions import GaussianMixture
 from posterior.schedule import CLEAN, VPSchedule
 
 __all__ = ["PREDICTION_TYPES", "Denoised", "DiffusionPrior"]
@@ -44,6 +45,8 @@ class DiffusionPrior(ABC):
         num_evals / num_vjps: running counts of per-sample network evaluations and VJPs.
         has_closed_form_sample: whether :meth:`sample` draws exactly and cheaply in closed form
             (the Gaussian mixture) instead of running the reverse chain.
+        distribution: the clean prior as a :class:`~posterior.GaussianMixture` where it is one
+            (then a linear Gaussian problem has a closed-form posterior and evidence), else ``None``.
     """
 
     schedule: VPSchedule
@@ -52,6 +55,7 @@ class DiffusionPrior(ABC):
     max_batch_size: int | None = None
     clip_denoised: tuple[float, float] | None = None
     has_closed_form_sample: bool = False
+    distribution: GaussianMixture | None = None
 
     def __init__(self) -> None:
         self.num_evals = 0
@@ -69,6 +73,14 @@ class DiffusionPrior(ABC):
     @property
     @abstractmethod
     def dtype(self) -> torch.dtype: ...
+
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> DiffusionPrior:
+        """This prior on ``device`` / ``dtype``; a prior that cannot move refuses by name."""
+        if (device is None or torch.device(device) == self.device) and dtype in (None, self.dtype):
+            return self
+        raise NotImplementedError(f"{type(self).__name__} cannot move to another device or dtype")
 
     def log_prob(self, x: Tensor, t: int = CLEAN) -> Tensor:
         """``log p_t(x)`` for ``x: Tensor[n, *event_shape]``; only priors with a density."""

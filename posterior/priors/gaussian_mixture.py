@@ -85,6 +85,14 @@ class GaussianMixturePrior(DiffusionPrior):
     def dtype(self) -> torch.dtype:
         return self.means.dtype
 
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> GaussianMixturePrior:
+        """The same mixture (schedule, batch size) with its tensors on ``device`` / ``dtype``."""
+        d = self.distribution
+        moved = [v.to(device=device, dtype=dtype) for v in (d.weights, d.means, d.covs)]
+        return GaussianMixturePrior(*moved, schedule=self.schedule, max_batch_size=self.max_batch_size)
+
     def marginal(self, t: int) -> GaussianMixture:
         """The noised marginal ``p_t`` (``t = -1``: the clean prior), cached per time."""
         if t == CLEAN:

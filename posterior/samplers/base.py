@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from posterior._utils import as_generator, check_finite
+from posterior._utils import as_generator, check_finite, check_positive_int
 from posterior.problem import InverseProblem
 from posterior.samplers.result import Result
 
@@ -116,8 +116,7 @@ def sample(
     if not isinstance(problem, InverseProblem):
         raise TypeError(f"problem must be an InverseProblem, got {type(problem).__name__}")
     for name, value in (("num_particles", num_particles), ("num_steps", num_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        check_positive_int(value, name)
     unknown = set(options) - set(cls.option_names())
     if unknown:
         raise TypeError(

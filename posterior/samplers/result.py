@@ -65,6 +65,19 @@ class Result:
         out["batched"] = False
         return Result(**out)
 
+    def as_batched(self) -> Result:
+        """The same result with a leading problem dimension (``B = 1`` added if it had none)."""
+        if self.batched:
+            return self
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name in self._BATCHED_FIELDS:
+            value = out[name]
+            if value is not None:
+                out[name] = value[None]
+        out["stats"] = {k: v[None] for k, v in self.stats.items()}
+        out["batched"] = True
+        return Result(**out)
+
     @property
     def num_samples(self) -> int:
         return self.samples.shape[1 if self.batched else 0]
@@ -90,12 +103,6 @@ class Result:
         from posterior.samplers.result_io import load_result
 
         return load_result(path, device=device)
-
-    def to_arviz(self, **kwargs: Any) -> Any:
-        """ArviZ data: ``InferenceData`` on arviz 0.x, ``xarray.DataTree`` on arviz 1.x."""
-        from posterior.diagnostics.arviz import to_arviz
-
-        return to_arviz(self, **kwargs)
 
     def __repr__(self) -> str:
         parts = [f"method={self.method!r}", f"samples={list(self.samples.shape)}"]

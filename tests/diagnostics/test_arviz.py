@@ -41,7 +41,7 @@ def problem() -> ps.InverseProblem:
 
 
 def test_container_type_follows_arviz_line(problem) -> None:
-    data = ps.sample(problem, "test_oracle", num_particles=64, num_steps=5, seed=0).to_arviz()
+    data = to_arviz(ps.sample(problem, "test_oracle", num_particles=64, num_steps=5, seed=0))
     if arviz_major_version() < 1:
         assert isinstance(data, az.InferenceData)
     else:
@@ -164,7 +164,7 @@ _REAL = sorted(m for m in ps.METHODS if not m.startswith("test_"))
 def test_every_method_converts_and_summarises(method: str) -> None:
     problem = ps.problems.gmm_benchmark(dim=2, obs_dim=1, seed=0)
     res = ps.sample(problem, method, num_particles=16, num_steps=8, seed=0)
-    data = res.to_arviz(problem=problem)
+    data = to_arviz(res, problem=problem)
     summary = az.summary(data)
     assert len(summary) == 2
     assert np.isfinite(summary.iloc[:, 0].to_numpy(dtype=float)).all()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from posterior._utils import check_int
 from posterior.operators.base import LinearOperator
 
 __all__ = ["batch_dot", "conjugate_gradient", "ridge_solve"]
@@ -53,8 +54,7 @@ def conjugate_gradient(
     Returns:
         ``x: Tensor[n, *shape]``. Rows whose residual already vanished stay fixed (no division by 0).
     """
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
-        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    check_int(iters, "iters")
     x = torch.zeros_like(b) if x0 is None else x0.clone()
     r = b - matvec(x) if x0 is not None else b.clone()
     p = r.clone()

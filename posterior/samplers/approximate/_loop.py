@@ -23,7 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from posterior._utils import check_finite, progress_bar
+from posterior._utils import check_finite, check_positive_int, progress_bar
 from posterior.priors.base import Denoised, DiffusionPrior
 from posterior.problem import InverseProblem
 from posterior.samplers.result import Result
@@ -61,8 +61,7 @@ def time_pairs(schedule: VPSchedule, num_steps: int, t_start: int | None = None)
     noise). With ``t_start`` (an integer time in ``0..T-1``): ``num_steps`` times evenly spaced
     from ``t_start`` down to ``0`` (fewer if ``t_start + 1 < num_steps``), as SDEdit needs.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
+    check_positive_int(num_steps, "num_steps")
     if t_start is None:
         return schedule.time_pairs(num_steps)
     T = schedule.num_train_steps

@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from posterior._utils import progress_bar
+from posterior._utils import check_number, check_positive, check_positive_int, progress_bar
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._loop import flat, initial_noise, make_result, unflat
@@ -121,15 +121,9 @@ class CSGM(Sampler):
     summary: ClassVar[str] = "CSGM/DMPlug: optimise the initial noise of a few-step DDIM sampler by backprop"
 
     def __init__(self, ddim_steps: int = 3, lr: float = 0.1, latent_weight: float = 1.0) -> None:
-        if isinstance(ddim_steps, bool) or not isinstance(ddim_steps, int) or ddim_steps < 1:
-            raise ValueError(f"ddim_steps must be a positive integer, got {ddim_steps!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
-        if not latent_weight >= 0:
-            raise ValueError(f"latent_weight must be >= 0, got {latent_weight!r}")
-        self.ddim_steps = ddim_steps
-        self.lr = float(lr)
-        self.latent_weight = float(latent_weight)
+        self.ddim_steps = check_positive_int(ddim_steps, "ddim_steps")
+        self.lr = check_positive(lr, "lr")
+        self.latent_weight = check_number(latent_weight, "latent_weight", 0.0)
 
     def run(
         self,

@@ -31,6 +31,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from posterior._utils import check_fraction
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._loop import (
     denoise,
@@ -67,11 +68,7 @@ class DDRM(Sampler):
     summary: ClassVar[str] = "Denoising Diffusion Restoration Models: reverse diffusion in the SVD basis of A"
 
     def __init__(self, eta: float = 0.85, eta_b: float = 1.0) -> None:
-        if not 0 <= float(eta) <= 1:
-            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-        if not 0 <= float(eta_b) <= 1:
-            raise ValueError(f"eta_b must lie in [0, 1], got {eta_b!r}")
-        self.eta, self.eta_b = float(eta), float(eta_b)
+        self.eta, self.eta_b = check_fraction(eta, "eta"), check_fraction(eta_b, "eta_b")
 
     def run(
         self,

@@ -22,6 +22,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from posterior._utils import check_fraction, check_positive, check_positive_int
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._linear_solve import ridge_solve
 from posterior.samplers.approximate._loop import (
@@ -76,15 +77,9 @@ class DiffPIR(Sampler):
     summary: ClassVar[str] = "DiffPIR: half-quadratic splitting with the diffusion denoiser as prior step"
 
     def __init__(self, lam: float = 7.0, zeta: float = 0.3, cg_iters: int = 100) -> None:
-        if not lam > 0:
-            raise ValueError(f"lam must be > 0, got {lam!r}")
-        if not 0 <= zeta <= 1:
-            raise ValueError(f"zeta must lie in [0, 1], got {zeta!r}")
-        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-            raise ValueError(f"cg_iters must be a positive integer, got {cg_iters!r}")
-        self.lam = float(lam)
-        self.zeta = float(zeta)
-        self.cg_iters = cg_iters
+        self.lam = check_positive(lam, "lam")
+        self.zeta = check_fraction(zeta, "zeta")
+        self.cg_iters = check_positive_int(cg_iters, "cg_iters")
 
     def run(
         self,

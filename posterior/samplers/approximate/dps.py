@@ -27,6 +27,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from posterior._utils import check_choice, check_fraction, check_number
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._loop import (
     ddim_sample,
@@ -64,13 +65,9 @@ class DPS(Sampler):
     summary: ClassVar[str] = "Diffusion Posterior Sampling: DDPM steps plus a step on grad ||y - A(x0_hat)||"
 
     def __init__(self, zeta: float = 0.3, variant: str = "normalized", eta: float = 1.0) -> None:
-        if not float(zeta) >= 0:
-            raise ValueError(f"zeta must be >= 0, got {zeta!r}")
-        if variant not in _VARIANTS:
-            raise ValueError(f"variant must be one of {_VARIANTS}, got {variant!r}")
-        if not 0 <= float(eta) <= 1:
-            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-        self.zeta, self.variant, self.eta = float(zeta), variant, float(eta)
+        self.zeta = check_number(zeta, "zeta", 0.0)
+        self.variant = check_choice(variant, "variant", _VARIANTS)
+        self.eta = check_fraction(eta, "eta")
 
     def run(
         self,

@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from posterior._utils import check_fraction, check_positive_int
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._linear_solve import conjugate_gradient
@@ -99,12 +100,8 @@ class MMPS(Sampler):
     summary: ClassVar[str] = "Moment Matching Posterior Sampling: Tweedie-covariance guidance solved by CG"
 
     def __init__(self, cg_iters: int = 1, eta: float = 1.0) -> None:
-        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-            raise ValueError(f"cg_iters must be a positive integer, got {cg_iters!r}")
-        if not 0 <= eta <= 1:
-            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-        self.cg_iters = cg_iters
-        self.eta = float(eta)
+        self.cg_iters = check_positive_int(cg_iters, "cg_iters")
+        self.eta = check_fraction(eta, "eta")
 
     def run(
         self,

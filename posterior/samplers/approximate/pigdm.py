@@ -26,6 +26,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from posterior._utils import check_fraction, check_number
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._loop import (
@@ -57,11 +58,8 @@ class PiGDM(Sampler):
     summary: ClassVar[str] = "Pseudoinverse-guided diffusion: DDIM with the Gaussian p(y | x_t) score (SVD)"
 
     def __init__(self, eta: float = 1.0, guidance_scale: float = 1.0) -> None:
-        if not 0 <= float(eta) <= 1:
-            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-        if not float(guidance_scale) >= 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale!r}")
-        self.eta, self.guidance_scale = float(eta), float(guidance_scale)
+        self.eta = check_fraction(eta, "eta")
+        self.guidance_scale = check_number(guidance_scale, "guidance_scale", 0.0)
 
     def run(
         self,

@@ -29,7 +29,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from posterior._utils import check_finite, progress_bar
+from posterior._utils import check_finite, check_positive, check_positive_int, progress_bar
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._linear_solve import ridge_solve
 from posterior.samplers.approximate._loop import denoise, flat, initial_noise, make_result, unflat
@@ -73,12 +73,8 @@ class PnPADMM(Sampler):
     summary: ClassVar[str] = "Plug-and-play ADMM with the diffusion denoiser and an annealed penalty"
 
     def __init__(self, lam: float = 1.0, cg_iters: int = 100) -> None:
-        if not lam > 0:
-            raise ValueError(f"lam must be > 0, got {lam!r}")
-        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-            raise ValueError(f"cg_iters must be a positive integer, got {cg_iters!r}")
-        self.lam = float(lam)
-        self.cg_iters = cg_iters
+        self.lam = check_positive(lam, "lam")
+        self.cg_iters = check_positive_int(cg_iters, "cg_iters")
 
     def run(
         self,

@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from posterior._utils import progress_bar
+from posterior._utils import check_choice, check_number, check_positive, progress_bar
 from posterior.operators.base import LinearOperator
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._linear_solve import ridge_solve
@@ -107,18 +107,10 @@ class REDDiff(Sampler):
     def __init__(
         self, lam: float = 0.25, lr: float = 0.1, time_sampling: str = "descending", init: str = "pinv"
     ) -> None:
-        if not lam >= 0:
-            raise ValueError(f"lam must be >= 0, got {lam!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr!r}")
-        if time_sampling not in TIME_SAMPLING:
-            raise ValueError(f"time_sampling must be one of {TIME_SAMPLING}, got {time_sampling!r}")
-        if init not in INITS:
-            raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        self.lam = float(lam)
-        self.lr = float(lr)
-        self.time_sampling = time_sampling
-        self.init = init
+        self.lam = check_number(lam, "lam", 0.0)
+        self.lr = check_positive(lr, "lr")
+        self.time_sampling = check_choice(time_sampling, "time_sampling", TIME_SAMPLING)
+        self.init = check_choice(init, "init", INITS)
 
     def _init(self, problem: InverseProblem, num_particles: int, generator: torch.Generator) -> Tensor:
         noise = initial_noise(problem, num_particles, generator)

@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from posterior._utils import check_number, check_positive, check_positive_int
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._loop import (
     denoise,
@@ -60,14 +61,9 @@ class ScoreALD(Sampler):
     summary: ClassVar[str] = "Score-ALD: annealed Langevin, measurement score A^T(y - Ax)/(s^2 + gamma_t^2)"
 
     def __init__(self, steps_per_level: int = 3, step_size: float = 0.3, gamma_scale: float = 1.0) -> None:
-        if isinstance(steps_per_level, bool) or not isinstance(steps_per_level, int) or steps_per_level < 1:
-            raise ValueError(f"steps_per_level must be a positive integer, got {steps_per_level!r}")
-        if not float(step_size) > 0:
-            raise ValueError(f"step_size must be > 0, got {step_size!r}")
-        if not float(gamma_scale) >= 0:
-            raise ValueError(f"gamma_scale must be >= 0, got {gamma_scale!r}")
-        self.steps_per_level = steps_per_level
-        self.step_size, self.gamma_scale = float(step_size), float(gamma_scale)
+        self.steps_per_level = check_positive_int(steps_per_level, "steps_per_level")
+        self.step_size = check_positive(step_size, "step_size")
+        self.gamma_scale = check_number(gamma_scale, "gamma_scale", 0.0)
 
     def run(
         self,

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from posterior._utils import check_choice, check_fraction, check_number
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._loop import (
     ddim_sample,
@@ -52,13 +53,9 @@ class SDEdit(Sampler):
     summary: ClassVar[str] = "SDEdit: diffuse the pseudo-inverse of y to time t0, then denoise without y"
 
     def __init__(self, t0: float = 0.5, init: str = "pinv", eta: float = 1.0) -> None:
-        if not 0 < float(t0) <= 1:
-            raise ValueError(f"t0 must lie in (0, 1], got {t0!r}")
-        if init not in _INITS:
-            raise ValueError(f"init must be one of {_INITS}, got {init!r}")
-        if not 0 <= float(eta) <= 1:
-            raise ValueError(f"eta must lie in [0, 1], got {eta!r}")
-        self.t0, self.init, self.eta = float(t0), init, float(eta)
+        self.t0 = check_number(t0, "t0", 0.0, 1.0, low_open=True)
+        self.init = check_choice(init, "init", _INITS)
+        self.eta = check_fraction(eta, "eta")
 
     def run(
         self,
