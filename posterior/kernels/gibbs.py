@@ -52,8 +52,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from posterior._utils import check_bool, check_fraction, check_int, check_positive, check_positive_int
 from posterior.distributed.context import particle_mean
-from posterior.kernels.langevin import MALA, FunctionTarget, KernelInfo
+from posterior.kernels.chains import KernelInfo
+from posterior.kernels.langevin import MALA, FunctionTarget
 from posterior.operators.base import LinearOperator
 from posterior.problem import InverseProblem
 from posterior.schedule import CLEAN
@@ -69,10 +71,13 @@ def rho_grid(abar: Tensor) -> Tensor:
 
 
 class GibbsState(NamedTuple):
-    """Chains at ``x: [B, N, *event]`` with their last auxiliary variable ``z`` (same shape)."""
+    """Chains of :class:`SplitGibbs`: positions, auxiliary variables and the annealing."""
 
-    x: Tensor
-    z: Tensor
+    x: Tensor  # [B, N, *event]
+    z: Tensor  # [B, N, *event]: the last auxiliary variable
+    iteration: int  # sweeps done (rho anneals while iteration < warmup_steps)
+    warmup_steps: int
+    z_scale: Tensor  # [B]: the nonlinear likelihood step's MALA step, relative to min(rho^2, sigma^2)
 
 
 class SplitGibbs:
@@ -111,17 +116,14 @@ class SplitGibbs:
         if not isinstance(problem, InverseProblem):
             raise TypeError(f"problem must be an InverseProblem, got {type(problem).__name__}")
         problem.require_noise("gibbs")
-        for name, v in (("rho_floor", rho_floor), ("rho_start", rho_start)):
-            if v is not None and not (v > 0 and v < float("inf")):
-                raise ValueError(f"{name} must be positive and finite, got {v}")
-        if not 0 < rho_decay < 1:
-            raise ValueError(f"rho_decay must be in (0, 1), got {rho_decay}")
-        if prior_steps is not None and prior_steps < 1:
-            raise ValueError(f"prior_steps must be >= 1 or None, got {prior_steps}")
-        if z_steps < 1:
-            raise ValueError(f"z_steps must be >= 1, got {z_steps}")
-        if not z_step_size > 0:
-            raise ValueError(f"z_step_size must be positive, got {z_step_size}")
+        check_positive(rho_floor, "rho_floor", allow_none=True)
+        check_positive(rho_start, "rho_start", allow_none=True)
+        check_fraction(rho_decay, "rho_decay", open_interval=True)
+        check_positive_int(prior_steps, "prior_steps", allow_none=True)
+        check_positive_int(z_steps, "z_steps")
+        check_positive(z_step_size, "z_step_size")
+        check_bool(correct_likelihood, "correct_likelihood")
+        check_bool(exact_prior_step, "exact_prior_step")
         self.problem = problem
         self.prior = problem.prior
         op = problem.operator
@@ -131,7 +133,8 @@ class SplitGibbs:
         sigma = problem.noise_scale().double()
         if self.linear:
             assert isinstance(op, LinearOperator)
-            self.s = op.singular_values.to(device=sigma.device, dtype=torch.float64)
+            self.svd = op.svd_coordinates(problem.y_batch, self.prior.dtype)
+            self.s = self.svd.s.to(device=sigma.device, dtype=torch.float64)
             s_max = float(self.s.max()) if self.s.numel() else 0.0
             self.rho_exact = (sigma / s_max) if s_max > 0 else torch.full_like(sigma, float("inf"))
         else:
@@ -145,11 +148,7 @@ class SplitGibbs:
         self.prior_steps, self.z_steps = prior_steps, z_steps
         self.exact_prior_step = bool(exact_prior_step) and self.prior.has_exact_x0_sampler
         self.rhos = rho_grid(self.prior.schedule.alphas_cumprod)  # [T], float64
-        self.warmup_steps = 0
-        self.iteration = 0
-        self.last_rho = float("nan")  # the rho of the last sweep
         self.z_scale = torch.full_like(sigma, z_step_size).to(self.prior.dtype)
-        self.z_step_size = z_step_size
 
     # ----------------------------------------------------------------- schedule
     def time_for(self, rho: float) -> int:
@@ -158,45 +157,46 @@ class SplitGibbs:
             int(torch.searchsorted(self.rhos, torch.tensor(rho, dtype=torch.float64), right=True)) - 1, 0
         )
 
-    def rho_time(self, iteration: int) -> int:
+    def rho_time(self, iteration: int, warmup_steps: int) -> int:
         """Time ``t`` of ``rho`` at ``iteration``: geometric decay during warm-up, then the floor."""
-        if iteration < self.warmup_steps:
+        if iteration < warmup_steps:
             rho = max(self.rho_start * self.rho_decay**iteration, self.rho_floor)
         else:
             rho = self.rho_floor
         return self.time_for(rho)
 
-    def setup(self, warmup_steps: int) -> None:
-        """Restart the iteration count; ``rho`` anneals over the first ``warmup_steps`` calls."""
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        self.warmup_steps, self.iteration = warmup_steps, 0
-        self.z_scale = torch.full_like(self.z_scale, self.z_step_size)
+    def rho(self, state: GibbsState) -> float:
+        """The ``rho`` (on the grid) of the next sweep from ``state``."""
+        return float(self.rhos[self.rho_time(state.iteration, state.warmup_steps)])
 
     # ----------------------------------------------------------------- steps
-    def init(self, x: Tensor) -> GibbsState:
+    def init(self, x: Tensor, warmup_steps: int = 0) -> GibbsState:
+        """Chains at ``x: [B, N, *event]``; ``rho`` anneals over the first ``warmup_steps`` sweeps."""
+        check_int(warmup_steps, "warmup_steps")
         if x.dim() < 3 or x.shape[0] != self.problem.batch_size:
             raise ValueError(
                 f"expected particles [{self.problem.batch_size}, N, *event_shape], got {list(x.shape)}"
             )
-        return GibbsState(x, x.clone())
+        return GibbsState(x, x.clone(), 0, warmup_steps, self.z_scale.clone())
 
-    def likelihood_step(self, x: Tensor, t: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """``z ~ pi(z | x, y)`` at ``rho = rho_t``; returns ``z`` and the acceptance ``[B, N]``."""
+    def likelihood_step(
+        self, x: Tensor, t: int, generator: torch.Generator, z_scale: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``z ~ pi(z | x, y)`` at ``rho = rho_t``; returns ``z`` and the acceptance ``[B, N]``
+        (``z_scale``: the nonlinear step's MALA scale ``[B]``, by default the initial one)."""
         rho2 = float(self.rhos[t]) ** 2
         if self.linear:
             return self._linear_z(x, rho2, generator), torch.ones(x.shape[:2], device=x.device, dtype=x.dtype)
-        return self._langevin_z(x, rho2, generator)
+        return self._langevin_z(x, rho2, generator, self.z_scale if z_scale is None else z_scale)
 
     def _linear_z(self, x: Tensor, rho2: float, generator: torch.Generator) -> Tensor:
         op = self.problem.operator
         assert isinstance(op, LinearOperator)
-        B, N = x.shape[:2]
+        B = x.shape[0]
         dt = x.dtype
-        a = op.V_adjoint(x.reshape(B * N, *x.shape[2:])).reshape(B, N, -1)  # [B, N, d]
-        s = self.s.to(dt)
+        a = op.to_svd(x)  # [B, N, d]
+        s, u = self.svd.s, self.svd.uy  # [r], [B, r]
         r = s.numel()
-        u = op.U_adjoint(self.problem.y_batch)[:, :r]  # [B, r]
         sig2 = self.problem.sigma.to(dt).pow(2)  # [B]
         if self.correct_likelihood:
             exact = (rho2**0.5 * self.s.max() < self.problem.sigma.double()).to(dt)  # [B]
@@ -211,9 +211,11 @@ class SplitGibbs:
         std[..., :r] = prec.rsqrt()[:, None]
         noise = torch.randn(a.shape, generator=generator, device=x.device, dtype=dt)
         z = mean + std * noise
-        return op.V(z.reshape(B * N, -1)).reshape(x.shape)
+        return op.from_svd(z)
 
-    def _langevin_z(self, x: Tensor, rho2: float, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def _langevin_z(
+        self, x: Tensor, rho2: float, generator: torch.Generator, z_scale: Tensor
+    ) -> tuple[Tensor, Tensor]:
         problem = self.problem
 
         def log_cond(z: Tensor) -> Tensor:  # log p(y | z) - |z - x|^2 / (2 rho^2)
@@ -224,12 +226,9 @@ class SplitGibbs:
         state = kernel.init(x)
         acc = torch.zeros(x.shape[:2], device=x.device, dtype=x.dtype)
         for _ in range(self.z_steps):
-            state, info = kernel.step(state, generator, self.z_scale * sig2)
+            state, info = kernel.step(generator, state, z_scale * sig2)
             acc = acc + info.acceptance
-        acc = acc / self.z_steps
-        if self.iteration < self.warmup_steps:  # Robbins-Monro on log step, towards 0.574
-            self.z_scale = self.z_scale * torch.exp(particle_mean(acc) - 0.574)
-        return state.x, acc
+        return state.x, acc / self.z_steps
 
     def prior_step(self, z: Tensor, t: int, generator: torch.Generator) -> Tensor:
         """``x ~ p(x_0 | x_t = sqrt(abar_t) z)``: exact draws where the prior has them
@@ -255,22 +254,17 @@ class SplitGibbs:
             )
         return xt.reshape(z.shape)
 
-    def sample(self, state: GibbsState, generator: torch.Generator) -> tuple[GibbsState, KernelInfo]:
+    def step(self, generator: torch.Generator, state: GibbsState) -> tuple[GibbsState, KernelInfo]:
         """One Gibbs sweep ``z | x, y`` then ``x | z`` for every chain."""
-        t = self.rho_time(self.iteration)
-        self.last_rho = float(self.rhos[t])
-        z, acc = self.likelihood_step(state.x, t, generator)
+        t = self.rho_time(state.iteration, state.warmup_steps)
+        z, acc = self.likelihood_step(state.x, t, generator, state.z_scale)
+        z_scale = state.z_scale
+        if not self.linear and state.iteration < state.warmup_steps:  # Robbins-Monro towards 0.574
+            z_scale = z_scale * torch.exp(particle_mean(acc) - 0.574)
         x = self.prior_step(z, t, generator)
-        self.iteration += 1
         finite = torch.isfinite(x.reshape(*x.shape[:2], -1)).all(-1) & torch.isfinite(
             z.reshape(*z.shape[:2], -1)
         ).all(-1)
-        return GibbsState(x, z), KernelInfo(acc, finite, ~finite)
-
-    def current_rho(self) -> float:
-        """The ``rho`` (on the grid) the next :meth:`sample` call uses."""
-        return float(self.rhos[self.rho_time(self.iteration)])
-
-    @staticmethod
-    def position(state: GibbsState) -> Tensor:
-        return state.x
+        return GibbsState(x, z, state.iteration + 1, state.warmup_steps, z_scale), KernelInfo(
+            acc, finite, ~finite
+        )

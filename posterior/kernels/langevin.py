@@ -1,4 +1,4 @@
-"""Langevin kernels on batched particles: ULA and MALA, with dual-averaging step-size adaptation.
+"""Langevin kernels on batched particles: ULA and MALA (step-size adaptation: :mod:`.adaptive`).
 
 Particles are one tensor ``x: [B, N, *event_shape]`` (``B`` problems, ``N`` chains each). A target
 is a batched log density ``log pi(x) -> [B, N]`` with its gradient ``[B, N, *event_shape]``.
@@ -11,8 +11,8 @@ with a step size ``h`` per problem. MALA accepts ``x'`` with the Metropolis-Hast
 density ``pi`` itself. ULA (MH switched off) always moves and is **biased**: its stationary law
 differs from ``pi`` by ``O(h)``, which shows at large steps.
 
-The kernels are small objects with :class:`typing.NamedTuple` states, in the style of blackjax:
-``state = kernel.init(x)``, ``state, info = kernel.step(state, generator)``.
+The kernels follow the protocol of :mod:`posterior.kernels.chains`: ``state = kernel.init(x)``,
+``state, info = kernel.step(generator, state)``, with :class:`typing.NamedTuple` states.
 """
 
 from __future__ import annotations
@@ -25,17 +25,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from posterior.distributed.context import particle_mean
+from posterior.kernels.chains import KernelInfo
 from posterior.problem import InverseProblem
 from posterior.schedule import CLEAN
 
 __all__ = [
     "MALA",
     "ULA",
-    "DualAveraging",
-    "DualAveragingState",
     "FunctionTarget",
-    "KernelInfo",
     "LangevinState",
     "PosteriorTarget",
     "Target",
@@ -186,14 +183,6 @@ class LangevinState(NamedTuple):
     grad: Tensor
 
 
-class KernelInfo(NamedTuple):
-    """What one transition did, per chain."""
-
-    acceptance: Tensor  # [B, N] Metropolis acceptance probability (1 where no MH step)
-    accepted: Tensor  # [B, N] bool
-    divergent: Tensor  # [B, N] bool: proposal (or, for ULA, new state) not finite
-
-
 def as_step_size(step_size: float | Tensor, B: int, like: Tensor, name: str = "step_size") -> Tensor:
     """A positive finite step size per problem, ``Tensor[B]`` on ``like``'s device and dtype."""
     h = torch.as_tensor(step_size, device=like.device, dtype=like.dtype)
@@ -250,15 +239,15 @@ class MALA:
         self.target, self.step_size, self.metropolis = target, step_size, metropolis
         self.preconditioner = preconditioner
 
-    def init(self, x: Tensor) -> LangevinState:
-        """The state at ``x: [B, N, *event]``."""
+    def init(self, x: Tensor, warmup_steps: int = 0) -> LangevinState:
+        """The state at ``x: [B, N, *event]`` (``warmup_steps``: unused, MALA does not adapt)."""
         if x.dim() < 3:
             raise ValueError(f"expected particles [B, N, *event_shape], got shape {list(x.shape)}")
         lp, grad = self.target(x, need_log_prob=self.metropolis)
         return LangevinState(x, lp, grad)
 
     def step(
-        self, state: LangevinState, generator: torch.Generator, step_size: float | Tensor | None = None
+        self, generator: torch.Generator, state: LangevinState, step_size: float | Tensor | None = None
     ) -> tuple[LangevinState, KernelInfo]:
         """One transition of every chain; ``step_size`` overrides the kernel's (``Tensor[B]``)."""
         x = state.x
@@ -303,119 +292,3 @@ class ULA(MALA):
         self, target: Target, step_size: float | Tensor, preconditioner: Tensor | None = None
     ) -> None:
         super().__init__(target, step_size, metropolis=False, preconditioner=preconditioner)
-
-
-# ---------------------------------------------------------------------------- adaptation
-class DualAveragingState(NamedTuple):
-    """Per-problem dual-averaging state (all ``Tensor[B]``) and the iteration count."""
-
-    log_step: Tensor
-    log_step_avg: Tensor
-    h_bar: Tensor
-    mu: Tensor
-    count: int
-
-
-class DualAveraging:
-    """Nesterov dual averaging of ``log step_size`` to a target acceptance rate, per problem.
-
-    Algorithm 5 of Hoffman & Gelman (JMLR 2014, the NUTS paper), with their defaults. The
-    statistic is the mean acceptance probability of the ``N`` chains of each problem.
-
-    Args:
-        target_accept: desired mean acceptance (0.574 is optimal for MALA: Roberts & Rosenthal, 1998).
-    """
-
-    def __init__(
-        self, target_accept: float = 0.574, gamma: float = 0.05, t0: float = 10.0, kappa: float = 0.75
-    ) -> None:
-        if not 0 < target_accept < 1:
-            raise ValueError(f"target_accept must be in (0, 1), got {target_accept}")
-        self.target_accept, self.gamma, self.t0, self.kappa = target_accept, gamma, t0, kappa
-
-    def init(self, step_size: Tensor) -> DualAveragingState:
-        log_h = step_size.log()
-        return DualAveragingState(log_h, log_h.clone(), torch.zeros_like(log_h), math.log(10.0) + log_h, 0)
-
-    def update(self, state: DualAveragingState, acceptance: Tensor) -> DualAveragingState:
-        """One update from the mean acceptance ``Tensor[B]`` of the last step."""
-        m = state.count + 1
-        w = 1.0 / (m + self.t0)
-        h_bar = (1 - w) * state.h_bar + w * (self.target_accept - acceptance.nan_to_num(0.0))
-        log_h = state.mu - math.sqrt(m) / self.gamma * h_bar
-        eta = m ** (-self.kappa)
-        avg = eta * log_h + (1 - eta) * state.log_step_avg
-        return DualAveragingState(log_h, avg, h_bar, state.mu, m)
-
-    @staticmethod
-    def step_size(state: DualAveragingState, final: bool = False) -> Tensor:
-        """The step size to use next (``final``: the averaged one, for after warm-up)."""
-        return (state.log_step_avg if final else state.log_step).exp()
-
-
-# ---------------------------------------------------------------------------- chains with warm-up
-class AdaptiveMALA:
-    """MALA (or ULA) with per-problem step-size adaptation during warm-up.
-
-    The unit run by the ``"mala"`` sampler and by the pyro adapter. Call :meth:`setup` with the
-    number of warm-up iterations, then :meth:`sample` repeatedly: during warm-up the step size of
-    each problem follows dual averaging towards ``target_accept``; afterwards it is frozen at the
-    averaged value, so the post-warm-up chain is a time-homogeneous, ``pi``-invariant Markov chain.
-
-    Args:
-        target: the :class:`Target`.
-        step_size: initial step size ``> 0`` (float or ``Tensor[B]``).
-        metropolis: MALA (``True``, exact) or ULA (``False``, biased).
-        adapt: adapt the step size during warm-up.
-        target_accept: acceptance rate aimed at by the adaptation.
-    """
-
-    def __init__(
-        self,
-        target: Target,
-        step_size: float | Tensor = 0.1,
-        metropolis: bool = True,
-        adapt: bool = True,
-        target_accept: float = 0.574,
-    ) -> None:
-        self.kernel = MALA(target, step_size, metropolis)
-        self.adapt = adapt
-        self.averager = DualAveraging(target_accept)
-        self.initial_step_size = step_size
-        self.warmup_steps = 0
-        self.iteration = 0
-        self.current_step_size: Tensor | None = None
-        self._da: DualAveragingState | None = None
-
-    @property
-    def metropolis(self) -> bool:
-        return self.kernel.metropolis
-
-    def setup(self, warmup_steps: int) -> None:
-        """Restart the iteration count; the first ``warmup_steps`` calls adapt."""
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        self.warmup_steps, self.iteration, self._da, self.current_step_size = warmup_steps, 0, None, None
-
-    def init(self, x: Tensor) -> LangevinState:
-        self.current_step_size = as_step_size(self.initial_step_size, x.shape[0], x)
-        if self.adapt:
-            self._da = self.averager.init(self.current_step_size)
-        return self.kernel.init(x)
-
-    def sample(self, state: LangevinState, generator: torch.Generator) -> tuple[LangevinState, KernelInfo]:
-        """One iteration of every chain (adapting the step size while warming up)."""
-        if self.current_step_size is None:
-            raise RuntimeError("call init(x) before sample")
-        state, info = self.kernel.step(state, generator, self.current_step_size)
-        if self.adapt and self.iteration < self.warmup_steps:
-            assert self._da is not None
-            self._da = self.averager.update(self._da, particle_mean(info.acceptance))
-            last = self.iteration == self.warmup_steps - 1
-            self.current_step_size = DualAveraging.step_size(self._da, final=last)
-        self.iteration += 1
-        return state, info
-
-    @staticmethod
-    def position(state: LangevinState) -> Tensor:
-        return state.x

@@ -10,19 +10,36 @@ resampling with distinct particles.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from posterior._utils import check_bool, check_fraction, check_positive, check_positive_int
 from posterior.distributed.context import particle_mean
 from posterior.kernels.langevin import MALA, FunctionTarget, as_step_size
 from posterior.problem import InverseProblem
 
-__all__ = ["MALAMove", "mala_move", "rejuvenate"]
+__all__ = ["MALAMove", "MoveState", "mala_move", "rejuvenate"]
+
+
+class MoveState(NamedTuple):
+    """The adaptation of a :class:`MALAMove` along one particle run."""
+
+    step_size: Tensor  # [B]: the step size of the next call
+    calls: int  # moves done in this run
 
 
 class MALAMove:
-    """``num_steps`` MALA steps on the engine's intermediate target; see :func:`mala_move`."""
+    """``num_steps`` MALA steps on the engine's intermediate target; see :func:`mala_move`.
+
+    The options are fixed; the step size adapted from one call to the next lives in a
+    :class:`MoveState`. Functional use: ``state = move.init(particles)``, then
+    ``particles, acceptance, state = move.step(generator, state, particles, log_target_fn)``.
+    As the engine's ``move(particles, log_target_fn, generator)`` callable, the state belongs to
+    the run the generator is drawing for: a call with another generator (a new run) starts again
+    from ``step_size``, so reusing a move object never carries one run's adaptation into the next.
+    """
 
     def __init__(
         self,
@@ -32,43 +49,56 @@ class MALAMove:
         target_accept: float = 0.574,
         gradient: bool = True,
     ) -> None:
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-            raise ValueError(f"num_steps must be a positive integer, got {num_steps!r}")
-        if (
-            isinstance(step_size, bool)
-            or not isinstance(step_size, (int, float))
-            or not 0 < step_size < float("inf")
-        ):
-            raise ValueError(f"step_size must be a positive finite number, got {step_size!r}")
-        if not 0 < target_accept < 1:
-            raise ValueError(f"target_accept must be in (0, 1), got {target_accept!r}")
-        self.num_steps, self.initial_step_size = num_steps, float(step_size)
-        self.adapt, self.target_accept, self.gradient = adapt, target_accept, gradient
-        self.step_size: Tensor | None = None  # [B], adapted across calls
-        self.history: list[Tensor] = []  # mean acceptance [B] of each call
+        self.num_steps = check_positive_int(num_steps, "num_steps")
+        self.initial_step_size = check_positive(step_size, "step_size")
+        self.target_accept = check_fraction(target_accept, "target_accept", open_interval=True)
+        self.adapt, self.gradient = check_bool(adapt, "adapt"), check_bool(gradient, "gradient")
+        self._run: tuple[torch.Generator, MoveState] | None = None
 
-    def __call__(
-        self, particles: Tensor, log_target_fn: Callable[[Tensor], Tensor], generator: torch.Generator
-    ) -> tuple[Tensor, Tensor]:
-        """Move ``particles: [B, N, *event]``; returns the moved particles and acceptance ``[B]``."""
+    @property
+    def step_size(self) -> Tensor | None:
+        """``Tensor[B]``: the adapted step size after the last call (``None`` before any)."""
+        return None if self._run is None else self._run[1].step_size
+
+    def init(self, particles: Tensor) -> MoveState:
+        """The state of a new run on ``particles: [B, N, *event]``."""
+        return MoveState(as_step_size(self.initial_step_size, particles.shape[0], particles), 0)
+
+    def step(
+        self,
+        generator: torch.Generator,
+        state: MoveState,
+        particles: Tensor,
+        log_target_fn: Callable[[Tensor], Tensor],
+    ) -> tuple[Tensor, Tensor, MoveState]:
+        """Move ``particles: [B, N, *event]``; returns the moved particles, the acceptance ``[B]``
+        and the state of the next call (step size scaled by ``exp(acceptance - target)`` if
+        ``adapt``: the step size is fixed within a call, so each call is an exact MH kernel)."""
         B = particles.shape[0]
-        if self.step_size is None or self.step_size.shape[0] != B:
-            self.step_size = as_step_size(self.initial_step_size, B, particles)
         if self.gradient:
             target = FunctionTarget(log_target_fn)
         else:  # zero drift: a symmetric Gaussian random walk, accepted by the same MH rule
             target = FunctionTarget(log_target_fn, grad_fn=torch.zeros_like)
-        kernel = MALA(target, self.step_size)
-        state = kernel.init(particles)
+        kernel = MALA(target, state.step_size)
+        chains = kernel.init(particles)
         acc = particles.new_zeros(B)
         for _ in range(self.num_steps):
-            state, info = kernel.step(state, generator)
+            chains, info = kernel.step(generator, chains)
             acc = acc + particle_mean(info.acceptance)
         acc = acc / self.num_steps
-        if self.adapt:  # Robbins-Monro on log step size, used from the next call on
-            self.step_size = self.step_size * torch.exp(acc - self.target_accept)
-        self.history.append(acc)
-        return state.x, acc
+        h = state.step_size * torch.exp(acc - self.target_accept) if self.adapt else state.step_size
+        return chains.x, acc, MoveState(h, state.calls + 1)
+
+    def __call__(
+        self, particles: Tensor, log_target_fn: Callable[[Tensor], Tensor], generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """The engine's move: :meth:`step` with the state of the run ``generator`` belongs to."""
+        state = self._run[1] if self._run is not None and self._run[0] is generator else None
+        if state is None or state.step_size.shape[0] != particles.shape[0]:
+            state = self.init(particles)
+        moved, acc, state = self.step(generator, state, particles, log_target_fn)
+        self._run = (generator, state)
+        return moved, acc
 
 
 def mala_move(

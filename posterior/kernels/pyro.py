@@ -24,9 +24,11 @@ from pyro.infer.mcmc.mcmc_kernel import MCMCKernel
 from torch import Tensor
 
 from posterior._utils import check_positive_int
+from posterior.kernels.adaptive import AdaptiveMALA
+from posterior.kernels.chains import ChainKernel, restart
 from posterior.kernels.gibbs import SplitGibbs
 from posterior.kernels.init import initial_chains
-from posterior.kernels.langevin import AdaptiveMALA, PosteriorTarget
+from posterior.kernels.langevin import PosteriorTarget
 from posterior.problem import InverseProblem
 from posterior.schedule import CLEAN
 
@@ -70,7 +72,7 @@ class PyroKernel(MCMCKernel):
         self.problem, self.name, self.num_parallel = problem, kernel, num_parallel
         self.init, self.init_pool, self.seed, self.site = init, init_pool, seed, site
         if kernel == "gibbs":
-            self.kernel: AdaptiveMALA | SplitGibbs = SplitGibbs(problem, **options)
+            self.kernel: ChainKernel = SplitGibbs(problem, **options)
         else:
             noise_level = options.pop("noise_level", CLEAN)
             self.kernel = AdaptiveMALA(
@@ -80,6 +82,7 @@ class PyroKernel(MCMCKernel):
         self.model = None
         self.transforms: dict[str, Any] = {}
         self._generator: torch.Generator | None = None
+        self._warmup_steps = 0
         self._num_setups = 0
         self._user_params: dict[str, Tensor] | None = None
         self._params: dict[str, Tensor] | None = None
@@ -117,7 +120,7 @@ class PyroKernel(MCMCKernel):
         self._generator = torch.Generator(device=self.problem.prior.device)
         self._generator.manual_seed(self.seed + 7919 * self._num_setups)
         self._num_setups += 1
-        self.kernel.setup(warmup_steps)
+        self._warmup_steps = warmup_steps
         self._acceptance, self._divergences, self._state = [], [], None
         if self._user_params is not None:
             self._params, self._user_params = self._user_params, None
@@ -144,10 +147,12 @@ class PyroKernel(MCMCKernel):
         x = self._to_batch(params[self.site]).to(
             device=self.problem.prior.device, dtype=self.problem.prior.dtype
         )
-        if self._state is None or not torch.equal(self.kernel.position(self._state), x):
-            self._state = self.kernel.init(x)
-        self._state, info = self.kernel.sample(self._state, self._generator)
-        new = self.kernel.position(self._state)
+        if self._state is None:
+            self._state = self.kernel.init(x, self._warmup_steps)
+        elif not torch.equal(self._state.x, x):  # moved by the caller: restart there, adaptation kept
+            self._state = restart(self.kernel, self._state, x)
+        self._state, info = self.kernel.step(self._generator, self._state)
+        new = self._state.x
         if not torch.isfinite(new).all():
             bad = int((~torch.isfinite(new.reshape(*new.shape[:2], -1)).all(-1)).sum())
             raise FloatingPointError(
@@ -161,10 +166,10 @@ class PyroKernel(MCMCKernel):
 
     def logging(self) -> dict[str, str]:
         out = {"acc. prob": f"{sum(self._acceptance) / max(len(self._acceptance), 1):.3f}"}
-        if isinstance(self.kernel, AdaptiveMALA) and self.kernel.current_step_size is not None:
-            out["step size"] = f"{float(self.kernel.current_step_size.mean()):.3g}"
-        elif isinstance(self.kernel, SplitGibbs):
-            out["rho"] = f"{self.kernel.last_rho:.3g}"
+        if self._state is not None and isinstance(self.kernel, AdaptiveMALA):
+            out["step size"] = f"{float(self._state.step_size.mean()):.3g}"
+        elif self._state is not None and isinstance(self.kernel, SplitGibbs):
+            out["rho"] = f"{self.kernel.rho(self._state):.3g}"
         return out
 
     def diagnostics(self) -> dict[str, Any]:

@@ -14,12 +14,12 @@ import copy
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-__all__ = ["LinearOperator", "Nonlinear", "Operator", "as_operator"]
+__all__ = ["LinearOperator", "Nonlinear", "Operator", "SVDCoordinates", "as_operator"]
 
 
 class Operator(ABC):
@@ -64,6 +64,16 @@ class Operator(ABC):
         return math.prod(self.out_shape) if self.out_shape is not None else 0
 
 
+class SVDCoordinates(NamedTuple):
+    """Observations in an operator's SVD basis (:meth:`LinearOperator.svd_coordinates`)."""
+
+    s: Tensor  # [r] singular values (r = min(m, d)); the first r coordinates of V^T x go with them
+    observed: Tensor  # [r] bool: s > 0 (a zero singular value observes nothing)
+    s_safe: Tensor  # [r] s where observed, 1 elsewhere (safe to divide by)
+    uy: Tensor  # [B, r] U^T y
+    y_tilde: Tensor  # [B, r] U^T y / s_safe: the observation of z = V^T x, noise std sigma / s
+
+
 class LinearOperator(Operator):
     """A linear forward model with adjoint and (optionally) an SVD."""
 
@@ -103,6 +113,31 @@ class LinearOperator(Operator):
         """Raise a clear error if a method needing the SVD is given an operator without one."""
         if not self.has_svd:
             raise ValueError(f"{method!r} needs an operator with an SVD; {type(self).__name__} has none")
+
+    def svd_coordinates(
+        self, y: Tensor, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+    ) -> SVDCoordinates:
+        """The observations ``y: Tensor[B, *out_shape]`` in the SVD basis, with the singular
+        values, on ``dtype`` / ``device`` (default: ``y``'s): what every sampler working in that
+        basis starts from (``y = A x + noise`` reads ``y~_i = s_i z_i + noise_i / s_i`` with
+        ``z = V^T x``, for each observed coordinate ``i < r``). See :class:`SVDCoordinates`."""
+        dtype, device = dtype or y.dtype, device or y.device
+        s = self.singular_values.to(device=device, dtype=dtype)
+        r = s.numel()
+        observed = s > 0
+        s_safe = torch.where(observed, s, torch.ones_like(s))
+        uy = self.U_adjoint(y)[:, :r].to(device=device, dtype=dtype)
+        return SVDCoordinates(s, observed, s_safe, uy, uy / s_safe)
+
+    def to_svd(self, x: Tensor) -> Tensor:
+        """``z = V^T x``: ``Tensor[*lead, *in_shape] -> Tensor[*lead, d]`` (any leading dims)."""
+        lead = x.shape[: x.dim() - len(self.in_shape or ())]
+        return self.V_adjoint(x.reshape(-1, *x.shape[len(lead) :])).reshape(*lead, -1)
+
+    def from_svd(self, z: Tensor) -> Tensor:
+        """``x = V z``: ``Tensor[*lead, d] -> Tensor[*lead, *in_shape]`` (any leading dims)."""
+        x = self.V(z.reshape(-1, z.shape[-1]))
+        return x.reshape(*z.shape[:-1], *x.shape[1:])
 
     def A_pinv(self, y: Tensor) -> Tensor:
         """Moore-Penrose pseudo-inverse through the SVD: ``Tensor[n, *out_shape] -> [n, *in_shape]``."""

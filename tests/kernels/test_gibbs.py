@@ -70,8 +70,8 @@ def test_exact_split_marginal_is_the_likelihood() -> None:
 def test_rho_schedule_and_grid() -> None:
     problem = _problem()
     g = SplitGibbs(problem, rho_start=10.0, rho_floor=0.5, rho_decay=0.5)
-    g.setup(warmup_steps=10)
-    rhos = [float(g.rhos[g.rho_time(i)]) for i in range(12)]
+    state = g.init(problem.prior.sample(4, torch.Generator().manual_seed(0))[None], warmup_steps=10)
+    rhos = [g.rho(state._replace(iteration=i)) for i in range(12)]
     assert rhos[0] <= 10.0 and all(a >= b for a, b in itertools.pairwise(rhos))
     assert rhos[-1] <= 0.5 and rhos[-1] > 0.45  # quantised down to the grid, close to the floor
     grid = rho_grid(problem.prior.schedule.alphas_cumprod)

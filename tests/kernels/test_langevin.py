@@ -21,7 +21,7 @@ def _run(kernel: MALA, x: torch.Tensor, steps: int, seed: int = 0) -> torch.Tens
     gen = torch.Generator().manual_seed(seed)
     state = kernel.init(x)
     for _ in range(steps):
-        state, _ = kernel.step(state, gen)
+        state, _ = kernel.step(gen, state)
     return state.x
 
 
@@ -55,17 +55,16 @@ def test_mala_acceptance_and_detailed_balance_on_correlated_gaussian() -> None:
 
 def test_dual_averaging_reaches_target_acceptance() -> None:
     k = AdaptiveMALA(_std_normal(), step_size=10.0, target_accept=0.574)
-    k.setup(100)
     gen = torch.Generator().manual_seed(0)
-    state = k.init(torch.randn(3, 500, 5, generator=gen))
+    state = k.init(torch.randn(3, 500, 5, generator=gen), warmup_steps=100)
     accs = []
     for i in range(200):
-        state, info = k.sample(state, gen)
+        state, info = k.step(gen, state)
         if i >= 100:
             accs.append(info.acceptance.mean(1))
     acc = torch.stack(accs).mean(0)  # [B]
     assert torch.allclose(acc, torch.full_like(acc, 0.574), atol=0.04), acc
-    assert k.current_step_size.shape == (3,)
+    assert state.step_size.shape == (3,) and state.iteration == 200
 
 
 def test_step_size_per_problem_and_nan_proposals_rejected() -> None:
@@ -79,7 +78,7 @@ def test_step_size_per_problem_and_nan_proposals_rejected() -> None:
     state = k.init(torch.zeros(2, 200, 1))
     div = torch.zeros(2)
     for _ in range(20):
-        state, info = k.step(state, gen)
+        state, info = k.step(gen, state)
         div += info.divergent.float().sum(1)
     assert torch.isfinite(state.x).all() and (state.x.abs() <= 3).all()
     assert div[1] > div[0]
@@ -152,3 +151,20 @@ def test_posterior_target_gradient_matches_closed_form() -> None:
     assert torch.allclose(tv.grad[0], post.score(x[0]), atol=1e-3, rtol=1e-3)
     diff = tv.log_prob[0] - post.log_prob(x[0])
     assert torch.allclose(diff, problem.exact_log_evidence().expand(5).float(), atol=1e-3)
+
+
+def test_kernel_objects_hold_no_run_state() -> None:
+    # all adaptation lives in the state: one kernel object gives the same run twice
+    k = AdaptiveMALA(_std_normal(), step_size=2.0)
+    x0 = torch.randn(2, 50, 3, generator=torch.Generator().manual_seed(0))
+
+    def run() -> torch.Tensor:
+        gen = torch.Generator().manual_seed(1)
+        state = k.init(x0, warmup_steps=5)
+        for _ in range(8):
+            state, _ = k.step(gen, state)
+        return torch.cat([state.x.flatten(), state.step_size])
+
+    assert torch.equal(run(), run())
+    with pytest.raises(ValueError, match="warmup_steps"):
+        k.init(x0, warmup_steps=-1)

@@ -71,3 +71,27 @@ def test_resample_move_in_smc_raises_unique_particles_and_stays_exact() -> None:
     post0 = ps.GaussianMixture(post.weights[0], post.means[0], covs)
     d, q = near_exact(final[0], post0, n_eff=N // 2)
     assert d < q, (d, q)
+
+
+def test_a_reused_move_starts_each_run_afresh() -> None:
+    # the adapted step size belongs to a run: a second run with the same move object gives the
+    # draws of a fresh move (it used to start from the first run's adapted step size)
+    problem = ps.problems.gmm_benchmark(4, 2, seed=0)
+    move = mala_move(2, step_size=1.0)
+    first = ps.sample(problem, "smc", num_particles=32, num_steps=6, seed=1, move=move).samples
+    adapted = move.step_size.clone()
+    again = ps.sample(problem, "smc", num_particles=32, num_steps=6, seed=1, move=move).samples
+    fresh = ps.sample(problem, "smc", num_particles=32, num_steps=6, seed=1, move=mala_move(2, step_size=1.0))
+    assert not torch.equal(adapted, torch.ones_like(adapted))  # the first run did adapt
+    assert torch.equal(first, again) and torch.equal(again, fresh.samples)
+
+
+def test_functional_move_api_carries_the_adaptation_in_its_state() -> None:
+    move = mala_move(1, step_size=4.0)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 500, 3, generator=gen)
+    state = move.init(x)
+    assert state.calls == 0 and torch.equal(state.step_size, torch.full((2,), 4.0))
+    x, acc, state = move.step(gen, state, x, lambda z: -0.5 * z.pow(2).sum(-1))
+    assert state.calls == 1 and (state.step_size < 4.0).all() and acc.shape == (2,)
+    assert move.step_size is None  # the functional API leaves the object untouched

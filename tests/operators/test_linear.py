@@ -69,3 +69,27 @@ def test_matrix_bound_to_images_acts_on_the_row_major_flattening():
     assert Matrix(A).in_shape == (12,)  # binding returns a copy
     with pytest.raises(ValueError, match="expects inputs of shape"):
         Matrix(A).bind((1, 3, 3))
+
+
+def test_svd_coordinates_read_y_in_the_singular_basis():
+    # rank-deficient: one zero singular value observes nothing
+    A = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    op = Matrix(A @ torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64))[0])
+    x = torch.randn(2, 5, 3, dtype=torch.float64)
+    z = op.to_svd(x)
+    assert z.shape == (2, 5, 3) and torch.allclose(op.from_svd(z), x)
+    y = op.A(x[:, 0])  # [B, m], noiseless
+    svd = op.svd_coordinates(y, torch.float32)
+    assert svd.s.dtype == svd.y_tilde.dtype == torch.float32 and svd.observed.tolist() == [True, True, False]
+    assert torch.equal(svd.s_safe[svd.observed], svd.s[svd.observed]) and svd.s_safe[2] == 1
+    # y~ = z on the observed coordinates (y = A x: U^T y = S V^T x)
+    torch.testing.assert_close(svd.y_tilde[:, :2], z[:, 0, :2].float())
+    torch.testing.assert_close(svd.uy, (svd.s * z[:, 0].float()))
+
+
+def test_operators_move_with_to():
+    op = Matrix(torch.randn(2, 3))
+    moved = op.to(dtype=torch.float64)
+    assert moved.weight.dtype == torch.float64 and op.weight.dtype == torch.float32
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(moved.A(x), x @ op.weight.double().T)

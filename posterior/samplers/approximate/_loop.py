@@ -9,7 +9,9 @@ problems, ``N`` independent samples each) without weights. This module holds wha
 * :func:`denoise`, :func:`denoise_with_grad` the prior's chunked, counted network calls on
   particle tensors (the only way a baseline should reach the network);
 * :func:`ddim_sample` one DDIM(eta) / DDPM step through ``prior.reverse_kernel``;
-* :func:`reverse_loop` the loop itself, with the ``FloatingPointError`` naming method and step;
+* :func:`reverse_loop` the loop itself, with the ``FloatingPointError`` naming method and step
+  (:func:`iterate`, its general form on a state tuple: PnP-ADMM's ``(x, z, u)``);
+* :func:`optimise` the gradient loop of the optimisation baselines (RED-diff, CSGM);
 * :func:`flat`, :func:`unflat`, :func:`per_problem`, :func:`problem_rows` shape helpers;
 * :func:`make_result` the batched :class:`Result` (samples only: no evidence, no ESS).
 
@@ -18,7 +20,8 @@ The API is kept stable for every baseline in this folder.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -26,6 +29,7 @@ from torch import Tensor
 from posterior._utils import check_finite, check_positive_int, progress_bar
 from posterior.priors.base import Denoised, DiffusionPrior
 from posterior.problem import InverseProblem
+from posterior.samplers.approximate._optim import Adam
 from posterior.samplers.result import Result
 from posterior.schedule import CLEAN, VPSchedule
 
@@ -37,7 +41,9 @@ __all__ = [
     "denoise_with_grad",
     "flat",
     "initial_noise",
+    "iterate",
     "make_result",
+    "optimise",
     "per_problem",
     "problem_rows",
     "randn_like",
@@ -46,6 +52,9 @@ __all__ = [
     "time_pairs",
     "unflat",
 ]
+
+S = TypeVar("S")
+T = TypeVar("T")
 
 #: ``step(x [B, N, *event], t, s, i) -> x_s [B, N, *event]``: one reverse transition ``t -> s``.
 StepFn = Callable[[Tensor, int, int, int], Tensor]
@@ -177,6 +186,27 @@ def ddim_sample(
 
 
 # --------------------------------------------------------------------------- the loop
+def iterate(
+    method: str,
+    items: Sequence[T],
+    state: S,
+    step: Callable[[S, T, int], S],
+    where: Callable[[int, T], str],
+    progress: bool = False,
+) -> S:
+    """Run ``state <- step(state, item, i)`` over ``items``; returns the final state.
+
+    ``state`` is a tensor or a tuple (e.g. a NamedTuple) holding tensors. After each step a NaN
+    or inf in one of them raises ``FloatingPointError("<method>: <where(i, item)>")``.
+    """
+    for i, item in enumerate(progress_bar(items, enabled=progress, desc=method, total=len(items))):
+        state = step(state, item, i)
+        for v in state if isinstance(state, tuple) else (state,):
+            if isinstance(v, Tensor):
+                check_finite(v, f"{method}: {where(i, item)}")
+    return state
+
+
 def reverse_loop(
     method: str,
     pairs: list[tuple[int, int]],
@@ -188,10 +218,34 @@ def reverse_loop(
 
     After each step a NaN or inf raises ``FloatingPointError("<method>: step i (t=...)")``.
     """
-    for i, (t, s) in enumerate(progress_bar(pairs, enabled=progress, desc=method, total=len(pairs))):
-        x = step(x, t, s, i)
-        check_finite(x, f"{method}: step {i} (t={t})")
-    return x
+    return iterate(
+        method, pairs, x, lambda x, ts, i: step(x, *ts, i), lambda i, ts: f"step {i} (t={ts[0]})", progress
+    )
+
+
+def optimise(
+    method: str,
+    items: Sequence[T],
+    x: Tensor,
+    loss_and_grad: Callable[[Tensor, T], tuple[Tensor, Tensor]],
+    optimizer: Adam,
+    where: Callable[[int, T], str],
+    progress: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Gradient steps ``x <- optimizer.step(x, grad)`` with ``(loss [B, N], grad) =
+    loss_and_grad(x, item)`` for each of ``items`` (RED-diff's times, CSGM's iterations).
+
+    A NaN or inf loss or gradient raises ``FloatingPointError("<method>: <where(i, item)>: loss
+    is NaN or inf")``. Returns the final ``x`` and the mean loss per problem ``[B, len(items)]``.
+    """
+    losses = []
+    for i, item in enumerate(progress_bar(items, enabled=progress, desc=method, total=len(items))):
+        loss, grad = loss_and_grad(x, item)
+        if not torch.isfinite(loss).all() or not torch.isfinite(grad).all():
+            raise FloatingPointError(f"{method}: {where(i, item)}: loss is NaN or inf")
+        x = optimizer.step(x, grad)
+        losses.append(loss.mean(1))
+    return x, torch.stack(losses, -1)
 
 
 def make_result(method: str, samples: Tensor, stats: dict[str, Tensor] | None = None) -> Result:

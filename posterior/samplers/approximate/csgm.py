@@ -20,10 +20,10 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from posterior._utils import check_number, check_positive, check_positive_int, progress_bar
+from posterior._utils import check_number, check_positive, check_positive_int
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
-from posterior.samplers.approximate._loop import flat, initial_noise, make_result, unflat
+from posterior.samplers.approximate._loop import flat, initial_noise, make_result, optimise, unflat
 from posterior.samplers.approximate._optim import Adam
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.result import Result
@@ -138,13 +138,11 @@ class CSGM(Sampler):
         problem.require_differentiable(self.name)
         pairs = problem.prior.schedule.time_pairs(self.ddim_steps, spacing="trailing")
         z = initial_noise(problem, num_particles, generator)
-        opt = Adam(self.lr)
-        losses = []
-        for i in progress_bar(range(num_steps), enabled=progress, desc=self.name):
-            loss, grad, _ = csgm_loss_and_grad(problem, z, pairs, self.latent_weight)
-            if not torch.isfinite(loss).all() or not torch.isfinite(grad).all():
-                raise FloatingPointError(f"{self.name}: iteration {i}: loss is NaN or inf")
-            z = opt.step(z, grad)
-            losses.append(loss.mean(1))
+
+        def loss_and_grad(z: Tensor, _i: int) -> tuple[Tensor, Tensor]:
+            return csgm_loss_and_grad(problem, z, pairs, self.latent_weight)[:2]
+
+        where = lambda i, _i: f"iteration {i}"  # noqa: E731
+        z, losses = optimise(self.name, range(num_steps), z, loss_and_grad, Adam(self.lr), where, progress)
         x0, _ = csgm_generate(problem, z, pairs)
-        return make_result(self.name, x0, stats={"loss": torch.stack(losses, -1)})
+        return make_result(self.name, x0, stats={"loss": losses})

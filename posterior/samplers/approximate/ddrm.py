@@ -35,13 +35,11 @@ from posterior._utils import check_fraction
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._loop import (
     denoise,
-    flat,
     initial_noise,
     make_result,
     randn_like,
     reverse_loop,
     time_pairs,
-    unflat,
 )
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.result import Result
@@ -84,25 +82,19 @@ class DDRM(Sampler):
         prior = problem.prior
         dt, dev = prior.dtype, prior.device
         B, N, d = problem.batch_size, num_particles, op.in_dim
-        S = op.singular_values.to(device=dev, dtype=dt)
-        r = S.numel()
+        svd = op.svd_coordinates(problem.y_batch, dt, dev)
+        r = svd.s.numel()
 
         # Per-coordinate observation [B, 1, d] and its noise level tau = sigma_y / s (inf if unobserved).
         observed = torch.zeros(d, dtype=torch.bool, device=dev)
-        observed[:r] = S > 0
+        observed[:r] = svd.observed
         s_full = torch.ones(d, dtype=dt, device=dev)
-        s_full[:r] = torch.where(S > 0, S, torch.ones_like(S))
-        uy = torch.zeros(B, d, dtype=dt, device=dev)
-        uy[:, :r] = op.U_adjoint(problem.y_batch)[:, :r]
-        yb = (uy / s_full)[:, None, :]
+        s_full[:r] = svd.s_safe
+        yb = torch.zeros(B, 1, d, dtype=dt, device=dev)
+        yb[:, 0, :r] = svd.y_tilde
         tau = problem.sigma.to(dt)[:, None, None] / s_full  # [B, 1, d]
         tau = torch.where(observed, tau, torch.full_like(tau, float("inf")))
-
-        def to_spec(x: Tensor) -> Tensor:  # [B, N, *event] -> [B, N, d]
-            return unflat(op.V_adjoint(flat(x)), B, N)
-
-        def from_spec(z: Tensor) -> Tensor:  # [B, N, d] -> [B, N, *event]
-            return unflat(op.V(flat(z)), B, N)
+        to_spec, from_spec = op.to_svd, op.from_svd  # [B, N, *event] <-> [B, N, d]
 
         def sigma(t: int) -> float:  # VE noise level; 0 at CLEAN
             abar = prior.schedule.alpha_bar(t).item()

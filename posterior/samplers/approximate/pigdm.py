@@ -74,10 +74,10 @@ class PiGDM(Sampler):
         op = problem.require_linear(self.name, svd=True)
         prior = problem.prior
         dt = prior.dtype
-        S = op.singular_values.to(device=prior.device, dtype=dt)  # [r]
+        svd = op.svd_coordinates(problem.y_batch, dt, prior.device)
+        S, uy = svd.s, svd.uy  # [r] and [B, r]: U^T y on the range of A
         r = S.numel()
         d = op.in_dim
-        uy = op.U_adjoint(problem.y_batch)[:, :r]  # [B, r]: U^T y on the range of A
         sig2 = problem.sigma.to(dt).pow(2)[:, None]  # [B, 1]
         x = initial_noise(problem, num_particles, generator)
 
@@ -90,10 +90,10 @@ class PiGDM(Sampler):
 
             def guidance(dn: Denoised, _x: Tensor, b: Tensor) -> Tensor:
                 x0 = dn.x0.detach()
-                resid = uy[b] - S * op.V_adjoint(x0)[:, :r]  # U^T (y - A x0): [n, r]
+                resid = uy[b] - S * op.to_svd(x0)[:, :r]  # U^T (y - A x0): [n, r]
                 z = torch.zeros(x0.shape[0], d, dtype=x0.dtype, device=x0.device)
                 z[:, :r] = coef[b] * resid
-                v = op.V(z)  # A^T (r^2 A A^T + sigma^2 I)^{-1} (y - A x0): [n, *event]
+                v = op.from_svd(z)  # A^T (r^2 A A^T + sigma^2 I)^{-1} (y - A x0): [n, *event]
                 return (v * dn.x0).reshape(x0.shape[0], -1).sum(-1)  # gradient: J^T v
 
             den_out, _, g = denoise_with_grad(prior, x, t, guidance)

@@ -24,19 +24,28 @@ Deterministic given the initial ``z ~ N(0, I)``; the particles are independent r
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
-from posterior._utils import check_finite, check_positive, check_positive_int, progress_bar
+from posterior._utils import check_positive, check_positive_int
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._linear_solve import ridge_solve
-from posterior.samplers.approximate._loop import denoise, flat, initial_noise, make_result, unflat
+from posterior.samplers.approximate._loop import denoise, flat, initial_noise, iterate, make_result, unflat
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.result import Result
 
 __all__ = ["PnPADMM", "admm_data_step"]
+
+
+class ADMMState(NamedTuple):
+    """The ADMM iterates, each ``[B, N, *event]``, and the penalty of the last step."""
+
+    x: Tensor  # data-consistent iterate (the returned sample)
+    z: Tensor  # denoised iterate
+    u: Tensor  # scaled dual variable
+    rho: float | None
 
 
 def admm_data_step(problem: InverseProblem, v: Tensor, rho: Tensor, cg_iters: int = 100) -> Tensor:
@@ -90,20 +99,18 @@ class PnPADMM(Sampler):
         prior = problem.prior
         times = prior.schedule.timesteps(num_steps).tolist()
         z = initial_noise(problem, num_particles, generator)
-        u = torch.zeros_like(z)
-        x = z
-        rho_prev = None
-        for i, t in enumerate(progress_bar(times, enabled=progress, desc=self.name)):
+
+        def step(state: ADMMState, t: int, i: int) -> ADMMState:
             abar = prior.schedule.alpha_bar(t).item()
             rho = self.lam * abar / (1 - abar)
-            if rho_prev is not None:  # the scaled dual u = dual / rho follows the penalty
-                u = u * (rho_prev / rho)
-            rho_prev = rho
+            # the scaled dual u = dual / rho follows the penalty
+            u = state.u if state.rho is None else state.u * (state.rho / rho)
             x = admm_data_step(
-                problem, z - u, torch.tensor(rho, dtype=z.dtype, device=z.device), self.cg_iters
+                problem, state.z - u, torch.tensor(rho, dtype=z.dtype, device=z.device), self.cg_iters
             )
-            z = denoise(prior, abar**0.5 * (x + u), t).x0
-            u = u + x - z
-            check_finite(x, f"{self.name}: step {i} (t={t})")
-            check_finite(z, f"{self.name}: step {i} (t={t})")
+            z_new = denoise(prior, abar**0.5 * (x + u), t).x0
+            return ADMMState(x, z_new, u + x - z_new, rho)
+
+        where = lambda i, t: f"step {i} (t={t})"  # noqa: E731
+        x = iterate(self.name, times, ADMMState(z, z, torch.zeros_like(z), None), step, where, progress).x
         return make_result(self.name, x)

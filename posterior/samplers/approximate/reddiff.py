@@ -35,11 +35,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from posterior._utils import check_choice, check_number, check_positive, progress_bar
+from posterior._utils import check_choice, check_number, check_positive
 from posterior.operators.base import LinearOperator
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._linear_solve import ridge_solve
-from posterior.samplers.approximate._loop import denoise, initial_noise, make_result, randn_like
+from posterior.samplers.approximate._loop import denoise, initial_noise, make_result, optimise, randn_like
 from posterior.samplers.approximate._optim import Adam
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.result import Result
@@ -151,13 +151,11 @@ class REDDiff(Sampler):
             T = schedule.num_train_steps
             times = torch.randint(0, T, (num_steps,), generator=generator, device=prior.device).tolist()
         mu = self._init(problem, num_particles, generator)
+
+        def loss_and_grad(mu: Tensor, t: int) -> tuple[Tensor, Tensor]:
+            return reddiff_gradient(problem, mu, t, randn_like(mu, generator), self.lam)
+
         opt = Adam(self.lr, betas=(0.9, 0.99))
-        losses = []
-        for i, t in enumerate(progress_bar(times, enabled=progress, desc=self.name)):
-            eps = randn_like(mu, generator)
-            loss, grad = reddiff_gradient(problem, mu, t, eps, self.lam)
-            if not torch.isfinite(loss).all() or not torch.isfinite(grad).all():
-                raise FloatingPointError(f"{self.name}: iteration {i} (t={t}): loss is NaN or inf")
-            mu = opt.step(mu, grad)
-            losses.append(loss.mean(1))
-        return make_result(self.name, mu, stats={"loss": torch.stack(losses, -1)})
+        where = lambda i, t: f"iteration {i} (t={t})"  # noqa: E731
+        mu, losses = optimise(self.name, times, mu, loss_and_grad, opt, where, progress)
+        return make_result(self.name, mu, stats={"loss": losses})

@@ -8,21 +8,21 @@ converges to. ``N`` chains per problem run as one tensor.
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+
 from torch import Tensor
 
-from posterior.kernels.gibbs import SplitGibbs
-from posterior.kernels.init import initial_chains
+from posterior._utils import check_bool, check_fraction, check_positive, check_positive_int
+from posterior.kernels.gibbs import GibbsState, SplitGibbs
 from posterior.problem import InverseProblem
-from posterior.samplers.base import Sampler, register
-from posterior.samplers.exact.mala import check_chain_options, resolve_burn_in, run_chains, shard_init
-from posterior.samplers.result import Result
+from posterior.samplers.base import register
+from posterior.samplers.exact._chains import ChainSampler
 
 __all__ = ["GibbsSampler"]
 
 
 @register
-class GibbsSampler(Sampler):
+class GibbsSampler(ChainSampler):
     """PnP-DM split Gibbs chains; exact for linear Gaussian problems at ``rho < sigma / s_max``.
 
     Converges to: with a prior that draws ``p(x_0 | x_t)`` exactly (``prior.has_exact_x0_sampler``,
@@ -64,9 +64,7 @@ class GibbsSampler(Sampler):
     """
 
     name = "gibbs"
-    exact = True
     summary = "split Gibbs (PnP-DM): closed-form likelihood step; exact or reverse-diffusion prior step"
-    particle_stats = ("chain",)
 
     def __init__(
         self,
@@ -83,39 +81,17 @@ class GibbsSampler(Sampler):
         keep_chain: bool = False,
         exact_prior_step: bool = True,
     ) -> None:
-        for name, v in (("rho_floor", rho_floor), ("rho_start", rho_start)):
-            if v is not None and (
-                isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < float("inf")
-            ):
-                raise ValueError(f"{name} must be a positive finite number or None, got {v!r}")
-        if not 0 < rho_decay < 1:
-            raise ValueError(f"rho_decay must be in (0, 1), got {rho_decay!r}")
-        if prior_steps is not None and (
-            isinstance(prior_steps, bool) or not isinstance(prior_steps, int) or prior_steps < 1
-        ):
-            raise ValueError(f"prior_steps must be a positive integer or None, got {prior_steps!r}")
-        if isinstance(z_steps, bool) or not isinstance(z_steps, int) or z_steps < 1:
-            raise ValueError(f"z_steps must be a positive integer, got {z_steps!r}")
-        check_chain_options(burn_in, thin, init, init_pool)
-        self.rho_floor, self.rho_start, self.rho_decay = rho_floor, rho_start, rho_decay
-        self.correct_likelihood, self.prior_steps, self.z_steps = correct_likelihood, prior_steps, z_steps
-        self.burn_in, self.thin, self.init, self.init_pool = burn_in, thin, init, init_pool
-        self.keep_chain = keep_chain
-        self.exact_prior_step = bool(exact_prior_step)
+        self.rho_floor = check_positive(rho_floor, "rho_floor", allow_none=True)
+        self.rho_start = check_positive(rho_start, "rho_start", allow_none=True)
+        self.rho_decay = check_fraction(rho_decay, "rho_decay", open_interval=True)
+        self.correct_likelihood = check_bool(correct_likelihood, "correct_likelihood")
+        self.prior_steps = check_positive_int(prior_steps, "prior_steps", allow_none=True)
+        self.z_steps = check_positive_int(z_steps, "z_steps")
+        self.exact_prior_step = check_bool(exact_prior_step, "exact_prior_step")
+        self._chain_options(burn_in, thin, init, init_pool, keep_chain)
 
-    def shard(self, problem: InverseProblem, start: int, count: int) -> Sampler:
-        return shard_init(self, problem, start, count)
-
-    def run(
-        self,
-        problem: InverseProblem,
-        num_particles: int,
-        num_steps: int,
-        generator: torch.Generator,
-        progress: bool,
-    ) -> Result:
-        burn_in = resolve_burn_in(self.burn_in, num_steps)
-        kernel = SplitGibbs(
+    def kernel(self, problem: InverseProblem) -> SplitGibbs:
+        return SplitGibbs(
             problem,
             rho_floor=self.rho_floor,
             rho_start=self.rho_start,
@@ -125,19 +101,6 @@ class GibbsSampler(Sampler):
             z_steps=self.z_steps,
             exact_prior_step=self.exact_prior_step,
         )
-        x0, init_ess = initial_chains(problem, num_particles, generator, self.init, self.init_pool, self.name)
-        samples, acceptance, stats = run_chains(
-            self.name,
-            kernel,
-            x0,
-            num_steps,
-            burn_in,
-            self.thin,
-            self.keep_chain,
-            generator,
-            progress,
-            {"rho": lambda: kernel.last_rho},
-        )
-        if init_ess is not None:
-            stats["init_ess"] = init_ess
-        return Result(samples=samples, method=self.name, acceptance=acceptance, stats=stats)
+
+    def traces(self, kernel: SplitGibbs) -> dict[str, Callable[[GibbsState], float]]:
+        return {"rho": kernel.rho}  # the rho of each sweep
