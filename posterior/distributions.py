@@ -1,7 +1,9 @@
-"""A batched Gaussian mixture with exact sampling, density and score.
+"""Gaussian log-densities, and a batched Gaussian mixture with exact sampling, density and score.
 
-It is both the clean prior of :class:`~posterior.priors.GaussianMixturePrior` (and each of its
-noised marginals ``p_t``) and the closed-form posterior of a linear Gaussian problem.
+The mixture is both the clean prior of :class:`~posterior.priors.GaussianMixturePrior` (and each
+of its noised marginals ``p_t``) and the closed-form posterior of a linear Gaussian problem. The
+three Gaussian log-densities below are the only ones in the package (noise models, closed-form
+posteriors, twists use them), each in the form its callers need.
 """
 
 from __future__ import annotations
@@ -13,7 +15,27 @@ from torch import Tensor
 
 from posterior._utils import as_generator
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "isotropic_normal_log_prob", "normal_log_prob", "whitened_normal_log_prob"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def normal_log_prob(x: Tensor, mean: Tensor | float, var: Tensor | float) -> Tensor:
+    """``log N(x; mean, var)`` per entry (broadcast; sum the event dims yourself)."""
+    var = var if isinstance(var, Tensor) else torch.as_tensor(var, dtype=x.dtype, device=x.device)
+    return -0.5 * (x - mean).pow(2) / var - 0.5 * torch.log(2 * math.pi * var)
+
+
+def isotropic_normal_log_prob(sq: Tensor, var: Tensor, dim: int) -> Tensor:
+    """``log N(x; mean, var I_dim)`` from the squared distance ``sq = |x - mean|^2`` (same shape
+    as ``var``)."""
+    return -0.5 * sq / var - 0.5 * dim * torch.log(2 * math.pi * var)
+
+
+def whitened_normal_log_prob(z: Tensor, logdet: Tensor) -> Tensor:
+    """``log N(x; mean, L L^T)`` from the whitened residual ``z = L^{-1} (x - mean): [..., d]``
+    and ``logdet = log det L`` (broadcast against ``z``'s leading dims)."""
+    return -0.5 * z.pow(2).sum(-1) - logdet - 0.5 * z.shape[-1] * _LOG_2PI
 
 
 class GaussianMixture:
@@ -142,7 +164,7 @@ class GaussianMixture:
             L = self._scale
             z = torch.linalg.solve_triangular(L, diff.transpose(-1, -2), upper=False).transpose(-1, -2)
             logdet = L.diagonal(dim1=-2, dim2=-1).log().sum(-1).unsqueeze(-1)
-        logn = -0.5 * z.pow(2).sum(-1) - logdet - 0.5 * self.dim * math.log(2 * math.pi)
+        logn = whitened_normal_log_prob(z, logdet)
         return z, self.weights.double().log().unsqueeze(-1) + logn
 
     def _diagonal_log_joint(self, xd: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,9 +8,11 @@ import torch
 from torch import Tensor
 
 from posterior._utils import check_device, check_dtype
-from posterior.distributions import GaussianMixture
-from posterior.noise.base import NoiseModel, as_noise_model
-from posterior.operators.base import LinearOperator, Operator, as_operator
+from posterior.distributions import GaussianMixture, whitened_normal_log_prob
+from posterior.noise.base import NoiseModel
+from posterior.noise.models import as_noise_model
+from posterior.operators.base import LinearOperator, Operator
+from posterior.operators.linear import as_operator
 from posterior.priors.base import DiffusionPrior
 
 __all__ = ["InverseProblem"]
@@ -404,5 +406,4 @@ def _log_normal(resid: Tensor, L: Tensor) -> Tensor:
     z = torch.linalg.solve_triangular(
         L.expand(*resid.shape[:2], *L.shape[-2:]), resid.unsqueeze(-1), upper=False
     )
-    logdet = L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
-    return -0.5 * z.squeeze(-1).pow(2).sum(-1) - logdet - 0.5 * resid.shape[-1] * math.log(2 * math.pi)
+    return whitened_normal_log_prob(z.squeeze(-1), L.diagonal(dim1=-2, dim2=-1).log().sum(-1))

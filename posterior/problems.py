@@ -9,9 +9,10 @@ import torch
 from torch import Tensor
 
 from posterior._utils import as_generator, check_count, check_device, check_dtype
-from posterior.noise.base import NoiseModel, as_noise_model
-from posterior.operators.base import Operator, as_operator
-from posterior.operators.linear import Matrix
+from posterior.noise.base import NoiseModel
+from posterior.noise.models import as_noise_model
+from posterior.operators.base import Operator
+from posterior.operators.linear import Matrix, as_operator
 from posterior.priors.base import DiffusionPrior
 from posterior.priors.gaussian_mixture import GaussianMixturePrior
 from posterior.problem import InverseProblem

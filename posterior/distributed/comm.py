@@ -27,25 +27,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from posterior.distributed.exchange import exchange, split
+
 __all__ = ["Communicator", "TorchCommunicator", "Traffic", "split"]
 
 #: odd 64-bit constant (the golden ratio's) that spreads the per-rank seeds apart
 _SEED_STRIDE = 0x9E3779B97F4A7C15
-
-
-def split(total: int, world_size: int) -> list[tuple[int, int]]:
-    """``(start, count)`` of every rank for ``total`` items in contiguous, balanced blocks.
-
-    The first ``total % world_size`` ranks get one item more: ``split(10, 4)`` is
-    ``[(0, 3), (3, 3), (6, 2), (8, 2)]``.
-    """
-    base, extra = divmod(total, world_size)
-    out, start = [], 0
-    for r in range(world_size):
-        count = base + (r < extra)
-        out.append((start, count))
-        start += count
-    return out
 
 
 @dataclass
@@ -207,6 +194,5 @@ class TorchCommunicator(Communicator):
         return out.to(device=v.device, dtype=dtype)
 
     def resample(self, tensors: list[Tensor], rows: Tensor, ancestors: Tensor) -> list[Tensor]:
-        from posterior.distributed.exchange import exchange
 
         return exchange(self, tensors, rows, ancestors)

@@ -24,12 +24,25 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from posterior.distributed.comm import split
-
 if TYPE_CHECKING:
     from posterior.distributed.comm import TorchCommunicator
 
-__all__ = ["ExchangePlan", "exchange", "exchange_volume", "plan_exchange"]
+__all__ = ["ExchangePlan", "exchange", "exchange_volume", "plan_exchange", "split"]
+
+
+def split(total: int, world_size: int) -> list[tuple[int, int]]:
+    """``(start, count)`` of every rank for ``total`` items in contiguous, balanced blocks.
+
+    The first ``total % world_size`` ranks get one item more: ``split(10, 4)`` is
+    ``[(0, 3), (3, 3), (6, 2), (8, 2)]``.
+    """
+    base, extra = divmod(total, world_size)
+    out, start = [], 0
+    for r in range(world_size):
+        count = base + (r < extra)
+        out.append((start, count))
+        start += count
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,7 +77,7 @@ def _owner(a: Tensor, bounds: Tensor) -> Tensor:
 
 def plan_exchange(ancestors: Tensor, world_size: int, rank: int) -> ExchangePlan:
     """The :class:`ExchangePlan` of ``rank`` for global ``ancestors: LongTensor[R, N]``, particles
-    split over ``world_size`` ranks in the blocks of :func:`~posterior.distributed.comm.split`."""
+    split over ``world_size`` ranks in the blocks of :func:`split`."""
     R, N = ancestors.shape
     blocks = split(N, world_size)
     bounds = torch.tensor([s for s, _ in blocks], device=ancestors.device)

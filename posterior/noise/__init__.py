@@ -12,8 +12,8 @@ of them; methods built on linear-Gaussian closed forms ask ``noise.gaussian_std`
 others with a one-line error.
 """
 
-from posterior.noise.base import NoiseModel, as_noise_model
-from posterior.noise.models import Gaussian, Laplace, Poisson, StudentT
+from posterior.noise.base import NoiseModel
+from posterior.noise.models import Gaussian, Laplace, Poisson, StudentT, as_noise_model
 from posterior.noise.pyro import PyroNoise, from_pyro
 
 __all__ = [

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-__all__ = ["NoiseModel", "as_noise_model", "as_parameter", "show_parameter", "with_generator"]
+__all__ = ["NoiseModel", "as_parameter", "show_parameter", "with_generator"]
 
 _N = TypeVar("_N", bound="NoiseModel")
 
@@ -217,25 +217,3 @@ class NoiseModel:
 def show_parameter(p: Tensor) -> str:
     """A parameter as ``repr`` shows it: its value, or ``Tensor[B]``."""
     return f"{p.item():g}" if p.numel() == 1 else f"Tensor[{p.shape[0]}]"
-
-
-def as_noise_model(value: Any, name: str = "noise") -> NoiseModel:
-    """``value`` if it is a :class:`NoiseModel`, else ``Gaussian(value)`` for a float or
-    ``Tensor[B]`` standard deviation; a one-line ``TypeError`` naming ``name`` otherwise."""
-    from posterior.noise.models import Gaussian
-
-    if isinstance(value, NoiseModel):
-        return value
-    if callable(value) and not isinstance(value, Tensor):
-        raise TypeError(
-            f"{name} must be a Gaussian standard deviation (float or Tensor[B]) or a noise model from "
-            f"posterior.noise, got the callable {value!r}: wrap a pyro distribution with "
-            "posterior.noise.from_pyro(fn)"
-        )
-    try:
-        return Gaussian(value, _name=name)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be a Gaussian standard deviation (float or Tensor[B]) or a noise model from "
-            f"posterior.noise, got {type(value).__name__} {value!r}"
-        ) from None

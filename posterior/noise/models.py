@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from posterior.distributions import isotropic_normal_log_prob
 from posterior.noise.base import NoiseModel, as_parameter, show_parameter, with_generator
 
-__all__ = ["Gaussian", "Laplace", "Poisson", "StudentT"]
+__all__ = ["Gaussian", "Laplace", "Poisson", "StudentT", "as_noise_model"]
 
 
 class Gaussian(NoiseModel):
@@ -38,8 +40,7 @@ class Gaussian(NoiseModel):
         while var.dim() > mean.dim() - k:  # drop the observation dims: one variance per row
             var = var.squeeze(-1)
         sq = self._sum_obs((y - mean).pow(2))
-        m = math.prod(mean.shape[mean.dim() - k :])
-        return -0.5 * sq / var - 0.5 * m * torch.log(2 * math.pi * var)
+        return isotropic_normal_log_prob(sq, var, math.prod(mean.shape[mean.dim() - k :]))
 
     def log_prob_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
         std = self.param("std", mean)
@@ -55,8 +56,7 @@ class Gaussian(NoiseModel):
         while var.dim() > mean.dim() - k:
             var = var.squeeze(-1)
         sq = self._sum_obs((y - mean).pow(2))
-        m = math.prod(mean.shape[mean.dim() - k :])
-        return -0.5 * sq / var - 0.5 * m * torch.log(2 * math.pi * var)
+        return isotropic_normal_log_prob(sq, var, math.prod(mean.shape[mean.dim() - k :]))
 
     def sample(self, mean: Tensor, generator: torch.Generator) -> Tensor:
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
@@ -228,3 +228,23 @@ class Laplace(NoiseModel):
 
     def variance(self, y: Tensor, mean: Tensor) -> Tensor:
         return 2 * self.param("scale", mean).pow(2)
+
+
+def as_noise_model(value: Any, name: str = "noise") -> NoiseModel:
+    """``value`` if it is a :class:`NoiseModel`, else ``Gaussian(value)`` for a float or
+    ``Tensor[B]`` standard deviation; a one-line ``TypeError`` naming ``name`` otherwise."""
+    if isinstance(value, NoiseModel):
+        return value
+    if callable(value) and not isinstance(value, Tensor):
+        raise TypeError(
+            f"{name} must be a Gaussian standard deviation (float or Tensor[B]) or a noise model from "
+            f"posterior.noise, got the callable {value!r}: wrap a pyro distribution with "
+            "posterior.noise.from_pyro(fn)"
+        )
+    try:
+        return Gaussian(value, _name=name)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a Gaussian standard deviation (float or Tensor[B]) or a noise model from "
+            f"posterior.noise, got {type(value).__name__} {value!r}"
+        ) from None

@@ -1,8 +1,8 @@
 """Forward operators: one class per operator, each with ``A``, ``A_adjoint`` and an SVD."""
 
-from posterior.operators.base import LinearOperator, Nonlinear, Operator, as_operator
+from posterior.operators.base import LinearOperator, Nonlinear, Operator
 from posterior.operators.image import Inpainting, box_mask, half_mask, random_mask
-from posterior.operators.linear import CompressedSensing, Identity, Matrix
+from posterior.operators.linear import CompressedSensing, Identity, Matrix, as_operator
 from posterior.operators.separable import Blur, SuperResolution, gaussian_kernel
 
 __all__ = [

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["LinearOperator", "Nonlinear", "Operator", "SVDCoordinates", "as_operator"]
+__all__ = ["LinearOperator", "Nonlinear", "Operator", "SVDCoordinates"]
 
 
 class Operator(ABC):
@@ -207,18 +207,3 @@ def _moved(obj: object, device: torch.device | str | None, dtype: torch.dtype | 
         out.__dict__.update({k: _moved(v, device, dtype) for k, v in vars(obj).items()})
         return out
     return obj
-
-
-def as_operator(op: Operator | Tensor | Callable[[Tensor], Tensor]) -> Operator:
-    """An :class:`Operator` from an operator, a ``Tensor[m, d]`` matrix, or a callable."""
-    from posterior.operators.linear import Matrix
-
-    if isinstance(op, Operator):
-        return op
-    if isinstance(op, Tensor):
-        return Matrix(op)
-    if callable(op):
-        return Nonlinear(op)
-    raise TypeError(
-        f"cannot use {type(op).__name__} as an operator: pass an Operator, a Tensor[m, d] or a callable"
-    )

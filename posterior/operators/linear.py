@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from posterior.operators.base import LinearOperator
+from posterior.operators.base import LinearOperator, Nonlinear, Operator
 
-__all__ = ["CompressedSensing", "Identity", "Matrix"]
+__all__ = ["CompressedSensing", "Identity", "Matrix", "as_operator"]
 
 
 class Identity(LinearOperator):
@@ -135,3 +136,16 @@ class CompressedSensing(Matrix):
 
     def __repr__(self) -> str:
         return f"CompressedSensing(m={self.out_shape[0]}, d={self.weight.shape[1]})"
+
+
+def as_operator(op: Operator | Tensor | Callable[[Tensor], Tensor]) -> Operator:
+    """An :class:`Operator` from an operator, a ``Tensor[m, d]`` matrix, or a callable."""
+    if isinstance(op, Operator):
+        return op
+    if isinstance(op, Tensor):
+        return Matrix(op)
+    if callable(op):
+        return Nonlinear(op)
+    raise TypeError(
+        f"cannot use {type(op).__name__} as an operator: pass an Operator, a Tensor[m, d] or a callable"
+    )

@@ -35,6 +35,7 @@ Every rank returns the same full :class:`~posterior.samplers.result.Result` (all
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -42,8 +43,10 @@ from torch import Tensor
 from posterior.distributed.comm import Communicator, TorchCommunicator
 from posterior.distributed.context import use_communicator
 from posterior.problem import InverseProblem
-from posterior.samplers.base import Sampler
 from posterior.samplers.result import Result
+
+if TYPE_CHECKING:
+    from posterior.samplers.base import Sampler
 
 __all__ = ["MODES", "resolve_mode", "run_distributed"]
 

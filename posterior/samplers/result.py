@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posterior.samplers.result_io import load_fields, save_result
+
 __all__ = ["Result"]
 
 
@@ -93,16 +95,12 @@ class Result:
     def save(self, path: str | Path) -> Path:
         """Write this result to one ``.safetensors`` file: the tensors, plus JSON metadata for the
         rest (no pickle); :meth:`load` reads it back exactly. See :mod:`posterior.samplers.result_io`."""
-        from posterior.samplers.result_io import save_result
-
         return save_result(self, path)
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str | None = None) -> Result:
         """A result written by :meth:`save` (tensors on the CPU, or on ``device``)."""
-        from posterior.samplers.result_io import load_result
-
-        return load_result(path, device=device)
+        return cls(**load_fields(path, device=device))
 
     def __repr__(self) -> str:
         parts = [f"method={self.method!r}", f"samples={list(self.samples.shape)}"]

@@ -13,14 +13,16 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from posterior.samplers.result import Result
+if TYPE_CHECKING:
+    from posterior.samplers.result import Result
 
-__all__ = ["FORMAT", "load_result", "save_result"]
+
+__all__ = ["FORMAT", "load_fields", "save_result"]
 
 #: The metadata key holding the JSON part, and the format's version.
 FORMAT = "posterior.result"
@@ -71,7 +73,7 @@ def save_result(result: Result, path: str | Path) -> Path:
     """Write ``result`` to ``path`` (a ``.safetensors`` file, created or replaced)."""
     from safetensors.torch import save_file
 
-    if not isinstance(result, Result):
+    if not all(hasattr(result, name) for name in (*_TENSOR_FIELDS, *_PLAIN_FIELDS, "stats", "options")):
         raise TypeError(f"result must be a Result, got {type(result).__name__}")
     tensors: dict[str, Tensor] = {}
     lossy: list[str] = []
@@ -100,8 +102,9 @@ def save_result(result: Result, path: str | Path) -> Path:
     return path
 
 
-def load_result(path: str | Path, device: torch.device | str | None = None) -> Result:
-    """Read a file written by :func:`save_result` (tensors on the CPU, or on ``device``)."""
+def load_fields(path: str | Path, device: torch.device | str | None = None) -> dict[str, Any]:
+    """The fields of a :class:`~posterior.Result` written by :func:`save_result` (tensors on the
+    CPU, or on ``device``): ``Result(**load_fields(path))`` is the saved result."""
     from safetensors import safe_open
 
     path = Path(path)
@@ -131,4 +134,4 @@ def load_result(path: str | Path, device: torch.device | str | None = None) -> R
         fields[name] = _decode(meta[name], tensors)
     fields["stats"] = {k: tensors[f"stats.{k}"] for k in meta["stats"]}
     fields["options"] = _decode(meta["options"], tensors)
-    return Result(**fields)
+    return fields
