@@ -172,6 +172,7 @@ def run_smc(
     resampling: str = "systematic",
     threshold: float | str = 0.5,
     move: Move | None = None,
+    rejuvenate: bool = False,
     genealogy: bool = False,
     progress: bool = False,
     warn_degenerate: bool = True,
@@ -187,6 +188,8 @@ def run_smc(
         resampling: a name in :data:`~posterior.particles.resampling.RESAMPLERS`.
         threshold: resample a problem when its ESS ``< threshold * N``; ``"always"`` / ``"never"``.
         move: optional MCMC kernel applied to resampled particles (resample-move).
+        rejuvenate: after each resampling, redraw the newest state of the resampled particles
+            with the model's exact Gibbs move (:meth:`FeynmanKacModel.gibbs`), before ``move``.
         genealogy: keep the ancestors of every step.
         progress: show a progress bar.
         warn_degenerate: issue a :class:`ParticleDegeneracyWarning` when the ESS of some problem
@@ -255,6 +258,8 @@ def run_smc(
             anc[rows] = anc_rows
             x, extras = _resample_rows(x, extras, rows, anc_rows, comm)
             log_w = log_w.index_fill(0, rows, -math.log(N))
+            if rejuvenate:
+                x, extras = _rows_where(mask, model.gibbs(t, s, x, extras, local), (x, extras))
             if move is not None:
                 x, extras, acc = _move(model, move, s, x, extras, mask, local, comm)
                 acceptance[:, k] = torch.where(mask, acc.to(x.dtype), acceptance[:, k])
@@ -304,13 +309,24 @@ def _move(
 ) -> tuple[Tensor, Extras, Tensor]:
     """Apply ``move`` to the problems in ``mask`` (those just resampled), with the model's target at
     ``s``; the moved particles' extras are recomputed. Returns ``(x, extras, acceptance [B])``."""
-    B = x.shape[0]
     with use_communicator(comm):  # the move's averages (acceptance) span every rank
         x_moved, acc = move(x, lambda z: model.log_target(s, z, extras), generator)
-        x_moved = torch.where(mask.view(B, *([1] * (x.dim() - 1))), x_moved, x)
+        x_moved = _rows_where(mask, (x_moved, {}), (x, {}))[0]
         fresh = model.refresh(s, x_moved, extras)
-    keep = {k: torch.where(mask.view(B, *([1] * (v.dim() - 1))), fresh[k], v) for k, v in extras.items()}
-    return x_moved, keep, acc
+    return *_rows_where(mask, (x_moved, fresh), (x, extras)), acc
+
+
+def _rows_where(
+    mask: Tensor, new: tuple[Tensor, Extras], old: tuple[Tensor, Extras]
+) -> tuple[Tensor, Extras]:
+    """``new`` particles and extras in the problems of ``mask: [B]``, ``old`` elsewhere (the
+    extras' names are those of ``new``)."""
+
+    def pick(a: Tensor, b: Tensor) -> Tensor:
+        return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+    (x_new, e_new), (x_old, e_old) = new, old
+    return pick(x_new, x_old), {k: pick(v, e_old[k]) if k in e_old else v for k, v in e_new.items()}
 
 
 def warn_if_degenerate(ess_trace: Tensor, name: str, level: float = DEGENERATE_ESS) -> bool:

@@ -34,7 +34,7 @@ class FeynmanKacModel:
     """Base class of the samplers' Feynman-Kac models.
 
     Subclasses implement :meth:`init` and :meth:`step`; :meth:`log_target` and :meth:`refresh` are
-    needed only by MCMC moves (resample-move).
+    needed only by MCMC moves (resample-move), :meth:`gibbs` only by rejuvenation.
 
     Randomness: ``generator`` draws what is particle-wise (in a distributed run it is the rank's
     own); ``shared`` (in :meth:`init`) draws what every particle has in common, identically on every
@@ -60,6 +60,15 @@ class FeynmanKacModel:
         ``log_weights: [B, N]`` are the normalised weights of the incoming particles (adaptive
         choices, such as a tempering exponent, may depend on them)."""
         raise NotImplementedError
+
+    def gibbs(
+        self, t: int, s: int, x: Tensor, extras: Extras, generator: torch.Generator
+    ) -> tuple[Tensor, Extras]:
+        """An exact Gibbs move of the path target after the step ``t -> s``: each particle's
+        ``x_s`` redrawn from its conditional given the rest of its path (with the extras that go
+        with it). The engine applies it after a resampling, where copies of one particle would
+        otherwise stay identical. Default: no move."""
+        return x, extras
 
     def log_target(self, s: int, x: Tensor, extras: Extras) -> Tensor:
         """Unnormalised log density ``[B, N]`` of the intermediate target at time ``s`` (the

@@ -69,6 +69,12 @@ class DiffusionModel(FeynmanKacModel):
         mean, std = ddim_step(self.prior.schedule, flat, t, s, self.eta, like=like)
         return self.batched(mean, B), float(std) ** 2
 
+    def kernel_variance(self, t: int, s: int, like: Tensor) -> float:
+        """The variance of the reverse kernel ``t -> s`` (as :meth:`kernel` returns it)."""
+        zero = like.new_zeros(1)
+        _, std = ddim_step(self.prior.schedule, Denoised(zero, zero), t, s, self.eta, like=like)
+        return float(std) ** 2
+
     def denoise(self, x: Tensor, t: int) -> Denoised:
         """Predictions for batched particles, returned batched ``[B, N, *event]``."""
         d = self.prior.denoise(self.flat(x), t)

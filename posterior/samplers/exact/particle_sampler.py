@@ -31,14 +31,17 @@ class ParticleSampler(Sampler):
         eta: float = 1.0,
         exact_start: bool = True,
         move: Move | None = None,
+        rejuvenate: bool = False,
     ) -> None:
         check_resampling_options(resampling, threshold)
+        if not isinstance(rejuvenate, bool):
+            raise ValueError(f"rejuvenate must be True or False, got {rejuvenate!r}")
         if isinstance(eta, bool) or not 0.0 < float(eta) <= 1.0:
             raise ValueError(f"eta must be in (0, 1] (a stochastic reverse kernel), got {eta!r}")
         if move is not None and not callable(move):
             raise ValueError("move must be a callable move(particles, log_target_fn, generator)")
         self.resampling, self.threshold, self.eta = resampling, threshold, float(eta)
-        self.exact_start, self.move = bool(exact_start), move
+        self.exact_start, self.move, self.rejuvenate = bool(exact_start), move, rejuvenate
 
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> FeynmanKacModel:
         """The Feynman-Kac model of this sampler on ``problem``, along the time grid ``pairs``."""
@@ -68,6 +71,7 @@ class ParticleSampler(Sampler):
             resampling=self.resampling,
             threshold=self.threshold,
             move=self.move,
+            rejuvenate=self.rejuvenate,
             progress=progress,
         )
         return to_result(out, self.name)
@@ -86,8 +90,9 @@ class TwistedSampler(ParticleSampler):
         exact_start: bool = True,
         move: Move | None = None,
         prior_var: float | str = "auto",
+        rejuvenate: bool = False,
     ) -> None:
-        super().__init__(resampling, threshold, eta, exact_start, move)
+        super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate)
         if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
             raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
         self.prior_var = prior_var

@@ -18,8 +18,14 @@ and the last, deterministic step sets them to ``y~`` and weighs nothing. The tar
 denoising step: ``p(x_0 | A x_0 = y)`` up to the ``1 - abar_K`` (``1e-4`` for DDPM) of noise left at
 ``t_K``. The log-evidence is then the density of ``y`` (the Jacobian of ``y -> c_{t_K}`` added).
 
-Per-particle extras: ``log_g`` (the twist at the particle) and whatever :meth:`path` reads (FPS's
-path ``c``).
+Per-particle extras: ``log_g`` (the twist at the particle), ``mean`` (the reverse kernel's mean
+from the particle's parent, for :meth:`SVDTwistModel.gibbs`) and whatever :meth:`path` reads
+(FPS's path ``c``).
+
+Rejuvenation. The incremental weight depends on the parent ``x_t`` only, so after a resampling
+the copies of a parent also share ``x_s``. Their ``x_s`` can be redrawn, independently, from its
+conditional given the rest of the path, ``p(x_s | x_t) g_s(x_s)``, which is the proposal itself:
+an exact Gibbs move of the path target at no network cost (:meth:`SVDTwistModel.gibbs`).
 """
 
 from __future__ import annotations
@@ -139,7 +145,7 @@ class SVDTwistModel(DiffusionModel):
         self, t: int, s: int, x: Tensor, extras: Extras, log_weights: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, Extras, Tensor]:
         log_g_t = extras["log_g"]
-        extras = self.advance(t, s, extras, generator)
+        extras = self.advance(t, s, {k: v for k, v in extras.items() if k != "mean"}, generator)
         mean, v = self.kernel(self.denoise(x, t), t, s, like=x)
         if s == CLEAN and self.noiseless:  # observed coordinates become y~; nothing to weigh
             return (
@@ -156,27 +162,45 @@ class SVDTwistModel(DiffusionModel):
             return x_s, {**extras, "log_g": new}, new - log_g_t
         c, w = self.path(s, extras)
         mu = self.coords(mean)  # [B, N, r]
-        if self.pinned(s):  # the twist is a point mass at c: set the observed coordinates to it
-            x_s = self.replace(mean + v**0.5 * self.noise(x, generator), c)
+        x_s, log_g = self.propose(mean, v, s, extras, generator)
+        extras = {**extras, "log_g": log_g, "mean": mean}
+        if self.pinned(s):  # the twist is a point mass at c
             log_pred = log_normal(c, mu, torch.full_like(mu, v), self.observed)
-            # log_twist at the point mass is 0
-            return (
-                x_s,
-                {**extras, "log_g": x_s.new_zeros(x_s.shape[:2])},
-                log_pred + self.log_jacobian - log_g_t,
-            )
+            return x_s, extras, log_pred + self.log_jacobian - log_g_t
+        return x_s, extras, log_normal(c, mu, v + w, self.observed) - log_g_t
+
+    def propose(
+        self, mean: Tensor, v: float, s: int, extras: Extras, generator: torch.Generator
+    ) -> tuple[Tensor, Tensor]:
+        """A draw of ``x_s`` from the prior's reverse kernel ``N(mean, v I)`` times the twist
+        ``g_s``: on the observed SVD coordinates the Gaussian product with ``N(c_s, w_s)`` (set to
+        ``c_s`` where the twist is a point mass), elsewhere the kernel itself. Returns ``x_s: [B, N,
+        *event]`` and ``log g_s(x_s): [B, N]``."""
+        c, w = self.path(s, extras)
+        eps = self.noise(mean, generator)
+        x_s = mean + v**0.5 * eps
+        if self.pinned(s):  # log_twist is 0 at the point mass
+            return self.replace(x_s, c), x_s.new_zeros(x_s.shape[:2])
+        mu = self.coords(mean)
         prec = 1 / v + 1 / w
         post_mean = (mu / v + c / w) / prec
-        # x_s = mean + sqrt(v) eps, then the observed coordinates are replaced by their
-        # Gaussian-product draw: move along V by the difference (V orthogonal).
-        eps = self.noise(x, generator)
-        x_s = mean + v**0.5 * eps
+        # the observed coordinates of x_s = mean + sqrt(v) eps are replaced by their
+        # Gaussian-product draw: move along V by the difference (V orthogonal)
         z_s = self.coords(x_s)
         z_new = post_mean + prec.rsqrt() * (z_s - mu) / v**0.5  # same standard normal, new law
         delta = torch.where(self.observed, z_new - z_s, torch.zeros_like(z_s))
-        x_s = x_s + self._lift(delta)
-        log_pred = log_normal(c, mu, v + w, self.observed)
-        return x_s, {**extras, "log_g": self.log_twist(z_new, s, extras)}, log_pred - log_g_t
+        return x_s + self._lift(delta), self.log_twist(z_new, s, extras)
+
+    def gibbs(
+        self, t: int, s: int, x: Tensor, extras: Extras, generator: torch.Generator
+    ) -> tuple[Tensor, Extras]:
+        """Redraw each particle's ``x_s`` from its conditional given the rest of its path,
+        ``p(x_s | x_t) g_s(x_s)``: the very proposal (a Gaussian product), from the kernel mean kept
+        in the extras. An exact Gibbs move of the path target; it costs no network call."""
+        if "mean" not in extras:  # a deterministic step: x_s is a function of x_t
+            return x, extras
+        x_s, log_g = self.propose(extras["mean"], self.kernel_variance(t, s, x), s, extras, generator)
+        return x_s, {**extras, "log_g": log_g}
 
     def replace(self, x: Tensor, c: Tensor) -> Tensor:
         """``x`` with its observed SVD coordinates set to ``c: [B, 1 or N, r]`` (moved along ``V``)."""
