@@ -1,9 +1,12 @@
-"""Gaussian log-densities, and a batched Gaussian mixture with exact sampling, density and score.
+"""Closed-form densities: the Gaussian log-densities and a batched Gaussian mixture with exact
+sampling, density and score.
 
 The mixture is both the clean prior of :class:`~posterior.priors.GaussianMixturePrior` (and each
 of its noised marginals ``p_t``) and the closed-form posterior of a linear Gaussian problem. The
-three Gaussian log-densities below are the only ones in the package (noise models, closed-form
-posteriors, twists use them), each in the form its callers need.
+three Gaussian log-densities below are the only ones in the package, each in the form its callers
+need: :func:`log_normal` (diagonal, masked: the twists), :func:`isotropic_normal_log_prob` (the
+Gaussian noise model), :func:`whitened_normal_log_prob` (Cholesky: the mixture, the closed-form
+posterior and evidence).
 """
 
 from __future__ import annotations
@@ -15,15 +18,23 @@ from torch import Tensor
 
 from posterior._utils import as_generator
 
-__all__ = ["GaussianMixture", "isotropic_normal_log_prob", "normal_log_prob", "whitened_normal_log_prob"]
+__all__ = ["GaussianMixture", "isotropic_normal_log_prob", "log_normal", "whitened_normal_log_prob"]
 
 _LOG_2PI = math.log(2 * math.pi)
 
 
-def normal_log_prob(x: Tensor, mean: Tensor | float, var: Tensor | float) -> Tensor:
-    """``log N(x; mean, var)`` per entry (broadcast; sum the event dims yourself)."""
-    var = var if isinstance(var, Tensor) else torch.as_tensor(var, dtype=x.dtype, device=x.device)
-    return -0.5 * (x - mean).pow(2) / var - 0.5 * torch.log(2 * math.pi * var)
+def log_normal(x: Tensor, mean: Tensor | float, var: Tensor | float, mask: Tensor | None = None) -> Tensor:
+    """``log N(x; mean, diag(var))`` summed over the last dim: ``[..., d] -> [...]``.
+
+    ``mean`` and ``var`` broadcast against ``x``. With ``mask: BoolTensor[d]`` (broadcastable) only
+    the coordinates where it holds count (``var`` may be anything, even ``0``, elsewhere)."""
+    var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
+    if mask is not None:
+        var = torch.where(mask, var, torch.ones_like(var))
+    terms = -0.5 * (x - mean).pow(2) / var - 0.5 * torch.log(2 * math.pi * var)
+    if mask is not None:
+        terms = torch.where(mask, terms, torch.zeros_like(terms))
+    return terms.sum(-1)
 
 
 def isotropic_normal_log_prob(sq: Tensor, var: Tensor, dim: int) -> Tensor:
