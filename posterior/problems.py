@@ -228,7 +228,8 @@ def _first_line(err: BaseException) -> str:
 
 def prior_from_spec(spec: str, device: torch.device | str | None = None) -> DiffusionPrior:
     """A shipped prior by name (``mnist``) or a diffusers folder; :class:`SpecError` otherwise."""
-    import posterior as ps
+    from posterior.priors.diffusers import DiffusersPrior
+    from posterior.priors.shipped import load_prior
 
     path = Path(spec)
     if path.exists() or os.sep in spec or spec.startswith("."):
@@ -241,11 +242,11 @@ def prior_from_spec(spec: str, device: torch.device | str | None = None) -> Diff
                 f"cannot load a diffusers prior from {spec!r}: no unet/ subfolder and no config.json"
             )
         try:
-            return ps.DiffusersPrior.from_pretrained(path, device=device)
+            return DiffusersPrior.from_pretrained(path, device=device)
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
             raise SpecError(f"cannot load a diffusers prior from {spec!r}: {_first_line(err)}") from None
     try:
-        return ps.load_prior(spec, device=device)
+        return load_prior(spec, device=device)
     except ValueError as err:
         raise SpecError(f"{_first_line(err)} (or pass a diffusers folder)") from None
 
@@ -261,7 +262,10 @@ def named_problem(
     """Build a named problem (see :data:`PROBLEMS_HELP`); ``num_problems > 1`` simulates a batch
     with known truths from the same prior, operator and noise level. A name that does not parse
     or a prior that cannot be loaded is a :class:`SpecError`."""
-    import posterior as ps
+    from posterior.operators.image import Inpainting, half_mask
+    from posterior.operators.linear import Identity
+    from posterior.operators.separable import Blur, SuperResolution, gaussian_kernel
+    from posterior.priors.shipped import mnist_heldout
 
     try:
         dev = check_device(device)
@@ -269,7 +273,7 @@ def named_problem(
         raise SpecError(str(err)) from None
     if spec == "gmm-demo" or spec.startswith("gmm:"):
         if spec == "gmm-demo":
-            base = ps.problems.gmm_demo(seed)
+            base = gmm_demo(seed)
         else:
             parts = spec.split(":")
             try:
@@ -279,11 +283,11 @@ def named_problem(
             except (ValueError, IndexError):
                 raise SpecError(f"bad problem {spec!r}: expected gmm:DIM:OBS, e.g. gmm:8:2") from None
             try:
-                base = ps.problems.gmm_benchmark(dim, obs, seed)
+                base = gmm_benchmark(dim, obs, seed)
             except ValueError as err:
                 raise SpecError(f"bad problem {spec!r}: {_first_line(err)}") from None
         if num_problems > 1:
-            base = ps.problems.simulate(base.prior, base.operator, base.noise_std, num_problems, seed=seed)
+            base = simulate(base.prior, base.operator, base.noise_std, num_problems, seed=seed)
         return base.to(dev)
     image_ops = {"inpaint", "sr4", "blur", "denoise"}
     kind = spec.removeprefix("mnist-")
@@ -291,25 +295,24 @@ def named_problem(
         raise SpecError(f"unknown problem {spec!r}; known problems: {PROBLEMS_HELP}")
     model = prior_from_spec(prior, dev)
     shape = tuple(model.event_shape)
-    ops = ps.operators
     if kind == "inpaint":
-        op = ops.Inpainting(ops.half_mask(shape, "bottom", device=dev))
+        op = Inpainting(half_mask(shape, "bottom", device=dev))
     elif kind == "sr4":
-        op = ops.SuperResolution(4)
+        op = SuperResolution(4)
     elif kind == "blur":
-        op = ops.Blur(ops.gaussian_kernel(1.5, device=dev, dtype=model.dtype))
+        op = Blur(gaussian_kernel(1.5, device=dev, dtype=model.dtype))
     else:
-        op = ops.Identity()
+        op = Identity()
     noise = 0.1 if noise is None else noise
     if shape == (1, 28, 28):
-        truth, _ = ps.priors.shipped.mnist_heldout(slice(0, num_problems), device=dev, dtype=model.dtype)
+        truth, _ = mnist_heldout(slice(0, num_problems), device=dev, dtype=model.dtype)
         if truth.shape[0] < num_problems:
             raise SpecError(f"only {truth.shape[0]} held-out digits; ask for fewer problems")
     else:  # another model: truths drawn from the model itself
         truth = model.sample(num_problems, torch.Generator(dev).manual_seed(seed), num_steps=50)
-    problem = ps.problems.simulate(model, op, noise, num_problems, seed=seed, truth=truth)
+    problem = simulate(model, op, noise, num_problems, seed=seed, truth=truth)
     if num_problems == 1:  # a single problem, unbatched
-        single = ps.InverseProblem(model, problem.operator, problem.y_batch[0], noise)
+        single = InverseProblem(model, problem.operator, problem.y_batch[0], noise)
         single.truth = truth[0]
         return single
     return problem
