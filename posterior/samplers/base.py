@@ -128,7 +128,8 @@ def sample(
             ``"trailing"``, ``"linspace"``, ``"logsnr"`` (uniform in log signal-to-noise ratio), or
             a strictly decreasing sequence of ``num_steps`` training times. See
             :meth:`posterior.schedule.NoiseSchedule.timesteps`. The MCMC methods (``mala``,
-            ``gibbs``), whose ``num_steps`` are iterations, record it and do not use it.
+            ``gibbs``), whose ``num_steps`` are iterations, record it and do not use it; ``sdedit``
+            walks its own grid below its start ``t0`` and ``csgm`` its inner ``ddim_steps`` grid.
         **options: the method's own options, documented on its class.
 
     Returns:
