@@ -70,10 +70,11 @@ def genealogy(problem: ps.InverseProblem, N: int, steps: int, seed: int) -> tupl
     """Ancestors ``[R, N]`` of every resampling of one TDS run (``R`` events) and how many there were."""
     sampler = ps.METHODS["tds"]()
     gen = torch.Generator().manual_seed(seed)
-    model = sampler.model(problem, steps, gen)
+    pairs = problem.prior.schedule.time_pairs(steps)
+    model = sampler.model(problem, pairs)
     out = run_smc(
         model,
-        problem.prior.schedule.time_pairs(steps),
+        pairs,
         problem.batch_size,
         N,
         gen,
@@ -130,10 +131,11 @@ def _rank(rank: int, world_size: int, port: int, args: argparse.Namespace, out: 
     comm = TorchCommunicator()
     sampler = ps.METHODS["tds"]()
     gen = torch.Generator().manual_seed(0)
-    model = sampler.model(problem, args.steps, gen)
+    pairs = problem.prior.schedule.time_pairs(args.steps)
+    model = sampler.model(problem, pairs)
     res = run_smc(
         model,
-        problem.prior.schedule.time_pairs(args.steps),
+        pairs,
         1,
         args.particles,
         gen,

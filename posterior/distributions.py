@@ -1,4 +1,5 @@
-"""A batched Gaussian mixture with exact sampling, density and score.
+"""Closed-form densities: a diagonal Gaussian's log-density and a batched Gaussian mixture with
+exact sampling, density and score.
 
 It is both the clean prior of :class:`~posterior.priors.GaussianMixturePrior` (and each of its
 noised marginals ``p_t``) and the closed-form posterior of a linear Gaussian problem.
@@ -13,7 +14,21 @@ from torch import Tensor
 
 from posterior._utils import as_generator
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "log_normal"]
+
+
+def log_normal(x: Tensor, mean: Tensor | float, var: Tensor | float, mask: Tensor | None = None) -> Tensor:
+    """``log N(x; mean, diag(var))`` summed over the last dim: ``[..., d] -> [...]``.
+
+    ``mean`` and ``var`` broadcast against ``x``. With ``mask: BoolTensor[d]`` (broadcastable) only
+    the coordinates where it holds count (``var`` may be anything, even ``0``, elsewhere)."""
+    var = torch.as_tensor(var, dtype=x.dtype, device=x.device)
+    if mask is not None:
+        var = torch.where(mask, var, torch.ones_like(var))
+    terms = -0.5 * (x - mean).pow(2) / var - 0.5 * torch.log(2 * math.pi * var)
+    if mask is not None:
+        terms = torch.where(mask, terms, torch.zeros_like(terms))
+    return terms.sum(-1)
 
 
 class GaussianMixture:

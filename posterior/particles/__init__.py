@@ -1,13 +1,13 @@
 """Particle machinery: resampling schemes, the effective sample size and the Feynman-Kac engine."""
 
 from posterior.particles.engine import (
-    FeynmanKacModel,
     ParticleDegeneracyWarning,
     ParticleState,
     SMCOutput,
     run_smc,
     warn_if_degenerate,
 )
+from posterior.particles.feynman_kac import Extras, FeynmanKacModel, Move
 from posterior.particles.resampling import (
     RESAMPLERS,
     ess,
@@ -20,7 +20,9 @@ from posterior.particles.resampling import (
 
 __all__ = [
     "RESAMPLERS",
+    "Extras",
     "FeynmanKacModel",
+    "Move",
     "ParticleDegeneracyWarning",
     "ParticleState",
     "SMCOutput",

@@ -5,7 +5,8 @@ potential), and at each diffusion step ``k: t -> s`` a proposal ``M_k`` that mov
 and returns the log potential increment ``log G_k`` (the log importance weight of the move, e.g.
 ``log p(x_s|x_t) + log g_s(x_s) - log q(x_s|x_t) - log g_t(x_t)`` for twisted samplers). The engine
 (Del Moral, 2004; Chopin & Papaspiliopoulos, 2020, Alg. 10.1) keeps normalised log-weights in log
-space, records the effective sample size, resamples adaptively, accumulates the log-evidence
+space, records the effective sample size, resamples adaptively (the particles together with their
+per-particle ``extras``), accumulates the log-evidence
 ``log Z = sum_k log sum_i W_i^{k-1} G_k(x_i)`` (valid under adaptive resampling because the weights
 are carried over when no resampling happens), optionally rejuvenates resampled particles with an
 MCMC move (resample-move, Gilks & Berzuini, 2001), and ends with a resampling to equally
@@ -19,7 +20,7 @@ Across processes (a :class:`~posterior.distributed.comm.Communicator` with sever
 every problem and draws their noise from its own generator; weights are normalised, the ESS and
 the evidence computed over all ranks; ancestors are drawn from the all-gathered weights with a
 generator shared by every rank (the same draw everywhere), and only the particles (with the
-model's per-particle ``cache``) that a resampling moves to another rank travel
+their extras) that a resampling moves to another rank travel
 (:mod:`posterior.distributed.exchange`). The final draws are all-gathered: every rank returns the
 same output.
 """
@@ -30,8 +31,8 @@ import math
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
@@ -40,10 +41,12 @@ from torch import Tensor
 from posterior._utils import progress_bar
 from posterior.distributed.comm import Communicator
 from posterior.distributed.context import current_communicator, use_communicator
+from posterior.particles.feynman_kac import Extras, FeynmanKacModel, Move
 from posterior.particles.resampling import RESAMPLERS, ess
 
 __all__ = [
     "FeynmanKacModel",
+    "Move",
     "ParticleDegeneracyWarning",
     "ParticleState",
     "SMCOutput",
@@ -61,74 +64,22 @@ class ParticleDegeneracyWarning(UserWarning):
     which the sampler is exact (more particles, or a resample-move, are the remedies)."""
 
 
-#: ``move(particles, log_target_fn, generator) -> (particles, acceptance [B])``: an MCMC kernel
-#: leaving ``exp(log_target_fn(x))`` invariant, applied after each resampling.
-Move = Callable[[Tensor, Callable[[Tensor], Tensor], torch.Generator], tuple[Tensor, Tensor]]
-
-
 class ParticleState(NamedTuple):
     """The particle system between two steps.
 
     Attributes:
         particles: ``Tensor[B, N, *event_shape]``.
+        extras: the model's per-particle quantities ``{name: Tensor[B, N, ...]}``.
         log_weights: ``Tensor[B, N]``, normalised (``logsumexp`` over ``N`` is ``0``).
         log_evidence: ``Tensor[B]``, running estimate of ``log Z``.
         ancestors: ``LongTensor[B, N]`` of the last resampling (identity where none happened).
     """
 
     particles: Tensor
+    extras: Extras
     log_weights: Tensor
     log_evidence: Tensor
     ancestors: Tensor | None = None
-
-
-class FeynmanKacModel:
-    """Base class of the samplers' Feynman-Kac models.
-
-    Subclasses implement :meth:`init` and :meth:`step`; :meth:`final` and :meth:`log_target` are
-    optional. Per-particle quantities cached between steps (``Tensor[B, N, ...]``) go into
-    ``self.cache``: the engine resamples them together with the particles and clears the cache
-    after an MCMC move (:meth:`invalidate`; the model recomputes what it needs when an entry is
-    missing).
-
-    Randomness: the ``generator`` of :meth:`init` and :meth:`step` draws what is particle-wise
-    (in a distributed run it is the rank's own). A draw common to all particles (fixed directions
-    inside a twist, say) must come from :attr:`shared_generator`, which the engine sets before
-    :meth:`init`: the same stream on every rank (the very ``generator`` in a single process).
-    """
-
-    name: str = "smc"
-    #: the generator of draws shared by all particles, identical on every rank (set by the engine)
-    shared_generator: torch.Generator | None = None
-    #: the communicator across ranks (set by the engine before :meth:`init`)
-    comm: Communicator | None = None
-    #: normalised log-weights ``[B, n]`` of the particles entering :meth:`init` / :meth:`step`
-    #: (set by the engine; e.g. to temper a potential adaptively, see :mod:`posterior.particles.tempering`)
-    log_weights: Tensor | None = None
-
-    def __init__(self) -> None:
-        self.cache: dict[str, Tensor] = {}
-
-    def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        """Initial particles ``[B, N, *event_shape]`` and an optional initial log potential ``[B, N]``."""
-        raise NotImplementedError
-
-    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        """Propose ``x_s`` from ``x_t`` (step ``k``); return ``(x_s, log G_k [B, N])``."""
-        raise NotImplementedError
-
-    def invalidate(self) -> None:
-        """Called after an MCMC move changed the particles: drop what depends on them."""
-        self.cache = {}
-
-    def final(self, x: Tensor) -> Tensor | None:
-        """An optional last log potential ``[B, N]`` (e.g. the true likelihood over the twist)."""
-        return None
-
-    def log_target(self, k: int, x: Tensor) -> Tensor:
-        """Unnormalised log density ``[B, N]`` of the intermediate target after step ``k``
-        (needed by MCMC moves)."""
-        raise NotImplementedError(f"{self.name!r} has no intermediate log target for MCMC moves")
 
 
 @dataclass
@@ -157,7 +108,6 @@ class SMCOutput:
     acceptance: Tensor | None = None
     genealogy: Tensor | None = None
     state: ParticleState | None = None
-    stats: dict[str, Tensor] = field(default_factory=dict)
 
 
 def check_resampling_options(resampling: str, threshold: float | str) -> None:
@@ -222,6 +172,7 @@ def run_smc(
     resampling: str = "systematic",
     threshold: float | str = 0.5,
     move: Move | None = None,
+    rejuvenate: bool = False,
     genealogy: bool = False,
     progress: bool = False,
     warn_degenerate: bool = True,
@@ -230,13 +181,15 @@ def run_smc(
     """Run the Feynman-Kac model ``model`` along ``time_pairs`` for ``B`` problems at once.
 
     Args:
-        model: proposals and potentials (see :class:`FeynmanKacModel`).
+        model: proposals and potentials (see :class:`~posterior.particles.feynman_kac.FeynmanKacModel`).
         time_pairs: ``[(t, s), ...]`` reverse transitions (``schedule.time_pairs``).
         batch_size: ``B``. num_particles: ``N`` per problem.
         generator: every random draw uses it.
         resampling: a name in :data:`~posterior.particles.resampling.RESAMPLERS`.
         threshold: resample a problem when its ESS ``< threshold * N``; ``"always"`` / ``"never"``.
         move: optional MCMC kernel applied to resampled particles (resample-move).
+        rejuvenate: after each resampling, redraw the newest state of the resampled particles
+            with the model's exact Gibbs move (:meth:`FeynmanKacModel.gibbs`), before ``move``.
         genealogy: keep the ancestors of every step.
         progress: show a progress bar.
         warn_degenerate: issue a :class:`ParticleDegeneracyWarning` when the ESS of some problem
@@ -246,6 +199,9 @@ def run_smc(
             single-process one outside ``ps.sample(..., distributed=True)``). With several ranks,
             ``model`` sees this rank's particles only (``init(B, count, ...)``, ``[B, count, ...]``
             tensors) and draws them with this rank's generator; the output is global.
+
+    The loop carries the whole particle system explicitly (particles, extras, log-weights,
+    log-evidence); nothing is stored on the model.
 
     Returns:
         an :class:`SMCOutput`.
@@ -263,10 +219,8 @@ def run_smc(
         raise ValueError(f"num_particles ({N}) must be at least the number of ranks ({comm.world_size})")
     n = comm.split(N)[1]  # this rank's particles per problem (all N in one process)
 
-    model.cache = {}
-    model.shared_generator, model.comm = shared, comm
-    model.log_weights = None  # uniform at the start
-    x, log_g0 = model.init(B, n, local)
+    with use_communicator(comm):  # the model's sums over particles span every rank
+        x, extras, log_g0 = model.init(B, n, local, shared)
     log_w = torch.full((B, n), -math.log(N), device=x.device, dtype=x.dtype)
     log_z = torch.zeros(B, device=x.device, dtype=x.dtype)
     if log_g0 is not None:
@@ -279,12 +233,8 @@ def run_smc(
 
     for k, (t, s) in progress_bar(enumerate(time_pairs), enabled=progress, desc=model.name, total=K):
         what = f"{model.name}: step {k} (t={t})"
-        model.log_weights = log_w
-        x, log_g = model.step(k, t, s, x, local)
-        if k == K - 1:
-            extra = model.final(x)
-            if extra is not None:
-                log_g = log_g + extra
+        with use_communicator(comm):
+            x, extras, log_g = model.step(t, s, x, extras, log_w, local)
         x, log_g = _retire_non_finite(x, log_g, log_w, what, comm)
         log_w, inc = _reweight(log_w, log_g, what, comm)
         log_z = log_z + inc
@@ -306,19 +256,13 @@ def run_smc(
             anc_rows = resample(comm.all_gather(log_w[rows], N), shared)
             anc = identity.clone()
             anc[rows] = anc_rows
-            if comm.distributed:  # the particles and their cache that change rank travel
-                x, *cached = comm.resample([x, *model.cache.values()], rows, anc_rows)
-                model.cache = dict(zip(model.cache, cached, strict=True))
-            else:
-                x = _gather_rows(x, rows, anc_rows)
-                model.cache = {name: _gather_rows(v, rows, anc_rows) for name, v in model.cache.items()}
+            x, extras = _resample_rows(x, extras, rows, anc_rows, comm)
             log_w = log_w.index_fill(0, rows, -math.log(N))
+            if rejuvenate:
+                x, extras = _rows_where(mask, model.gibbs(t, s, x, extras, local), (x, extras))
             if move is not None:
-                with use_communicator(comm):  # the move's averages (acceptance) span every rank
-                    x_moved, acc = move(x, lambda z, k=k: model.log_target(k, z), local)
-                x = torch.where(mask.view(B, *([1] * (x.dim() - 1))), x_moved, x)
+                x, extras, acc = _move(model, move, s, x, extras, mask, local, comm)
                 acceptance[:, k] = torch.where(mask, acc.to(x.dtype), acceptance[:, k])
-                model.invalidate()
         if genealogy:
             ancestry.append(anc)
 
@@ -338,8 +282,51 @@ def run_smc(
         log_evidence=log_z,
         acceptance=acceptance,
         genealogy=torch.stack(ancestry, 1) if genealogy else None,
-        state=ParticleState(weighted, final_log_w, log_z, anc),
+        state=ParticleState(weighted, extras, final_log_w, log_z, anc),
     )
+
+
+def _resample_rows(
+    x: Tensor, extras: Extras, rows: Tensor, ancestors: Tensor, comm: Communicator
+) -> tuple[Tensor, Extras]:
+    """The particles and their extras of problems ``rows`` replaced by their ``ancestors``
+    (``[len(rows), N]``, global indices); across ranks only the particles that change rank travel."""
+    if comm.distributed:
+        x, *values = comm.resample([x, *extras.values()], rows, ancestors)
+        return x, dict(zip(extras, values, strict=True))
+    return _gather_rows(x, rows, ancestors), {k: _gather_rows(v, rows, ancestors) for k, v in extras.items()}
+
+
+def _move(
+    model: FeynmanKacModel,
+    move: Move,
+    s: int,
+    x: Tensor,
+    extras: Extras,
+    mask: Tensor,
+    generator: torch.Generator,
+    comm: Communicator,
+) -> tuple[Tensor, Extras, Tensor]:
+    """Apply ``move`` to the problems in ``mask`` (those just resampled), with the model's target at
+    ``s``; the moved particles' extras are recomputed. Returns ``(x, extras, acceptance [B])``."""
+    with use_communicator(comm):  # the move's averages (acceptance) span every rank
+        x_moved, acc = move(x, lambda z: model.log_target(s, z, extras), generator)
+        x_moved = _rows_where(mask, (x_moved, {}), (x, {}))[0]
+        fresh = model.refresh(s, x_moved, extras)
+    return *_rows_where(mask, (x_moved, fresh), (x, extras)), acc
+
+
+def _rows_where(
+    mask: Tensor, new: tuple[Tensor, Extras], old: tuple[Tensor, Extras]
+) -> tuple[Tensor, Extras]:
+    """``new`` particles and extras in the problems of ``mask: [B]``, ``old`` elsewhere (the
+    extras' names are those of ``new``)."""
+
+    def pick(a: Tensor, b: Tensor) -> Tensor:
+        return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
+
+    (x_new, e_new), (x_old, e_old) = new, old
+    return pick(x_new, x_old), {k: pick(v, e_old[k]) if k in e_old else v for k, v in e_new.items()}
 
 
 def warn_if_degenerate(ess_trace: Tensor, name: str, level: float = DEGENERATE_ESS) -> bool:

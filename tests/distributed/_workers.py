@@ -31,14 +31,16 @@ class _NanOnLastRank(FeynmanKacModel):
 
     name = "toy"
 
-    def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        return torch.randn(B, N, 1, generator=generator), None
+    def init(self, B: int, N: int, generator: torch.Generator, shared: torch.Generator) -> tuple:
+        return torch.randn(B, N, 1, generator=generator), {}, None
 
-    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def step(
+        self, t: int, s: int, x: Tensor, extras: dict, log_weights: Tensor, generator: torch.Generator
+    ) -> tuple:
         x = x + torch.randn(x.shape, generator=generator)
-        if k == 2 and dist.get_rank() == dist.get_world_size() - 1:
+        if t == 3 and dist.get_rank() == dist.get_world_size() - 1:  # step 2 of the pairs (5, 4) .. (1, 0)
             x[0, 0] = math.nan
-        return x, -0.5 * x[..., 0] ** 2
+        return x, extras, -0.5 * x[..., 0] ** 2
 
 
 def collectives(rank: int, world_size: int) -> dict[str, Tensor]:
@@ -129,12 +131,12 @@ def sampling(rank: int, world_size: int) -> dict[str, Tensor]:
 
 def shared_draws(rank: int, world_size: int) -> dict[str, Tensor]:
     """TDS on a nonlinear operator: its twist's fixed random directions, drawn at ``init``, must be
-    the same on every rank (particles and their cached twist values move between ranks)."""
+    the same on every rank (particles and their twist values move between ranks)."""
     problem = ps.problems.gmm_benchmark(dim=4, obs_dim=2, seed=0)
     op = Nonlinear(lambda x: torch.tanh(x[:, :2] / 4))
     problem = ps.InverseProblem(problem.prior, op, op(problem.truth[None])[0], 0.05)
-    model = ps.METHODS["tds"]().model(problem, 4, torch.Generator())
     pairs = problem.prior.schedule.time_pairs(4)
+    model = ps.METHODS["tds"]().model(problem, pairs)
     out = run_smc(model, pairs, 1, 12, torch.Generator().manual_seed(rank), comm=TorchCommunicator())
     return {"xi": model.xi, "samples": out.samples}
 

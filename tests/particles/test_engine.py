@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from posterior.particles import FeynmanKacModel, run_smc
+from posterior.particles import Extras, FeynmanKacModel, run_smc
 
 OBS = torch.tensor([0.5, -1.0, 2.0, 0.3, 1.2, -0.4, 0.8, 0.0])  # y_1 .. y_K
 Q, R = 0.5, 0.3  # transition and observation variances
@@ -20,21 +20,28 @@ class RandomWalk(FeynmanKacModel):
     name = "walk"
 
     def __init__(self, nan_at: int | None = None) -> None:
-        super().__init__()
         self.nan_at = nan_at
 
-    def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        return torch.randn(B, N, 1, generator=generator, dtype=torch.float64), None
+    def init(self, B: int, N: int, generator: torch.Generator, shared: torch.Generator) -> tuple:
+        return torch.randn(B, N, 1, generator=generator, dtype=torch.float64), {}, None
 
-    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def step(
+        self, t: int, s: int, x: Tensor, extras: Extras, log_weights: Tensor, generator: torch.Generator
+    ) -> tuple:
+        k = step_index(s)
         x = x + Q**0.5 * torch.randn(x.shape, generator=generator, dtype=x.dtype)
         log_g = -0.5 * (OBS[k] - x[..., 0]) ** 2 / R - 0.5 * math.log(2 * math.pi * R)
         if k == self.nan_at:
             log_g = torch.full_like(log_g, math.nan)
-        return x, log_g
+        return x, extras, log_g
 
-    def log_target(self, k: int, x: Tensor) -> Tensor:
-        raise AssertionError("not needed")
+    def refresh(self, s: int, x: Tensor, extras: Extras) -> Extras:
+        return extras  # no extras
+
+
+def step_index(s: int) -> int:
+    """The step ``k`` whose pair ends at ``s`` (see ``PAIRS``)."""
+    return len(OBS) - 1 - s
 
 
 def kalman_log_evidence() -> float:
@@ -90,9 +97,9 @@ def test_evidence_check_has_power() -> None:
     """A potential off by a constant factor fails the evidence check above."""
 
     class Off(RandomWalk):
-        def step(self, k, t, s, x, generator):  # type: ignore[no-untyped-def]
-            x, log_g = super().step(k, t, s, x, generator)
-            return x, log_g + 0.05
+        def step(self, t, s, x, extras, log_weights, generator):  # type: ignore[no-untyped-def]
+            x, extras, log_g = super().step(t, s, x, extras, log_weights, generator)
+            return x, extras, log_g + 0.05
 
     B, N = 400, 64
     out = run_smc(Off(), PAIRS, B, N, torch.Generator().manual_seed(0))
@@ -107,9 +114,9 @@ def test_nan_weights_raise_naming_method_and_step() -> None:
 
 def test_all_zero_weights_raise() -> None:
     class Zero(RandomWalk):
-        def step(self, k, t, s, x, generator):  # type: ignore[no-untyped-def]
-            x, log_g = super().step(k, t, s, x, generator)
-            return x, torch.full_like(log_g, -math.inf) if k == 2 else log_g
+        def step(self, t, s, x, extras, log_weights, generator):  # type: ignore[no-untyped-def]
+            x, extras, log_g = super().step(t, s, x, extras, log_weights, generator)
+            return x, extras, torch.full_like(log_g, -math.inf) if step_index(s) == 2 else log_g
 
     with pytest.raises(FloatingPointError, match=r"walk: step 2 .*all particle weights are zero"):
         run_smc(Zero(), PAIRS, 2, 16, torch.Generator().manual_seed(0))
@@ -147,9 +154,11 @@ def test_bad_options() -> None:
 class Sharp(RandomWalk):
     """The random walk observed with a tiny variance at one step: the weights collapse there."""
 
-    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x, log_g = super().step(k, t, s, x, generator)
-        return x, log_g * (1e7 if k == 3 else 1.0)
+    def step(
+        self, t: int, s: int, x: Tensor, extras: Extras, log_weights: Tensor, generator: torch.Generator
+    ) -> tuple:
+        x, extras, log_g = super().step(t, s, x, extras, log_weights, generator)
+        return x, extras, log_g * (1e7 if step_index(s) == 3 else 1.0)
 
 
 def test_collapse_warns_once_for_the_batch_and_healthy_runs_do_not() -> None:
@@ -176,11 +185,14 @@ class FarOff(RandomWalk):
     after it) and, where it still is far off at step 3, turned into NaN, as a gradient-shifted
     proposal can do."""
 
-    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    def step(
+        self, t: int, s: int, x: Tensor, extras: Extras, log_weights: Tensor, generator: torch.Generator
+    ) -> tuple:
+        k = step_index(s)
         if k in (2, 3):
             x = x.clone()
             x[:, 0] = 1e6 if k == 2 else torch.where(x[:, 0].abs() > 1e5, math.nan, x[:, 0])
-        return super().step(k, t, s, x, generator)
+        return super().step(t, s, x, extras, log_weights, generator)
 
 
 def test_zero_weight_particles_that_turn_nan_are_retired() -> None:
@@ -200,9 +212,11 @@ def test_zero_weight_particles_that_turn_nan_are_retired() -> None:
 class NaNWeighted(RandomWalk):
     """Particle 1, of positive weight, turns NaN at step 2."""
 
-    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        x, log_g = super().step(k, t, s, x, generator)
-        if k == 2:
+    def step(
+        self, t: int, s: int, x: Tensor, extras: Extras, log_weights: Tensor, generator: torch.Generator
+    ) -> tuple:
+        x, extras, log_g = super().step(t, s, x, extras, log_weights, generator)
+        if step_index(s) == 2:
             x = x.clone()
             x[:, 1] = math.nan
-        return x, log_g
+        return x, extras, log_g

@@ -37,33 +37,36 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import Tensor
 
+from posterior.particles.feynman_kac import Extras
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
-from posterior.samplers.exact._smc_common import SVDTwistModel, TwistedSampler
+from posterior.samplers.exact.particle_sampler import TwistedSampler
+from posterior.samplers.exact.svd_twist import SVDTwistModel
 from posterior.schedule import CLEAN
 
 __all__ = ["MCGdiff"]
 
 
 class MCGdiffModel(SVDTwistModel):
+    """MCGdiff's model: the SVD-basis twist along the deterministic path of the module docstring."""
+
     def __init__(
         self,
         problem: InverseProblem,
-        num_steps: int,
+        pairs: list[tuple[int, int]],
         eta: float,
         exact_start: bool,
         prior_mean: Tensor | None,
         prior_var: float,
     ) -> None:
-        super().__init__(problem, num_steps, eta, exact_start, "mcgdiff")
+        super().__init__(problem, pairs, eta, exact_start, "mcgdiff")
         self.prior_var = prior_var
         # m: the prior mean in SVD coordinates, [1, 1, r]
         self.m = None if prior_mean is None else self.op.V_adjoint(prior_mean[None])[:, None, : self.r]
 
-    def path(self, t: int) -> tuple[Tensor, Tensor]:
+    def path(self, t: int, extras: Extras) -> tuple[Tensor, Tensor]:
         abar, V = self.prior.schedule.alpha_bar(t).item(), self.prior_var
         if V == math.inf or self.noiseless or t == CLEAN:
             return abar**0.5 * self.y_tilde[:, None], ((1 - abar / self.a_end) + abar * self.obs_var)[:, None]
@@ -103,6 +106,6 @@ class MCGdiff(TwistedSampler):
     name = "mcgdiff"
     summary = "MCGdiff (Cardoso et al. 2024): SVD-basis twisted SMC for linear Gaussian problems"
 
-    def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> MCGdiffModel:
+    def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> MCGdiffModel:
         mean, V = self.prior_gaussian(problem)
-        return MCGdiffModel(problem, num_steps, self.eta, self.exact_start, mean, V)
+        return MCGdiffModel(problem, pairs, self.eta, self.exact_start, mean, V)

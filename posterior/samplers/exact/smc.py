@@ -19,7 +19,7 @@ Gradient-free; linear operators with an SVD.
 
 ``noise_std = 0`` (every problem of the batch): the path is pinned to ``sqrt(abar_K) y~`` at the
 last noisy time ``t_K`` and the twist variance is ``2 (1 - abar_t / abar_K)``, a point mass at
-``t_K`` (see :class:`~posterior.samplers.exact._smc_common.SVDTwistModel`). This is the
+``t_K`` (see :mod:`posterior.samplers.exact.svd_twist`). This is the
 noiseless case SMCDiff (Trippe et al., 2022) addresses by replacing the observed coordinates
 with one shared forward-noised path, which is exact only if the model's reverse process matches
 its forward one (measured here: mode weights off by up to 0.3 between paths on the
@@ -31,50 +31,51 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from posterior.particles.feynman_kac import Extras
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
-from posterior.samplers.exact._smc_common import ParticleSampler, SVDTwistModel
+from posterior.samplers.exact.particle_sampler import ParticleSampler
+from posterior.samplers.exact.svd_twist import SVDTwistModel
 from posterior.schedule import CLEAN
 
 __all__ = ["FPSSMC"]
 
 
 class FPSModel(SVDTwistModel):
-    def __init__(self, problem: InverseProblem, num_steps: int, eta: float, exact_start: bool) -> None:
-        super().__init__(problem, num_steps, eta, exact_start, "smc")
+    """FPS-SMC's model: the SVD-basis twist along a per-particle measurement path (extra ``c``)."""
+
+    def __init__(
+        self, problem: InverseProblem, pairs: list[tuple[int, int]], eta: float, exact_start: bool
+    ) -> None:
+        super().__init__(problem, pairs, eta, exact_start, "smc")
 
     def _abar(self, t: int) -> float:
         """``abar_t / abar_end``: the path's own schedule, from where it is pinned."""
         return self.prior.schedule.alpha_bar(t).item() / self.a_end
 
-    def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        end, a = self.a_end**0.5 * self.y_tilde[:, None], self._abar(self.times[0])
+    def init_path(self, B: int, N: int, generator: torch.Generator) -> Extras:
+        end, a = self.a_end**0.5 * self.y_tilde[:, None], self._abar(self.pairs[0][0])
         xi = torch.randn(B, N, end.shape[-1], generator=generator, device=end.device, dtype=end.dtype)
-        self.cache["c"] = a**0.5 * end + (1 - a) ** 0.5 * xi  # [B, N, r]: unit noise in SVD coordinates
-        return super().init(B, N, generator)
+        return {"c": a**0.5 * end + (1 - a) ** 0.5 * xi}  # [B, N, r]: unit noise in SVD coordinates
 
-    def advance(self, t: int, s: int, generator: torch.Generator) -> None:
-        end, c = self.a_end**0.5 * self.y_tilde[:, None], self.cache["c"]
+    def advance(self, t: int, s: int, extras: Extras, generator: torch.Generator) -> Extras:
+        end, c = self.a_end**0.5 * self.y_tilde[:, None], extras["c"]
         if s == CLEAN or self.pinned(s):
-            self.cache["c"] = end.expand_as(c) if s != CLEAN else self.y_tilde[:, None].expand_as(c)
-            return
+            return {**extras, "c": end.expand_as(c) if s != CLEAN else self.y_tilde[:, None].expand_as(c)}
         a_t, a_s = self._abar(t), self._abar(s)
         beta = 1 - a_t / a_s  # DDPM posterior q(c_s | c_t, c_end = end)
         mean = (a_s**0.5 * beta * end + (a_t / a_s) ** 0.5 * (1 - a_s) * c) / (1 - a_t)
         std = ((1 - a_s) / (1 - a_t) * beta) ** 0.5
         noise = torch.randn(c.shape, generator=generator, device=c.device, dtype=c.dtype)
-        self.cache["c"] = mean + std * noise
+        return {**extras, "c": mean + std * noise}
 
-    def path(self, t: int) -> tuple[Tensor, Tensor]:
+    def path(self, t: int, extras: Extras) -> tuple[Tensor, Tensor]:
         abar = self.prior.schedule.alpha_bar(t).item()
         # c_t - z_t = sqrt(abar) (y~ - z_0) + sqrt(1 - abar) (xi_t - eps_t): path and particle
         # noises are independent, hence 2 (1 - abar); FPS's abar sigma^2 / S^2 alone would make the
         # telescoped weights degenerate (measured: ESS ~ 1). Noiseless: 1 - abar / abar_K in place
         # of 1 - abar, so that the twist is a point mass at t_K.
-        return self.cache["c"], (abar * self.obs_var + 2 * (1 - abar / self.a_end))[:, None]
-
-    def invalidate(self) -> None:
-        self.cache = {"c": self.cache["c"]}  # the path does not depend on the particles
+        return extras["c"], (abar * self.obs_var + 2 * (1 - abar / self.a_end))[:, None]
 
 
 @register
@@ -98,5 +99,5 @@ class FPSSMC(ParticleSampler):
     name = "smc"
     summary = "FPS-SMC (Dou & Song 2024): SMC along a noised measurement path, linear problems"
 
-    def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> FPSModel:
-        return FPSModel(problem, num_steps, self.eta, self.exact_start)
+    def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> FPSModel:
+        return FPSModel(problem, pairs, self.eta, self.exact_start)

@@ -40,12 +40,13 @@ import torch
 from torch import Tensor
 
 from posterior.distributed.context import current_communicator
-from posterior.particles.engine import Move
+from posterior.particles.feynman_kac import Extras, Move
 from posterior.particles.tempering import temper_exponent
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
-from posterior.samplers.exact._smc_common import DiffusionModel, TwistedSampler
+from posterior.samplers.exact.diffusion_model import DiffusionModel
+from posterior.samplers.exact.particle_sampler import TwistedSampler
 from posterior.schedule import CLEAN
 
 if TYPE_CHECKING:
@@ -59,12 +60,17 @@ MOMENT_DRAWS = 16
 
 
 class TDSModel(DiffusionModel):
+    """TDS's model. Per-particle extras: the twist's value ``log_twist``, its gradient ``grad``
+    and the predictions ``eps``, ``x0`` at the particle, and the twist's exponent ``lam`` (``1``
+    without tempering; one value per problem, repeated over its particles). A nonlinear
+    operator's fixed moment-matching directions are drawn in :meth:`init`, a constant of the run."""
+
     name = "tds"
 
     def __init__(
         self,
         problem: InverseProblem,
-        num_steps: int,
+        pairs: list[tuple[int, int]],
         eta: float,
         exact_start: bool,
         scale: float,
@@ -72,13 +78,11 @@ class TDSModel(DiffusionModel):
         twist_var: str = "gaussian",
         tempering: float | None = None,
     ) -> None:
-        super().__init__(problem, eta, exact_start)
+        super().__init__(problem, pairs, eta, exact_start)
         self.prior_var = prior_var
         problem.require_noise("tds")
         problem.require_differentiable("tds")
         self.scale, self.twist_var, self.tempering = scale, twist_var, tempering
-        self.times = [t for t, _ in problem.prior.schedule.time_pairs(num_steps)] + [CLEAN]
-        self.lam = torch.ones(problem.batch_size, device=problem.prior.device, dtype=problem.prior.dtype)
 
     def r2(self, t: int) -> Tensor | float:
         """``r_t^2`` (before ``twist_scale``): a float, or ``Tensor[m]`` per observed coordinate
@@ -121,15 +125,15 @@ class TDSModel(DiffusionModel):
             "x0": self.batched(d.x0, B),
         }
 
-    def exponent(self, base: Tensor, log_g: Tensor, low: Tensor) -> Tensor:
+    def exponent(self, log_w: Tensor | None, base: Tensor, log_g: Tensor, low: Tensor) -> Tensor:
         """The twist's exponent ``lam_s: [B]`` for the potential ``base + lam_s * log_g``: ``1``
         without tempering, else the largest in ``[low, 1]`` keeping the conditional ESS at the
-        ``tempering`` fraction of the particle system (a twist ``g^lam`` is still a positive
-        twist, so every target stays valid; see :mod:`posterior.particles.tempering`)."""
+        ``tempering`` fraction of the particle system with normalised weights ``log_w`` (uniform
+        when ``None``; a twist ``g^lam`` is still a positive twist, so every target stays valid;
+        see :mod:`posterior.particles.tempering`)."""
         if self.tempering is None:
             return torch.ones_like(low)
-        comm = self.comm if self.comm is not None else current_communicator()
-        log_w = self.log_weights
+        comm = current_communicator()
         if log_w is None:  # uniform weights at the start
             log_w = torch.full_like(log_g, -math.log(comm.sum(torch.ones_like(log_g))[0].item()))
         return temper_exponent(log_w, base, log_g, low, self.tempering, comm)
@@ -154,54 +158,63 @@ class TDSModel(DiffusionModel):
 
         return log_twist
 
-    def init(self, B: int, N: int, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
-        if not self.problem.operator.linear:
+    def init(
+        self, B: int, N: int, generator: torch.Generator, shared: torch.Generator
+    ) -> tuple[Tensor, Extras, Tensor | None]:
+        if not self.problem.operator.linear:  # common to all particles: the same on every rank
             shape = (MOMENT_DRAWS, *self.event)
-            prior = self.prior
-            # common to all particles: the same draws on every rank of a distributed run
-            common = generator if self.shared_generator is None else self.shared_generator
-            self.xi = torch.randn(shape, generator=common, device=prior.device, dtype=prior.dtype)
-        x, exact = self.start(B, N, self.times[0], generator)
-        self.cache = self.twist(x, self.times[0])
-        log_g = self.cache["log_twist"]
-        log_ratio = None if exact else self.start_log_ratio(x, self.times[0])
+            self.xi = torch.randn(shape, generator=shared, device=self.prior.device, dtype=self.prior.dtype)
+        t0 = self.pairs[0][0]
+        x, exact = self.start(B, N, t0, generator)
+        extras = self.twist(x, t0)
+        log_g = extras["log_twist"]
+        log_ratio = None if exact else self.start_log_ratio(x, t0)
         if self.tempering is None:
-            return x, log_g if log_ratio is None else log_g + log_ratio
+            extras["lam"] = torch.ones_like(log_g)
+            return x, extras, log_g if log_ratio is None else log_g + log_ratio
         base = torch.zeros_like(log_g) if log_ratio is None else log_ratio
-        self.lam = self.exponent(base, log_g, torch.zeros_like(self.lam))
-        return x, base + self.lam[:, None] * log_g
+        lam = self.exponent(None, base, log_g, log_g.new_zeros(B))
+        extras["lam"] = lam[:, None].expand_as(log_g).contiguous()
+        return x, extras, base + lam[:, None] * log_g
 
-    def step(self, k: int, t: int, s: int, x: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-        c = self.cache or self.twist(x, t)  # recomputed after an MCMC move
-        lam_t = self.lam[:, None]  # the current twist is g_t^lam_t
+    def step(
+        self, t: int, s: int, x: Tensor, extras: Extras, log_weights: Tensor, generator: torch.Generator
+    ) -> tuple[Tensor, Extras, Tensor]:
+        c = extras
+        lam_t = c["lam"]  # the current twist is g_t^lam_t
         mean, v = self.kernel(Denoised(c["eps"], c["x0"]), t, s, like=x)
         if v > 0:
-            shifted = mean + v * lam_t.reshape(-1, *([1] * (x.dim() - 1))) * c["grad"]  # twisted mean
+            shifted = (
+                mean + v * lam_t.reshape(*lam_t.shape, *([1] * (x.dim() - 2))) * c["grad"]
+            )  # twisted mean
             x_s = shifted + v**0.5 * self.noise(x, generator)
             # log p(x_s | x_t) - log q(x_s | x_t, y): two Gaussians with the same variance
             log_pq = ((x_s - shifted).pow(2) - (x_s - mean).pow(2)).flatten(2).sum(-1) / (2 * v)
         else:
             x_s, log_pq = mean, torch.zeros_like(c["log_twist"])
         if s == CLEAN:  # the true likelihood, untempered
-            self.cache = {}
-            self.lam = torch.ones_like(self.lam)
-            return x_s, log_pq + self.problem.log_likelihood(x_s) - lam_t * c["log_twist"]
-        self.cache = self.twist(x_s, s)
-        new = self.cache["log_twist"]
+            log_lik = self.problem.log_likelihood(x_s)
+            return x_s, {"lam": torch.ones_like(lam_t)}, log_pq + log_lik - lam_t * c["log_twist"]
+        new_extras = self.twist(x_s, s)
+        new = new_extras["log_twist"]
         if self.tempering is None:  # lam = 1 (this order of the sums, as without tempering)
-            return x_s, log_pq + new - c["log_twist"]
+            new_extras["lam"] = lam_t
+            return x_s, new_extras, log_pq + new - c["log_twist"]
         base = log_pq - lam_t * c["log_twist"]
-        self.lam = self.exponent(base, new, self.lam)
-        return x_s, base + self.lam[:, None] * new
+        lam = self.exponent(log_weights, base, new, lam_t[:, 0])
+        new_extras["lam"] = lam[:, None].expand_as(new).contiguous()
+        return x_s, new_extras, base + lam[:, None] * new
 
-    def log_target(self, k: int, x: Tensor) -> Tensor:
-        """``log p_s(x) + log p~_s(y | x)`` after step ``k``, differentiable in ``x`` (the twist's
-        gradient comes from ``denoise_with_grad``); needs a prior with a density."""
-        s = self.times[k + 1]
+    def log_target(self, s: int, x: Tensor, extras: Extras) -> Tensor:
+        """``log p_s(x) + lam * log p~_s(y | x)``, differentiable in ``x`` (the twist's gradient
+        comes from ``denoise_with_grad``); needs a prior with a density."""
         prior = self.prior.log_prob(self.flat(x), s).reshape(x.shape[:2])
         if s == CLEAN:
             return prior + self.problem.log_likelihood(x)
-        return prior + self.lam[:, None] * _Twist.apply(x, self, s)
+        return prior + extras["lam"] * _Twist.apply(x, self, s)
+
+    def refresh(self, s: int, x: Tensor, extras: Extras) -> Extras:
+        return {**self.twist(x, s), "lam": extras["lam"]}
 
 
 class _Twist(torch.autograd.Function):
@@ -275,11 +288,11 @@ class TDS(TwistedSampler):
         self.twist_scale, self.twist_var = float(twist_scale), twist_var
         self.tempering = None if tempering is None else float(tempering)
 
-    def model(self, problem: InverseProblem, num_steps: int, generator: torch.Generator) -> TDSModel:
+    def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> TDSModel:
         _, V = self.prior_gaussian(problem)
         return TDSModel(
             problem,
-            num_steps,
+            pairs,
             self.eta,
             self.exact_start,
             self.twist_scale,

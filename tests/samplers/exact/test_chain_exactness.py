@@ -16,6 +16,9 @@ from posterior.diagnostics.oracles import chain_posterior
 from posterior.operators import Nonlinear
 
 PARTICLE_SAMPLERS = ["smc", "tds", "mcgdiff"]
+#: (method, options): every particle sampler, and the SVD-basis ones with their Gibbs rejuvenation
+CONFIGS = [(m, {}) for m in PARTICLE_SAMPLERS] + [(m, {"rejuvenate": True}) for m in ("smc", "mcgdiff")]
+CONFIG_IDS = [m + ("+rejuvenate" if o else "") for m, o in CONFIGS]
 
 
 def few_step_problems(B: int = 8) -> ps.InverseProblem:
@@ -25,14 +28,14 @@ def few_step_problems(B: int = 8) -> ps.InverseProblem:
 
 
 @pytest.mark.parametrize("K", [1, 2, 5])
-@pytest.mark.parametrize("method", PARTICLE_SAMPLERS)
-def test_log_evidence_of_the_chain(method: str, K: int) -> None:
+@pytest.mark.parametrize(("method", "options"), CONFIGS, ids=CONFIG_IDS)
+def test_log_evidence_of_the_chain(method: str, options: dict, K: int) -> None:
     """``Z_hat / Z_chain`` averages 1 over 8 problems within 4 standard errors (plus the oracle's
     own error, 4 / sqrt(its ESS)). Before the start weight was fixed, smc and mcgdiff were off by
     130 nats at K = 1 (they moved exact ``p_T`` draws as if they were ``N(0, I)``)."""
     problem = few_step_problems()
     ref = chain_posterior(problem, K, num_draws=400_000, seed=K)
-    res = ps.sample(problem, method, num_particles=2048, num_steps=K, seed=0)
+    res = ps.sample(problem, method, num_particles=2048, num_steps=K, seed=0, **options)
     ratio = (res.log_evidence.double() - ref.log_evidence.double()).exp()
     se = ratio.std().item() / ratio.numel() ** 0.5
     oracle = 4 / ref.ess.min().sqrt().item()
@@ -40,8 +43,8 @@ def test_log_evidence_of_the_chain(method: str, K: int) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", PARTICLE_SAMPLERS)
-def test_draws_converge_to_the_chain_posterior(method: str) -> None:
+@pytest.mark.parametrize(("method", "options"), CONFIGS, ids=CONFIG_IDS)
+def test_draws_converge_to_the_chain_posterior(method: str, options: dict) -> None:
     """At K = 2 steps: sliced W1 to the chain oracle's draws shrinks from N = 512 to N = 32768 and
     ends within 2x the oracle-vs-oracle floor, while the continuous posterior stays far away
     (measured: 0.66-0.79 at 512, 0.09-0.10 at 32768, floor 0.084; the two-step proposal is poor,
@@ -52,7 +55,7 @@ def test_draws_converge_to_the_chain_posterior(method: str) -> None:
     floor = sliced_wasserstein(ref.samples, ref2.samples).mean().item()
     dist = []
     for N in (512, 32768):
-        res = ps.sample(problem, method, num_particles=N, num_steps=2, seed=N)
+        res = ps.sample(problem, method, num_particles=N, num_steps=2, seed=N, **options)
         dist.append(sliced_wasserstein(res.samples, ref.samples).mean().item())
     continuous = problem.exact_posterior().sample(4096, torch.Generator().manual_seed(0))
     assert sliced_wasserstein(continuous, ref.samples).mean().item() > 5 * floor

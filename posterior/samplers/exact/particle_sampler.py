@@ -1,0 +1,122 @@
+"""The options every particle sampler shares, and the run that hands its model to the engine."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from posterior.particles.engine import SMCOutput, check_resampling_options, run_smc
+from posterior.particles.feynman_kac import FeynmanKacModel, Move
+from posterior.problem import InverseProblem
+from posterior.samplers.base import Sampler
+from posterior.samplers.result import Result
+
+__all__ = ["ParticleSampler", "TwistedSampler", "to_result"]
+
+
+class ParticleSampler(Sampler):
+    """Options shared by the particle samplers (documented on each subclass). A subclass builds
+    its Feynman-Kac model in :meth:`model`; :meth:`run` builds the time grid once and runs the
+    engine on it."""
+
+    exact = True
+    interacting = True
+
+    def __init__(
+        self,
+        resampling: str = "systematic",
+        threshold: float | str = 0.5,
+        eta: float = 1.0,
+        exact_start: bool = True,
+        move: Move | None = None,
+        rejuvenate: bool = False,
+    ) -> None:
+        check_resampling_options(resampling, threshold)
+        if not isinstance(rejuvenate, bool):
+            raise ValueError(f"rejuvenate must be True or False, got {rejuvenate!r}")
+        if isinstance(eta, bool) or not 0.0 < float(eta) <= 1.0:
+            raise ValueError(f"eta must be in (0, 1] (a stochastic reverse kernel), got {eta!r}")
+        if move is not None and not callable(move):
+            raise ValueError("move must be a callable move(particles, log_target_fn, generator)")
+        self.resampling, self.threshold, self.eta = resampling, threshold, float(eta)
+        self.exact_start, self.move, self.rejuvenate = bool(exact_start), move, rejuvenate
+
+    def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> FeynmanKacModel:
+        """The Feynman-Kac model of this sampler on ``problem``, along the time grid ``pairs``."""
+        raise NotImplementedError
+
+    def run(
+        self,
+        problem: InverseProblem,
+        num_particles: int,
+        num_steps: int,
+        generator: torch.Generator,
+        progress: bool,
+    ) -> Result:
+        pairs = problem.prior.schedule.time_pairs(num_steps)
+        model = self.model(problem, pairs)
+        if self.move is not None and getattr(model, "noiseless", False):
+            raise ValueError(
+                f"{self.name!r}: a move needs noise_std > 0 (with noise_std = 0 the intermediate "
+                "target at the last noisy time lives on {A x = y}, where a Langevin move cannot stay)"
+            )
+        out = run_smc(
+            model,
+            pairs,
+            problem.batch_size,
+            num_particles,
+            generator,
+            resampling=self.resampling,
+            threshold=self.threshold,
+            move=self.move,
+            rejuvenate=self.rejuvenate,
+            progress=progress,
+        )
+        return to_result(out, self.name)
+
+
+class TwistedSampler(ParticleSampler):
+    """A particle sampler whose twist assumes a Gaussian prior on each coordinate: the prior's own
+    per-coordinate mean (``prior.moments()``) and a variance ``V`` (``prior_var``: ``"auto"``, a
+    positive float or ``math.inf``), documented on each subclass."""
+
+    def __init__(
+        self,
+        resampling: str = "systematic",
+        threshold: float | str = 0.5,
+        eta: float = 1.0,
+        exact_start: bool = True,
+        move: Move | None = None,
+        prior_var: float | str = "auto",
+        rejuvenate: bool = False,
+    ) -> None:
+        super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate)
+        if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
+            raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
+        self.prior_var = prior_var
+
+    def prior_gaussian(self, problem: InverseProblem) -> tuple[Tensor | None, float]:
+        """The twist's Gaussian stand-in for the prior: per-coordinate mean ``Tensor[*event]``
+        (``None`` with ``V = inf``, where it does not enter) and variance ``V``. ``"auto"``: the
+        mean of the prior's per-coordinate variances (``prior.moments()``: exact for the Gaussian
+        mixture, estimated once from the prior's own draws otherwise)."""
+        if self.prior_var != "auto" and float(self.prior_var) == math.inf:
+            return None, math.inf
+        mean, var = problem.prior.moments()
+        V = float(var.mean()) if self.prior_var == "auto" else float(self.prior_var)
+        return mean, V
+
+
+def to_result(out: SMCOutput, name: str) -> Result:
+    """A batched :class:`Result` from the engine's output."""
+    return Result(
+        samples=out.samples,
+        method=name,
+        log_evidence=out.log_evidence,
+        ess=out.ess,
+        log_weights=out.log_weights,
+        resampled=out.resampled,
+        acceptance=out.acceptance,
+    )
