@@ -101,24 +101,54 @@ class DiffusionPrior(ABC):
         (:attr:`moment_draws` draws, :attr:`moment_steps` DDPM steps, seed 0) and cached. Twisted
         samplers use them to centre and scale their twists.
         """
-        if self._moments is None:  # a one-off cost, kept out of the samplers' counters
-            counts = self.num_evals, self.num_vjps
-            gen = torch.Generator(device=self.device).manual_seed(0)
-            x = self.sample(self.moment_draws, gen, num_steps=self.moment_steps)
-            self._moments = (x.mean(0), x.var(0))
-            self.num_evals, self.num_vjps = counts
+        if self._moments is None:
+            self._estimate_moments()
         return self._moments
 
-    def set_moments(self, mean: Tensor, var: Tensor) -> None:
-        """Give the prior's per-coordinate mean and variance (``Tensor[*event_shape]`` or scalars)."""
+    def covariance(self) -> Tensor:
+        """Covariance of ``x_0`` over the flattened event, ``Tensor[d, d]``.
+
+        Exact where the prior knows it (the Gaussian mixture); otherwise given by
+        :meth:`set_moments`, or estimated with :meth:`moments` from the same draws, shrunk a tenth
+        of the way to its diagonal (``n`` draws give a rank ``n - 1`` estimate, singular when
+        ``n <= d``). TDS's ``prior_var="covariance"`` twist uses it."""
+        if self._covariance is None:
+            if self._moments is not None:  # moments given without a covariance: diagonal
+                return torch.diag(self._moments[1].reshape(-1))
+            self._estimate_moments()
+        return self._covariance
+
+    def _estimate_moments(self) -> None:
+        """Mean, variance and covariance from the prior's own draws: a one-off cost, kept out of
+        the samplers' counters."""
+        counts = self.num_evals, self.num_vjps
+        gen = torch.Generator(device=self.device).manual_seed(0)
+        x = self.sample(self.moment_draws, gen, num_steps=self.moment_steps)
+        self._moments = (x.mean(0), x.var(0))
+        flat = x.reshape(x.shape[0], -1).double()
+        cov = torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1])
+        shrink = 0.1
+        cov = (1 - shrink) * cov + shrink * torch.diag(cov.diagonal())
+        self._covariance = cov.to(self.dtype)
+        self.num_evals, self.num_vjps = counts
+
+    def set_moments(self, mean: Tensor, var: Tensor, covariance: Tensor | None = None) -> None:
+        """Give the prior's per-coordinate mean and variance (``Tensor[*event_shape]`` or scalars)
+        and, optionally, its covariance ``Tensor[d, d]`` over the flattened event."""
         shape = tuple(self.event_shape)
         mean = torch.as_tensor(mean, device=self.device, dtype=self.dtype).expand(shape).clone()
         var = torch.as_tensor(var, device=self.device, dtype=self.dtype).expand(shape).clone()
         if not (torch.isfinite(mean).all() and torch.isfinite(var).all() and (var > 0).all()):
             raise ValueError("set_moments: mean must be finite and var finite and > 0")
-        self._moments = (mean, var)
+        if covariance is not None:
+            d = mean.numel()
+            covariance = torch.as_tensor(covariance, device=self.device, dtype=self.dtype)
+            if covariance.shape != (d, d) or not torch.isfinite(covariance).all():
+                raise ValueError(f"set_moments: covariance must be a finite [{d}, {d}] tensor")
+        self._moments, self._covariance = (mean, var), covariance
 
     _moments: tuple[Tensor, Tensor] | None = None
+    _covariance: Tensor | None = None
     moment_draws: int = 256
     moment_steps: int = 25
 

@@ -129,6 +129,10 @@ class GaussianMixturePrior(DiffusionPrior):
         d = self.distribution
         return d.mean, d.covariance.diagonal()
 
+    def covariance(self) -> Tensor:
+        """Exact covariance of the mixture, ``Tensor[d, d]``."""
+        return self.distribution.covariance
+
     def model_output(self, x_t: Tensor, t: Tensor) -> Tensor:
         """Exact noise prediction ``eps = -sqrt(1 - abar_t) grad log p_t(x_t)``."""
         times = t.unique().tolist()

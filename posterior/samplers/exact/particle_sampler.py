@@ -102,10 +102,11 @@ class TwistedSampler(ParticleSampler):
         (``None`` with ``V = inf``, where it does not enter) and variance ``V``. ``"auto"``: the
         mean of the prior's per-coordinate variances (``prior.moments()``: exact for the Gaussian
         mixture, estimated once from the prior's own draws otherwise)."""
-        if self.prior_var != "auto" and float(self.prior_var) == math.inf:
+        auto = self.prior_var in ("auto", "covariance")  # "covariance": TDS's full twist; V for the rest
+        if not auto and float(self.prior_var) == math.inf:
             return None, math.inf
         mean, var = problem.prior.moments()
-        V = float(var.mean()) if self.prior_var == "auto" else float(self.prior_var)
+        V = float(var.mean()) if auto else float(self.prior_var)
         return mean, V
 
 

@@ -94,6 +94,9 @@ class FPSSMC(ParticleSampler):
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
         exact_start: weight ``x_T ~ N(0, I)`` by ``p_T / N(0, I)`` where the prior has a density.
         move: optional MCMC move after each resampling (resample-move).
+        rejuvenate: after each resampling, redraw each particle's newest state from its
+            conditional given the rest of its path (an exact Gibbs move at no network cost, see
+            :mod:`posterior.samplers.exact.svd_twist`); default ``False``.
     """
 
     name = "smc"

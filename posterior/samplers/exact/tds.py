@@ -45,6 +45,7 @@ from posterior.particles.tempering import temper_exponent
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
+from posterior.samplers.exact.covariance_twist import CovarianceTwist
 from posterior.samplers.exact.diffusion_model import DiffusionModel
 from posterior.samplers.exact.particle_sampler import TwistedSampler
 from posterior.schedule import CLEAN
@@ -57,6 +58,8 @@ __all__ = ["TDS"]
 
 #: Fixed draws behind the moment-matched twist of nonlinear operators.
 MOMENT_DRAWS = 16
+#: The autoregressive coefficient of the rejuvenation proposal (:meth:`TDSModel.gibbs`).
+RHO = 0.5
 
 
 class TDSModel(DiffusionModel):
@@ -77,12 +80,24 @@ class TDSModel(DiffusionModel):
         prior_var: float,
         twist_var: str = "gaussian",
         tempering: float | None = None,
+        covariance: Tensor | None = None,
+        rejuvenate: int = 0,
     ) -> None:
         super().__init__(problem, pairs, eta, exact_start)
+        self.rejuvenate = rejuvenate
         self.prior_var = prior_var
         problem.require_noise("tds")
         problem.require_differentiable("tds")
         self.scale, self.twist_var, self.tempering = scale, twist_var, tempering
+        self.cov_twist = None
+        if (
+            covariance is not None
+            and problem.operator.linear
+            and problem.gaussian
+            and twist_var == "gaussian"
+        ):
+            op = problem.require_linear("tds")
+            self.cov_twist = CovarianceTwist(op, covariance, self.event, self.prior.schedule, scale)
 
     def r2(self, t: int) -> Tensor | float:
         """``r_t^2`` (before ``twist_scale``): a float, or ``Tensor[m]`` per observed coordinate
@@ -114,7 +129,15 @@ class TDSModel(DiffusionModel):
         def log_twist(d: Denoised, _x: Tensor, rows: slice) -> Tensor:
             return noise_rows.select(rows).twist_log_prob(y_rows[rows], op.A(d.x0), extra)
 
-        if not op.linear:
+        if self.cov_twist is not None:
+            cov_twist = self.cov_twist
+            var_rows = self.problem.sigma.to(x).pow(2).repeat_interleave(N)  # [B * N]
+
+            def log_twist(d: Denoised, _x: Tensor, rows: slice) -> Tensor:
+                resid = (y_rows[rows] - op.A(d.x0)).flatten(1)
+                return cov_twist.log_prob(t, resid, var_rows[rows])
+
+        elif not op.linear:
             log_twist = self._moment_matched(float(r2), y_rows, noise_rows, op)
 
         d, value, grad = self.prior.denoise_with_grad(self.flat(x), t, log_twist)
@@ -196,6 +219,8 @@ class TDSModel(DiffusionModel):
             log_lik = self.problem.log_likelihood(x_s)
             return x_s, {"lam": torch.ones_like(lam_t)}, log_pq + log_lik - lam_t * c["log_twist"]
         new_extras = self.twist(x_s, s)
+        if self.rejuvenate and v > 0:  # for gibbs(): the kernel's and the proposal's means
+            new_extras["mean"], new_extras["shifted"] = mean, shifted
         new = new_extras["log_twist"]
         if self.tempering is None:  # lam = 1 (this order of the sums, as without tempering)
             new_extras["lam"] = lam_t
@@ -204,6 +229,42 @@ class TDSModel(DiffusionModel):
         lam = self.exponent(log_weights, base, new, lam_t[:, 0])
         new_extras["lam"] = lam[:, None].expand_as(new).contiguous()
         return x_s, new_extras, base + lam[:, None] * new
+
+    def gibbs(
+        self, t: int, s: int, x: Tensor, extras: Extras, generator: torch.Generator
+    ) -> tuple[Tensor, Extras]:
+        """``rejuvenate`` Metropolis-Hastings steps on each particle's ``x_s`` leaving its conditional
+        given the rest of its path, ``p(x_s | x_t) g_s(x_s)^lam``, invariant. Proposal: the
+        autoregressive move ``x' = m + rho (x_s - m) + sqrt(1 - rho^2) sqrt(v) xi`` around the
+        proposal's mean ``m`` (it leaves ``q = N(m, v I)`` invariant), so the acceptance ratio is
+        the ratio of the incremental weights ``p g^lam / q`` at ``x'`` and ``x_s`` (Neal, 1998;
+        Cotter et al., 2013). One network evaluation and one VJP per particle and step."""
+        if "mean" not in extras:  # a deterministic step, or no rejuvenation asked
+            return x, extras
+        v = self.kernel_variance(t, s, x)
+        mean, shifted, lam = extras["mean"], extras["shifted"], extras["lam"]
+        view = (*lam.shape, *([1] * (x.dim() - 2)))
+
+        def log_weight(z: Tensor, log_twist: Tensor) -> Tensor:
+            log_pq = ((z - shifted).pow(2) - (z - mean).pow(2)).flatten(2).sum(-1) / (2 * v)
+            return log_pq + lam * log_twist
+
+        current = log_weight(x, extras["log_twist"])
+        for _ in range(self.rejuvenate):
+            proposal = shifted + RHO * (x - shifted) + ((1 - RHO**2) * v) ** 0.5 * self.noise(x, generator)
+            fresh = self.twist(proposal, s)
+            candidate = log_weight(proposal, fresh["log_twist"])
+            u = torch.rand(current.shape, generator=generator, device=x.device, dtype=x.dtype)
+            accept = torch.log(u) < candidate - current  # [B, N]
+            x = torch.where(accept.view(view), proposal, x)
+            extras = {
+                k: torch.where(accept.view(*accept.shape, *([1] * (v_.dim() - 2))), fresh[k], v_)
+                if k in fresh
+                else v_
+                for k, v_ in extras.items()
+            }
+            current = torch.where(accept, candidate, current)
+        return x, extras
 
     def log_target(self, s: int, x: Tensor, extras: Extras) -> Tensor:
         """``log p_s(x) + lam * log p~_s(y | x)``, differentiable in ``x`` (the twist's gradient
@@ -248,6 +309,11 @@ class TDS(TwistedSampler):
         prior_var: ``V`` in ``r_t^2`` (see the module docstring). ``"auto"`` (default): the
             mean of the prior's per-coordinate variances (``prior.moments()``: exact for the
             Gaussian mixture, estimated once from the prior's own draws otherwise).
+            ``"covariance"``: the twist's covariance is ``A Sigma_t A^T + sigma^2 I`` with
+            ``Sigma_t`` the covariance of ``x_0`` given ``x_t`` under a Gaussian prior with the
+            prior's own covariance (``prior.covariance()``; see
+            :mod:`posterior.samplers.exact.covariance_twist`), for linear operators and Gaussian
+            noise (elsewhere ``"auto"``).
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.
         threshold: resample when ESS ``< threshold * N`` (default ``0.5``), or ``"always"``/``"never"``.
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
@@ -261,6 +327,10 @@ class TDS(TwistedSampler):
             ``g_t^lam_t`` with ``lam_t`` the largest exponent, not below the previous one, that
             keeps this share of the conditional ESS (bisection); the last step still weighs by
             the full likelihood. Any exponent keeps the sampler exact as ``N`` grows.
+        rejuvenate: Metropolis-Hastings steps on the newest state ``x_s`` of each particle after
+            each resampling (default ``0``), leaving its conditional given the rest of its path
+            invariant (:meth:`TDSModel.gibbs`): copies of one parent then differ. Each costs one
+            network evaluation and one VJP per particle.
     """
 
     name = "tds"
@@ -277,8 +347,15 @@ class TDS(TwistedSampler):
         move: Move | None = None,
         twist_var: str = "gaussian",
         tempering: float | None = None,
+        rejuvenate: int = 0,
     ) -> None:
-        super().__init__(resampling, threshold, eta, exact_start, move, prior_var)
+        if isinstance(rejuvenate, bool) or not isinstance(rejuvenate, int) or rejuvenate < 0:
+            raise ValueError(f"rejuvenate must be an integer >= 0 (Metropolis steps), got {rejuvenate!r}")
+        self.prior_covariance = prior_var == "covariance"
+        super().__init__(
+            resampling, threshold, eta, exact_start, move, "auto" if self.prior_covariance else prior_var
+        )
+        self.prior_var, self.rejuvenate = prior_var, rejuvenate
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):
             raise ValueError(f"twist_scale must be a finite number >= 0, got {twist_scale!r}")
         if twist_var not in ("gaussian", "mse"):
@@ -290,6 +367,7 @@ class TDS(TwistedSampler):
 
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> TDSModel:
         _, V = self.prior_gaussian(problem)
+        covariance = problem.prior.covariance() if self.prior_covariance else None
         return TDSModel(
             problem,
             pairs,
@@ -299,4 +377,6 @@ class TDS(TwistedSampler):
             V,
             self.twist_var,
             self.tempering,
+            covariance,
+            self.rejuvenate,
         )

@@ -17,8 +17,13 @@ from posterior.operators import Nonlinear
 
 PARTICLE_SAMPLERS = ["smc", "tds", "mcgdiff"]
 #: (method, options): every particle sampler, and the SVD-basis ones with their Gibbs rejuvenation
-CONFIGS = [(m, {}) for m in PARTICLE_SAMPLERS] + [(m, {"rejuvenate": True}) for m in ("smc", "mcgdiff")]
-CONFIG_IDS = [m + ("+rejuvenate" if o else "") for m, o in CONFIGS]
+CONFIGS = [
+    *[(m, {}) for m in PARTICLE_SAMPLERS],
+    *[(m, {"rejuvenate": True}) for m in ("smc", "mcgdiff")],
+    ("tds", {"rejuvenate": 2}),
+    ("tds", {"prior_var": "covariance"}),
+]
+CONFIG_IDS = [m + "".join(f"+{k}={v}" for k, v in o.items()) for m, o in CONFIGS]
 
 
 def few_step_problems(B: int = 8) -> ps.InverseProblem:

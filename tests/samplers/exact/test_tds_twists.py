@@ -75,3 +75,34 @@ def test_denoiser_reference_is_cached_and_uncounted() -> None:
     assert prior.denoiser_reference(500)[1] is x0_hat and prior.num_evals == evals
     # the exact denoiser's error at t is the mean posterior variance of x_0 given x_t: below the prior's
     assert (x0_hat - x0).pow(2).mean() < x0.var(0).mean()
+
+
+@pytest.mark.parametrize("prior_var", ["auto", "covariance"])
+def test_rejuvenation_leaves_the_conditional_of_the_newest_state_invariant(prior_var: str) -> None:
+    """TDS's Metropolis rejuvenation keeps ``p(x_s | x_t) g_s(x_s)`` invariant. From one parent
+    ``x_t``, 400,000 proposals weighted by their incremental weights and resampled give 20,000
+    draws of that conditional; after the move (5 steps) their mean stays within 5 standard errors
+    (of the two means, the resampled draws counted at a quarter of their number). A move that
+    accepts every proposal drifts towards the proposal's own law and fails."""
+    import torch
+
+    problem = few_step_problems(1)
+    sampler = ps.METHODS["tds"](rejuvenate=5, prior_var=prior_var)
+    pairs = problem.prior.schedule.time_pairs(5)
+    model = sampler.model(problem, pairs)
+    gen = torch.Generator().manual_seed(0)
+    x, extras, _ = model.init(1, 1, gen, gen)
+    t, s = pairs[1]
+    x, extras, _ = model.step(*pairs[0], x, extras, torch.zeros(1, 1), gen)
+    pool = 400_000
+    copies = {k: v.expand(1, pool, *v.shape[2:]).contiguous() for k, v in extras.items()}
+    x_s, new, log_g = model.step(
+        t, s, x.expand(1, pool, *x.shape[2:]).contiguous(), copies, torch.zeros(1, pool), gen
+    )
+    n = 20_000
+    idx = torch.multinomial(torch.softmax(log_g[0].double(), 0), n, replacement=True, generator=gen)
+    before = x_s[:, idx]
+    picked = {k: v[:, idx] for k, v in new.items()}
+    after, _ = model.gibbs(t, s, before, picked, gen)
+    se = (before[0].var(0) / (n / 4) + after[0].var(0) / (n / 4)).sqrt()
+    assert ((after[0].mean(0) - before[0].mean(0)).abs() < 5 * se).all(), (before.mean(1), after.mean(1), se)
