@@ -70,3 +70,16 @@ def test_every_method_runs_on_every_schedule(method: str, schedule: ps.NoiseSche
     steps = 6 if ps.METHODS[method].exact and method in ("mala", "gibbs") else 10
     res = ps.sample(problem, method, num_particles=8, num_steps=steps, seed=0, time_grid="trailing")
     assert res.samples.shape == (8, 4) and torch.isfinite(res.samples).all()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the particle samplers read schedule.time_pairs(num_steps), not Sampler.time_pairs, yet",
+)
+@pytest.mark.parametrize("method", ["tds", "smc", "mcgdiff"])
+def test_particle_samplers_walk_the_given_grid(method: str) -> None:
+    problem = small_problem()
+    seen = record_times(problem)
+    grid = [900, 500, 120, 30, 3]
+    ps.sample(problem, method, num_particles=8, time_grid=grid, seed=0)
+    assert set(seen) <= set(grid), seen
