@@ -10,6 +10,10 @@ stays meaningful on a shared machine) and a JSON file with every run (wall and C
 
     PYTHONPATH=. python benchmarks/exactness.py --dims 8 80 --obs-dims 1 2 4 --seeds 5 \
         --out benchmarks/results/exactness
+
+``--schedules vp edm flow`` and ``--time-grids leading trailing linspace logsnr`` add one table row
+per prior schedule (``ps.VPSchedule.linear()``, ``ps.EDMSchedule()``, ``ps.FlowSchedule()``) and
+time grid (``ps.sample(..., time_grid=)``).
 """
 
 from __future__ import annotations
@@ -25,6 +29,21 @@ import torch
 
 import posterior as ps
 from posterior.diagnostics.distances import sliced_wasserstein
+from posterior.schedule import TIME_GRIDS
+
+SCHEDULES = {"vp": ps.VPSchedule.linear, "edm": ps.EDMSchedule, "flow": ps.FlowSchedule}
+
+
+def run_on_grid(problem: ps.InverseProblem, method: str, num: int, steps: int, seed: int, grid: str):
+    """``ps.sample`` on ``grid``; a sampler that reads ``problem.prior.schedule.time_pairs``
+    directly walks the same grid (the prior's schedule is pointed at it for the run)."""
+    schedule = problem.prior.schedule
+    cls_pairs = type(schedule).time_pairs
+    schedule.time_pairs = lambda n, spacing=grid: cls_pairs(schedule, n, spacing)
+    try:
+        return ps.sample(problem, method, num, steps, seed=seed, progress=False, time_grid=grid)
+    finally:
+        del schedule.time_pairs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +56,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--steps-800", type=int, default=20, help="diffusion steps for dim >= 800")
     p.add_argument("--obs-dims-800", nargs="+", type=int, default=[2], help="obs_dims run at dim >= 800")
+    p.add_argument("--schedules", nargs="+", default=["vp"], choices=sorted(SCHEDULES))
+    p.add_argument("--time-grids", nargs="+", default=["leading"], choices=list(TIME_GRIDS))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/exactness"))
     p.add_argument(
@@ -54,7 +75,14 @@ def table_from(paths: list[Path], methods: list[str] | None) -> str:
     runs: dict[tuple, dict] = {}
     for path in paths:
         for r in json.loads(path.read_text()):
-            runs[(r["method"], r["dim"], r["obs_dim"], r["seed"])] = r
+            key = (
+                r["method"],
+                r["dim"],
+                r["obs_dim"],
+                r.get("schedule", "vp"),
+                r.get("time_grid", "leading"),
+            )
+            runs[(*key, r["seed"])] = r
     found = sorted({r["method"] for r in runs.values()} - {"floor"})
     return to_markdown(list(runs.values()), methods or found)
 
@@ -79,27 +107,31 @@ def main(argv: list[str] | None = None) -> None:
         steps = args.steps_800 if dim >= 800 else args.steps
         for obs_dim in obs_dims:
             for seed in range(args.seeds):
-                problem = ps.problems.gmm_benchmark(dim, obs_dim, seed)
-                post = problem.exact_posterior()
+                base = ps.problems.gmm_benchmark(dim, obs_dim, seed)
+                post = base.exact_posterior()
                 exact = post.sample(args.num_samples, torch.Generator().manual_seed(10_000 + seed))
                 other = post.sample(args.num_samples, torch.Generator().manual_seed(20_000 + seed))
                 floor = sliced_wasserstein(other, exact).item()
                 runs.append(dict(method="floor", dim=dim, obs_dim=obs_dim, seed=seed, sw=floor, seconds=0.0))
-                for method in methods:
-                    row = dict(method=method, dim=dim, obs_dim=obs_dim, seed=seed, steps=steps)
-                    try:
-                        start, cpu = time.perf_counter(), time.process_time()
-                        res = ps.sample(problem, method, args.num_samples, steps, seed=seed, progress=False)
-                        row["cpu_seconds"] = time.process_time() - cpu
-                        row["seconds"] = time.perf_counter() - start
-                        row["sw"] = sliced_wasserstein(res.samples, exact).item()
-                        if res.log_evidence is not None:
-                            row["log_evidence"] = res.log_evidence.item()
-                            row["exact_log_evidence"] = problem.exact_log_evidence().item()
-                    except Exception as err:  # a baseline that cannot run here: record why
-                        row["error"] = f"{type(err).__name__}: {err}"
-                    runs.append(row)
-                    print(json.dumps(row), flush=True)
+                for sched in args.schedules:
+                    problem = ps.problems.gmm_benchmark(dim, obs_dim, seed, schedule=SCHEDULES[sched]())
+                    for grid in args.time_grids:
+                        for method in methods:
+                            row = dict(method=method, dim=dim, obs_dim=obs_dim, seed=seed, steps=steps)
+                            row.update(schedule=sched, time_grid=grid)
+                            try:
+                                start, cpu = time.perf_counter(), time.process_time()
+                                res = run_on_grid(problem, method, args.num_samples, steps, seed, grid)
+                                row["cpu_seconds"] = time.process_time() - cpu
+                                row["seconds"] = time.perf_counter() - start
+                                row["sw"] = sliced_wasserstein(res.samples, exact).item()
+                                if res.log_evidence is not None:
+                                    row["log_evidence"] = res.log_evidence.item()
+                                    row["exact_log_evidence"] = problem.exact_log_evidence().item()
+                            except Exception as err:  # a baseline that cannot run here: record why
+                                row["error"] = f"{type(err).__name__}: {err}"
+                            runs.append(row)
+                            print(json.dumps(row), flush=True)
                 json_path.write_text(json.dumps(runs, indent=1))
     table = to_markdown(runs, methods)
     args.out.with_suffix(".md").write_text(table)
@@ -107,15 +139,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def to_markdown(runs: list[dict], methods: list[str]) -> str:
-    """One row per ``(dim, obs_dim)``: floor and each method as ``mean ± sd (seconds)``."""
+    """One row per ``(dim, obs_dim)`` and, where runs name them, per schedule and time grid: floor
+    and each method as ``mean ± sd (seconds)``."""
+    grids = sorted(
+        {(r.get("schedule", "vp"), r.get("time_grid", "leading")) for r in runs if r["method"] != "floor"}
+    )
+    by_grid = grids != [("vp", "leading")]
     cells = sorted({(r["dim"], r["obs_dim"]) for r in runs})
-    head = "| dim, obs_dim | steps | seeds | floor | " + " | ".join(methods) + " |"
-    lines = [head, "|" + "---|" * (4 + len(methods))]
-    for dim, obs in cells:
-        sel = [r for r in runs if (r["dim"], r["obs_dim"]) == (dim, obs)]
-        fl = [r["sw"] for r in sel if r["method"] == "floor"]
+    head = "| dim, obs_dim | " + ("schedule | grid | " if by_grid else "") + "steps | seeds | floor | "
+    lines = [head + " | ".join(methods) + " |", "|" + "---|" * (4 + 2 * by_grid + len(methods))]
+    for (dim, obs), (sched, grid) in ((c, g) for c in cells for g in grids):
+        fl = [r["sw"] for r in runs if (r["dim"], r["obs_dim"], r["method"]) == (dim, obs, "floor")]
+        sel = [
+            r
+            for r in runs
+            if (r["dim"], r["obs_dim"], r.get("schedule", "vp"), r.get("time_grid", "leading"))
+            == (dim, obs, sched, grid)
+        ]
         steps = next((r["steps"] for r in sel if "steps" in r), "")
-        out = [f"{dim}, {obs}", str(steps), str(len(fl)), _fmt(fl)]
+        out = [f"{dim}, {obs}", *([sched, grid] if by_grid else []), str(steps), str(len(fl)), _fmt(fl)]
         for m in methods:
             ok = [r for r in sel if r["method"] == m and "sw" in r]
             if not ok:

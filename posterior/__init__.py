@@ -11,7 +11,7 @@ from posterior.particles import ParticleDegeneracyWarning
 from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, load_prior
 from posterior.problem import InverseProblem
 from posterior.samplers import METHODS, Result, sample
-from posterior.schedule import VPSchedule
+from posterior.schedule import EDMSchedule, FlowSchedule, NoiseSchedule, VPSchedule
 
 __version__ = "0.1.0"
 
@@ -19,9 +19,12 @@ __all__ = [
     "METHODS",
     "DiffusersPrior",
     "DiffusionPrior",
+    "EDMSchedule",
+    "FlowSchedule",
     "GaussianMixture",
     "GaussianMixturePrior",
     "InverseProblem",
+    "NoiseSchedule",
     "ParticleDegeneracyWarning",
     "Result",
     "VPSchedule",

@@ -19,7 +19,7 @@ from posterior.operators.linear import Matrix, as_operator
 from posterior.priors.base import DiffusionPrior
 from posterior.priors.gaussian_mixture import GaussianMixturePrior
 from posterior.problem import InverseProblem
-from posterior.schedule import VPSchedule
+from posterior.schedule import NoiseSchedule, VPSchedule
 
 __all__ = [
     "PROBLEMS_HELP",
@@ -39,10 +39,15 @@ __all__ = [
 
 
 def gmm_prior_grid(
-    dim: int, generator: torch.Generator, spacing: float = 8.0, dtype: torch.dtype = torch.float32
+    dim: int,
+    generator: torch.Generator,
+    spacing: float = 8.0,
+    dtype: torch.dtype = torch.float32,
+    schedule: NoiseSchedule | None = None,
 ) -> GaussianMixturePrior:
     """The 25-component grid prior of MCGdiff: means ``(8i, 8j, 8i, 8j, ...)`` for ``i, j`` in
-    ``-2..2``, identity covariances, weights = normalised squared standard normals."""
+    ``-2..2``, identity covariances, weights = normalised squared standard normals; on
+    ``schedule`` (default: DDPM linear, 1000 steps)."""
     if dim < 2 or dim % 2:
         raise ValueError(f"dim must be an even number >= 2, got {dim}")
     grid = torch.tensor(list(itertools.product(range(-2, 3), repeat=2)), dtype=torch.float64)
@@ -51,22 +56,29 @@ def gmm_prior_grid(
     weights = weights / weights.sum()
     variances = torch.ones(25, dim, dtype=torch.float64)
     return GaussianMixturePrior(
-        weights.to(dtype), means.to(dtype), variances.to(dtype), schedule=VPSchedule.linear()
+        weights.to(dtype), means.to(dtype), variances.to(dtype), schedule=schedule or VPSchedule.linear()
     )
 
 
-def gmm_benchmark(dim: int, obs_dim: int, seed: int, dtype: torch.dtype = torch.float32) -> InverseProblem:
+def gmm_benchmark(
+    dim: int,
+    obs_dim: int,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    schedule: NoiseSchedule | None = None,
+) -> InverseProblem:
     """The Gaussian-mixture benchmark of MCGdiff (Cardoso et al., ICLR 2024), by seed.
 
     Prior: :func:`gmm_prior_grid`. Operator: an ``obs_dim x dim`` standard normal matrix whose
     singular values are replaced by sorted ``U(0, 1)`` draws. Noise: ``noise_std = U(0, 1) *``
     the largest singular value. ``y = A x* + noise`` with ``x*`` drawn from the prior (kept as
-    ``problem.truth``).
+    ``problem.truth``). ``schedule``: the prior's noise schedule (default: DDPM linear); the
+    problem itself does not depend on it.
     """
     if not 1 <= obs_dim <= dim:
         raise ValueError(f"need 1 <= obs_dim <= dim, got obs_dim={obs_dim}, dim={dim}")
     gen = torch.Generator().manual_seed(seed)
-    prior = gmm_prior_grid(dim, gen, dtype=dtype)
+    prior = gmm_prior_grid(dim, gen, dtype=dtype, schedule=schedule)
     A = torch.randn(obs_dim, dim, generator=gen, dtype=torch.float64)
     U, _, Vh = torch.linalg.svd(A, full_matrices=False)
     s = torch.rand(obs_dim, generator=gen, dtype=torch.float64).sort(descending=True).values

@@ -1,32 +1,100 @@
-"""Variance-preserving noise schedules and the time grids samplers walk along.
+"""Noise schedules ``x_t = alpha_t x_0 + sigma_t eps`` and the time grids samplers walk along.
 
-Forward process (Ho et al., 2020): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` for the
-integer training times ``t = 0 .. T-1``. Time ``-1`` stands for the clean data (``abar = 1``), so
-the last step of every reverse sampler goes from ``t_1`` to ``-1``.
+Every schedule is tabulated at ``T`` integer training times ``t = 0 .. T-1`` (noise increasing
+with ``t``); time ``-1`` (:data:`CLEAN`) stands for the clean data, so the last step of every
+reverse sampler goes from ``t_1`` to ``-1``.
+
+The samplers work in the variance-preserving (VP) parametrisation of any schedule. With
+``s_t = sqrt(alpha_t^2 + sigma_t^2)``, the rescaled ``x_t / s_t = sqrt(abar_t) x_0 +
+sqrt(1 - abar_t) eps`` with ``abar_t = alpha_t^2 / s_t^2``: a variance-exploding (EDM) or a
+flow-matching schedule is a VP schedule after rescaling ``x``, with the same ``x_0`` and ``eps``.
+So a sampler walks ``abar`` at the grid's times whatever the schedule, and a prior maps the VP
+variable to its native one (``schedule.to_native``) before it calls its network. Continuous-time
+schedules appear through their ``T`` tabulated noise levels (``EDMSchedule.sigmas``,
+``FlowSchedule.times``); the chain a sampler simulates is the DDPM/DDIM chain on those levels.
+
+* :class:`VPSchedule`: ``alpha_t = sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)`` (DDPM).
+* :class:`EDMSchedule`: ``alpha_t = 1``, ``sigma_t`` on Karras et al.'s (2022) ``rho``-spaced levels.
+* :class:`FlowSchedule`: ``x_t = (1 - t) x_0 + t eps`` (rectified flow / flow matching).
+
+Time grids (:meth:`NoiseSchedule.timesteps`, ``spacing=``): ``"leading"`` (DDIM's default),
+``"trailing"``, ``"linspace"``, ``"logsnr"`` (uniform in ``log(abar / (1 - abar))``) or a
+given decreasing sequence of training times.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from typing import Any
+import numbers
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
-__all__ = ["CLEAN", "VPSchedule"]
+__all__ = [
+    "CLEAN",
+    "TIME_GRIDS",
+    "EDMSchedule",
+    "FlowSchedule",
+    "NoiseSchedule",
+    "TimeGrid",
+    "VPSchedule",
+    "check_time_grid",
+]
 
 #: The time index of clean data, ``abar_{-1} = 1``.
 CLEAN = -1
 
+#: The named time grids of :meth:`NoiseSchedule.timesteps`.
+TIME_GRIDS = ("leading", "trailing", "linspace", "logsnr")
 
-class VPSchedule:
-    """A variance-preserving schedule given by its cumulative products ``abar_t``.
+#: A named grid in :data:`TIME_GRIDS` or a strictly decreasing sequence of training times.
+TimeGrid = str | Sequence[int]
+
+
+def check_time_grid(grid: Any, name: str = "time_grid") -> TimeGrid:
+    """``grid`` if it is a named grid or a strictly decreasing sequence of times ``>= 0``; else a
+    one-line ``ValueError`` naming ``name``. (The upper bound ``T - 1`` is checked by the schedule.)"""
+    if isinstance(grid, str):
+        if grid not in TIME_GRIDS:
+            raise ValueError(
+                f"{name} must be one of {', '.join(TIME_GRIDS)} or a sequence of times, got {grid!r}"
+            )
+        return grid
+    if isinstance(grid, Tensor):
+        grid = grid.flatten().tolist()
+    if not isinstance(grid, Sequence) or len(grid) == 0:
+        raise ValueError(f"{name} must be a grid name or a non-empty sequence of integer times, got {grid!r}")
+    ts = list(grid)
+    if any(isinstance(t, bool) or not isinstance(t, numbers.Integral) for t in ts):
+        raise ValueError(f"{name} must hold integer training times, got {ts!r}")
+    ts = [int(t) for t in ts]
+    if ts[-1] < 0 or any(a <= b for a, b in itertools.pairwise(ts)):
+        raise ValueError(f"{name} must be strictly decreasing times >= 0 (largest first), got {ts!r}")
+    return tuple(ts)
+
+
+class NoiseSchedule:
+    """A noise schedule ``x_t = alpha_t x_0 + sigma_t eps`` tabulated at ``T`` training times.
 
     Args:
-        alphas_cumprod: ``Tensor[T]``, strictly decreasing values in ``(0, 1]``.
+        alphas_cumprod: ``Tensor[T]``, the VP-equivalent ``abar_t = alpha_t^2 / (alpha_t^2 +
+            sigma_t^2)``, strictly decreasing in ``(0, 1]``.
+        alpha, sigma: ``Tensor[T]``, the native coefficients (default: the VP ones,
+            ``sqrt(abar)`` and ``sqrt(1 - abar)``).
+
+    Attributes:
+        alphas_cumprod: ``Tensor[T]`` float32; ``alpha_bar(t)`` gives float64 values.
+        kind: ``"vp"``, ``"edm"`` or ``"flow"``.
     """
 
-    def __init__(self, alphas_cumprod: Tensor) -> None:
+    kind: ClassVar[str] = "vp"
+
+    def __init__(
+        self, alphas_cumprod: Tensor, alpha: Tensor | None = None, sigma: Tensor | None = None
+    ) -> None:
         abar = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
         if abar.numel() < 2:
             raise ValueError("a schedule needs at least two time steps")
@@ -35,8 +103,141 @@ class VPSchedule:
         if (abar[1:] >= abar[:-1]).any():
             raise ValueError("alphas_cumprod must be strictly decreasing")
         self.alphas_cumprod = abar.to(torch.float32)
-        # float64 copy with abar_{-1} = 1 prepended: index with t + 1.
+        # float64 copies with the clean time prepended: index with t + 1.
         self._abar_ext = torch.cat([abar.new_ones(1), abar])
+        alpha = abar.sqrt() if alpha is None else torch.as_tensor(alpha, dtype=torch.float64).flatten()
+        sigma = (1 - abar).sqrt() if sigma is None else torch.as_tensor(sigma, dtype=torch.float64).flatten()
+        if alpha.shape != abar.shape or sigma.shape != abar.shape:
+            raise ValueError("alpha and sigma must have one entry per training time")
+        self._alpha_ext = torch.cat([abar.new_ones(1), alpha])
+        self._sigma_ext = torch.cat([abar.new_zeros(1), sigma])
+
+    # ----------------------------------------------------------------- queries
+    @property
+    def num_train_steps(self) -> int:
+        return self.alphas_cumprod.numel()
+
+    def _lookup(self, table: Tensor, t: int | Tensor, like: Tensor | None) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.long)
+        if (t < CLEAN).any() or (t >= self.num_train_steps).any():
+            raise ValueError(f"time out of range -1..{self.num_train_steps - 1}: {t.tolist()}")
+        out = table[t.cpu() + 1]
+        if like is not None:
+            out = out.to(device=like.device, dtype=like.dtype)
+        return out
+
+    def alpha_bar(self, t: int | Tensor, like: Tensor | None = None) -> Tensor:
+        """VP-equivalent ``abar_t`` for integer times ``t`` in ``-1 .. T-1`` (``-1`` gives 1).
+
+        Returns a tensor of ``t``'s shape (float64, or ``like``'s device and dtype when given).
+        """
+        return self._lookup(self._abar_ext, t, like)
+
+    def alpha(self, t: int | Tensor, like: Tensor | None = None) -> Tensor:
+        """Native ``alpha_t`` (``1`` at ``CLEAN``), of ``t``'s shape."""
+        return self._lookup(self._alpha_ext, t, like)
+
+    def sigma(self, t: int | Tensor, like: Tensor | None = None) -> Tensor:
+        """Native ``sigma_t`` (``0`` at ``CLEAN``), of ``t``'s shape."""
+        return self._lookup(self._sigma_ext, t, like)
+
+    def scale(self, t: int | Tensor, like: Tensor | None = None) -> Tensor:
+        """``s_t = sqrt(alpha_t^2 + sigma_t^2)``: native ``x_t = s_t *`` VP ``x_t`` (1 for VP)."""
+        return (
+            (self._lookup(self._alpha_ext, t, None) ** 2 + self._lookup(self._sigma_ext, t, None) ** 2)
+            .sqrt()
+            .to(**({} if like is None else {"device": like.device, "dtype": like.dtype}))
+        )
+
+    def to_native(self, x: Tensor, t: int | Tensor) -> Tensor:
+        """Native ``x_t = s_t x`` for the VP variable ``x: Tensor[n, *event_shape]`` at times
+        ``t`` (an int or ``LongTensor[n]``)."""
+        s = self.scale(t, like=x)
+        return x * (s.reshape(-1, *([1] * (x.dim() - 1))) if s.dim() else s)
+
+    def from_native(self, x: Tensor, t: int | Tensor) -> Tensor:
+        """The VP variable ``x / s_t`` of a native ``x_t: Tensor[n, *event_shape]``."""
+        s = self.scale(t, like=x)
+        return x / (s.reshape(-1, *([1] * (x.dim() - 1))) if s.dim() else s)
+
+    # ----------------------------------------------------------------- time grids
+    def timesteps(self, num_steps: int, spacing: TimeGrid = "leading") -> Tensor:
+        """A decreasing sub-sequence of ``num_steps`` training times.
+
+        ``"leading"`` (DDIM/diffusers): ``0, k, 2k, ...`` with ``k = T // num_steps`` (tops out
+        below ``T - 1``); ``"trailing"``: ends exactly at ``T - 1``; ``"linspace"``: evenly
+        rounded from ``T - 1`` to ``0``; ``"logsnr"``: uniform in ``log(abar / (1 - abar))`` from
+        ``T - 1`` to ``0`` (made strictly decreasing where rounding would repeat a time); a
+        sequence: those times, which must be ``num_steps`` strictly decreasing times in
+        ``0 .. T-1``. Returns ``LongTensor[num_steps]``, largest first. Append ``CLEAN`` for the
+        final step.
+        """
+        T = self.num_train_steps
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= T:
+            raise ValueError(f"num_steps must be in 1..{T}, got {num_steps}")
+        if not isinstance(spacing, str):
+            ts = check_time_grid(spacing, "spacing")
+            if len(ts) != num_steps:
+                raise ValueError(f"the given time grid has {len(ts)} times but num_steps is {num_steps}")
+            if ts[0] >= T:
+                raise ValueError(
+                    f"the given time grid starts at {ts[0]}, beyond the schedule's T - 1 = {T - 1}"
+                )
+            return torch.tensor(ts, dtype=torch.long)
+        if spacing == "leading":
+            ts = torch.arange(num_steps) * (T // num_steps)
+        elif spacing == "trailing":
+            ts = torch.round(torch.arange(T, 0, -T / num_steps)).long().flip(0) - 1
+        elif spacing == "linspace":
+            ts = torch.linspace(0, T - 1, num_steps).round().long()
+        elif spacing == "logsnr":
+            ts = self._logsnr_times(num_steps)
+        else:
+            raise ValueError(f"unknown spacing {spacing!r}: use one of {', '.join(TIME_GRIDS)} or a sequence")
+        return ts.long().flip(0)
+
+    def _logsnr_times(self, num_steps: int) -> Tensor:
+        """Increasing times whose log-SNRs are closest to a uniform grid from ``t = 0`` to ``T - 1``."""
+        T = self.num_train_steps
+        abar = self._abar_ext[1:]
+        lam = (abar / (1 - abar).clamp_min(1e-300)).log()  # decreasing in t
+        if num_steps == 1:
+            return torch.tensor([T - 1])
+        targets = torch.linspace(float(lam[0]), float(lam[-1]), num_steps, dtype=torch.float64)
+        # nearest tabulated log-SNR (lam is decreasing: search in -lam)
+        idx = torch.searchsorted(-lam, -targets).clamp(1, T - 1)
+        left, right = idx - 1, idx
+        nearer_left = (lam[left] - targets).abs() <= (lam[right] - targets).abs()
+        ts = torch.where(nearer_left, left, right).tolist()
+        ts[0], ts[-1] = 0, T - 1
+        for i in range(1, num_steps):  # strictly increasing, then back inside 0..T-1
+            ts[i] = max(ts[i], ts[i - 1] + 1)
+        ts[-1] = min(ts[-1], T - 1)
+        for i in range(num_steps - 2, -1, -1):
+            ts[i] = min(ts[i], ts[i + 1] - 1)
+        return torch.tensor(ts)
+
+    def time_pairs(self, num_steps: int, spacing: TimeGrid = "leading") -> list[tuple[int, int]]:
+        """``[(t, s), ...]``: consecutive reverse transitions ``t -> s`` ending at ``s = CLEAN``."""
+        ts = self.timesteps(num_steps, spacing).tolist()
+        return list(zip(ts, [*ts[1:], CLEAN], strict=True))
+
+    def __repr__(self) -> str:
+        a = self.alphas_cumprod
+        return f"{type(self).__name__}(T={self.num_train_steps}, abar[0]={a[0]:.5f}, abar[-1]={a[-1]:.3e})"
+
+
+class VPSchedule(NoiseSchedule):
+    """A variance-preserving schedule given by its cumulative products ``abar_t``.
+
+    Args:
+        alphas_cumprod: ``Tensor[T]``, strictly decreasing values in ``(0, 1]``.
+    """
+
+    kind: ClassVar[str] = "vp"
+
+    def __init__(self, alphas_cumprod: Tensor) -> None:
+        super().__init__(alphas_cumprod)
 
     # ----------------------------------------------------------------- constructors
     @classmethod
@@ -67,49 +268,100 @@ class VPSchedule:
             raise TypeError(f"{type(scheduler).__name__} has no alphas_cumprod")
         return cls(torch.as_tensor(abar))
 
-    # ----------------------------------------------------------------- queries
-    @property
-    def num_train_steps(self) -> int:
-        return self.alphas_cumprod.numel()
 
-    def alpha_bar(self, t: int | Tensor, like: Tensor | None = None) -> Tensor:
-        """``abar_t`` for integer times ``t`` in ``-1 .. T-1`` (``-1`` gives 1).
+class EDMSchedule(NoiseSchedule):
+    """Variance exploding: ``x_t = x_0 + sigma_t eps`` on Karras et al.'s (2022) noise levels.
 
-        Returns a tensor of ``t``'s shape, on ``like``'s device and dtype when given.
-        """
-        t = torch.as_tensor(t, dtype=torch.long)
-        if (t < CLEAN).any() or (t >= self.num_train_steps).any():
-            raise ValueError(f"time out of range -1..{self.num_train_steps - 1}: {t.tolist()}")
-        out = self._abar_ext[t + 1]
-        if like is not None:
-            out = out.to(device=like.device, dtype=like.dtype)
+    ``sigma_t = (sigma_min^(1/rho) + t / (T - 1) (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho``
+    for ``t = 0 .. T-1`` (the levels of diffusers' ``EDMEulerScheduler``, increasing with ``t``);
+    VP-equivalent ``abar_t = 1 / (1 + sigma_t^2)``.
+
+    Args:
+        sigma_min, sigma_max: the smallest and largest noise levels, ``0 < sigma_min < sigma_max``.
+        rho: the spacing exponent (``rho > 0``; 7 in the paper).
+        num_train_steps: how many levels ``T`` tabulate the continuum.
+
+    Attributes:
+        sigmas: ``Tensor[T]`` float64, the noise levels.
+    """
+
+    kind: ClassVar[str] = "edm"
+
+    def __init__(
+        self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, num_train_steps: int = 1000
+    ) -> None:
+        if not 0 < sigma_min < sigma_max < math.inf:
+            raise ValueError(
+                f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+            )
+        if not rho > 0:
+            raise ValueError(f"rho must be positive, got {rho}")
+        if isinstance(num_train_steps, bool) or not isinstance(num_train_steps, int) or num_train_steps < 2:
+            raise ValueError(f"num_train_steps must be an integer >= 2, got {num_train_steps!r}")
+        ramp = torch.linspace(0, 1, num_train_steps, dtype=torch.float64)
+        lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+        sigmas = (lo + ramp * (hi - lo)) ** rho
+        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+        self._init_sigmas(sigmas)
+
+    def _init_sigmas(self, sigmas: Tensor) -> None:
+        self.sigmas = sigmas
+        super().__init__(1 / (1 + sigmas**2), torch.ones_like(sigmas), sigmas)
+
+    @classmethod
+    def from_sigmas(cls, sigmas: Tensor) -> EDMSchedule:
+        """A variance-exploding schedule on given increasing noise levels ``sigmas: Tensor[T] > 0``."""
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float64).flatten()
+        if sigmas.numel() < 2 or not torch.isfinite(sigmas).all() or (sigmas <= 0).any():
+            raise ValueError("sigmas must be at least two finite positive noise levels")
+        if (sigmas[1:] <= sigmas[:-1]).any():
+            raise ValueError("sigmas must be strictly increasing")
+        out = cls.__new__(cls)
+        out.sigma_min, out.sigma_max, out.rho = float(sigmas[0]), float(sigmas[-1]), math.nan
+        out._init_sigmas(sigmas)
         return out
 
-    def timesteps(self, num_steps: int, spacing: str = "leading") -> Tensor:
-        """A decreasing sub-sequence of ``num_steps`` training times, as used by DDIM.
+    def __repr__(self) -> str:
+        return (
+            f"EDMSchedule(T={self.num_train_steps}, sigma_min={self.sigma_min:g}, "
+            f"sigma_max={self.sigma_max:g}, rho={self.rho:g})"
+        )
 
-        ``"leading"`` (DDIM/diffusers): ``0, k, 2k, ...`` with ``k = T // num_steps``;
-        ``"trailing"``: ends exactly at ``T - 1``; ``"linspace"``: evenly rounded.
-        Returns ``LongTensor[num_steps]``, largest first. Append ``CLEAN`` for the final step.
-        """
-        T = self.num_train_steps
-        if not 1 <= num_steps <= T:
-            raise ValueError(f"num_steps must be in 1..{T}, got {num_steps}")
-        if spacing == "leading":
-            ts = torch.arange(num_steps) * (T // num_steps)
-        elif spacing == "trailing":
-            ts = torch.round(torch.arange(T, 0, -T / num_steps)).long().flip(0) - 1
-        elif spacing == "linspace":
-            ts = torch.linspace(0, T - 1, num_steps).round().long()
-        else:
-            raise ValueError(f"unknown spacing {spacing!r}: use 'leading', 'trailing' or 'linspace'")
-        return ts.long().flip(0)
 
-    def time_pairs(self, num_steps: int, spacing: str = "leading") -> list[tuple[int, int]]:
-        """``[(t, s), ...]``: consecutive reverse transitions ``t -> s`` ending at ``s = CLEAN``."""
-        ts = self.timesteps(num_steps, spacing).tolist()
-        return list(zip(ts, [*ts[1:], CLEAN], strict=True))
+class FlowSchedule(NoiseSchedule):
+    """Flow matching / rectified flow: ``x_t = (1 - tau) x_0 + tau eps``.
+
+    The continuous time ``tau`` is tabulated at ``tau_t = (t + 1) / T`` for ``t = 0 .. T-1`` (the
+    levels of diffusers' ``FlowMatchEulerDiscreteScheduler``), optionally shifted to
+    ``shift tau / (1 + (shift - 1) tau)``, and capped at ``tau_max < 1`` so that the last level
+    keeps a little signal (VP-equivalent ``abar = (1 - tau)^2 / ((1 - tau)^2 + tau^2) > 0``).
+
+    Args:
+        num_train_steps: how many levels ``T`` tabulate the continuum.
+        shift: the timestep shift of SD3-style flows (``1``: none).
+        tau_max: the largest time (default ``1 - 1e-4``, ``abar ~ 1e-8``).
+
+    Attributes:
+        times: ``Tensor[T]`` float64, the levels ``tau_t``.
+    """
+
+    kind: ClassVar[str] = "flow"
+
+    def __init__(self, num_train_steps: int = 1000, shift: float = 1.0, tau_max: float = 1 - 1e-4) -> None:
+        if isinstance(num_train_steps, bool) or not isinstance(num_train_steps, int) or num_train_steps < 2:
+            raise ValueError(f"num_train_steps must be an integer >= 2, got {num_train_steps!r}")
+        if not shift > 0:
+            raise ValueError(f"shift must be positive, got {shift}")
+        if not 0 < tau_max < 1:
+            raise ValueError(f"tau_max must lie in (0, 1), got {tau_max}")
+        tau = torch.arange(1, num_train_steps + 1, dtype=torch.float64) / num_train_steps
+        tau = shift * tau / (1 + (shift - 1) * tau)
+        tau = tau.clamp(max=tau_max)
+        if (tau[1:] <= tau[:-1]).any():
+            raise ValueError(f"tau_max={tau_max} merges the last levels: use a larger tau_max or fewer steps")
+        self.times, self.shift, self.tau_max = tau, float(shift), float(tau_max)
+        alpha, sigma = 1 - tau, tau
+        super().__init__(alpha**2 / (alpha**2 + sigma**2), alpha, sigma)
 
     def __repr__(self) -> str:
-        a = self.alphas_cumprod
-        return f"VPSchedule(T={self.num_train_steps}, abar[0]={a[0]:.5f}, abar[-1]={a[-1]:.3e})"
+        return f"FlowSchedule(T={self.num_train_steps}, shift={self.shift:g}, tau_max={self.tau_max:g})"

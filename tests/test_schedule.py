@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from posterior.schedule import CLEAN, VPSchedule
+from posterior.schedule import CLEAN, TIME_GRIDS, EDMSchedule, FlowSchedule, VPSchedule, check_time_grid
 
 
 def test_linear_matches_ddpm_definition():
@@ -26,9 +26,10 @@ def test_from_diffusers_scheduler():
     assert torch.allclose(s.alphas_cumprod, sch.alphas_cumprod.float())
 
 
-@pytest.mark.parametrize("spacing", ["leading", "trailing", "linspace"])
-def test_timesteps_decreasing_and_in_range(spacing):
-    s = VPSchedule.linear(1000)
+@pytest.mark.parametrize("schedule", [VPSchedule.linear(1000), EDMSchedule(), FlowSchedule()], ids=repr)
+@pytest.mark.parametrize("spacing", TIME_GRIDS)
+def test_timesteps_decreasing_and_in_range(spacing, schedule):
+    s = schedule
     ts = s.timesteps(37, spacing)
     assert ts.shape == (37,) and (ts[:-1] > ts[1:]).all()
     assert ts.min() >= 0 and ts.max() <= 999
@@ -43,3 +44,101 @@ def test_bad_inputs():
         VPSchedule.linear(10).timesteps(11)
     with pytest.raises(ValueError, match="out of range"):
         VPSchedule.linear(10).alpha_bar(10)
+
+
+def test_named_grids_endpoints():
+    s = VPSchedule.linear(1000)
+    assert s.timesteps(100, "leading")[0] == 990 and s.timesteps(100, "leading")[-1] == 0
+    assert s.timesteps(100, "trailing")[0] == 999
+    for grid in ("linspace", "logsnr"):
+        ts = s.timesteps(100, grid)
+        assert ts[0] == 999 and ts[-1] == 0
+    # every time once when num_steps = T, whatever the grid
+    for grid in TIME_GRIDS:
+        assert s.timesteps(1000, grid).tolist() == list(range(999, -1, -1))
+
+
+def test_logsnr_grid_is_uniform_in_log_snr_where_times_allow():
+    s = EDMSchedule()
+    ts = s.timesteps(50, "logsnr")
+    abar = s.alpha_bar(ts)
+    lam = (abar / (1 - abar)).log()
+    gaps = lam[1:] - lam[:-1]  # increasing log-SNR as t decreases
+    assert (gaps > 0).all()
+    uniform = (lam[-1] - lam[0]) / 49
+    assert torch.allclose(gaps[5:-5], uniform.expand(gaps[5:-5].shape), rtol=0.1)
+
+
+def test_given_grid():
+    s = VPSchedule.linear(100)
+    assert s.time_pairs(3, [90, 40, 2]) == [(90, 40), (40, 2), (2, CLEAN)]
+    assert s.timesteps(2, torch.tensor([5, 1])).tolist() == [5, 1]
+    with pytest.raises(ValueError, match="num_steps"):
+        s.timesteps(4, [90, 40, 2])
+    with pytest.raises(ValueError, match="beyond"):
+        s.timesteps(2, [100, 2])
+    with pytest.raises(ValueError, match="strictly decreasing"):
+        check_time_grid([2, 40])
+    with pytest.raises(ValueError, match="time_grid must be one of"):
+        check_time_grid("cosine")
+    with pytest.raises(ValueError, match="integer"):
+        check_time_grid([2.5, 1])
+    with pytest.raises(ValueError, match="unknown spacing"):
+        s.timesteps(3, "cosine")
+
+
+def test_edm_schedule_levels_and_vp_equivalence():
+    s = EDMSchedule(sigma_min=0.002, sigma_max=80.0, rho=7.0)
+    assert s.sigmas[0].item() == pytest.approx(0.002) and s.sigmas[-1].item() == pytest.approx(80.0)
+    assert (s.sigmas[1:] > s.sigmas[:-1]).all()
+    t = torch.tensor([0, 500, 999])
+    assert torch.equal(s.alpha(t), torch.ones(3, dtype=torch.float64))
+    assert torch.allclose(s.alpha_bar(t), 1 / (1 + s.sigmas[t] ** 2))
+    assert torch.allclose(s.scale(t), (1 + s.sigmas[t] ** 2).sqrt())
+    # the Karras levels of diffusers' EDMEulerScheduler
+    diffusers = pytest.importorskip("diffusers")
+    sch = diffusers.EDMEulerScheduler(num_train_timesteps=1000)
+    ref = sch._compute_karras_sigmas(torch.linspace(0, 1, 1000, dtype=torch.float64)).flip(0)
+    assert torch.allclose(s.sigmas, ref.double(), rtol=1e-6)
+
+
+def test_flow_schedule_levels():
+    s = FlowSchedule(num_train_steps=1000)
+    assert s.times[0].item() == pytest.approx(1e-3) and s.times[-1].item() == pytest.approx(1 - 1e-4)
+    t = torch.arange(1000)
+    assert torch.allclose(s.alpha(t) + s.sigma(t), torch.ones(1000, dtype=torch.float64))
+    assert torch.allclose(s.sigma(t), s.times)
+    shifted = FlowSchedule(shift=3.0)
+    assert (shifted.times[:-1] > s.times[:-1]).all()
+
+
+@pytest.mark.parametrize("schedule", [VPSchedule.linear(1000), EDMSchedule(), FlowSchedule()], ids=repr)
+def test_native_and_vp_variables_agree(schedule):
+    """alpha x0 + sigma eps = s (sqrt(abar) x0 + sqrt(1 - abar) eps), and back."""
+    gen = torch.Generator().manual_seed(0)
+    x0, eps = (
+        torch.randn(5, 3, generator=gen, dtype=torch.float64),
+        torch.randn(5, 3, generator=gen, dtype=torch.float64),
+    )
+    t = torch.tensor([0, 10, 300, 700, 999])
+    col = (slice(None), None)
+    native = schedule.alpha(t)[col] * x0 + schedule.sigma(t)[col] * eps
+    abar = schedule.alpha_bar(t)[col]
+    vp = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+    assert torch.allclose(schedule.to_native(vp, t), native)
+    assert torch.allclose(schedule.from_native(native, t), vp)
+    assert schedule.scale(CLEAN).item() == 1.0 and schedule.sigma(CLEAN).item() == 0.0
+
+
+def test_schedule_bad_arguments():
+    with pytest.raises(ValueError, match="sigma_min"):
+        EDMSchedule(sigma_min=1.0, sigma_max=0.5)
+    with pytest.raises(ValueError, match="rho"):
+        EDMSchedule(rho=0.0)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        EDMSchedule.from_sigmas(torch.tensor([1.0, 0.5]))
+    with pytest.raises(ValueError, match="tau_max"):
+        FlowSchedule(tau_max=1.0)
+    with pytest.raises(ValueError, match="shift"):
+        FlowSchedule(shift=0.0)
+    assert EDMSchedule.from_sigmas(torch.tensor([0.1, 1.0, 10.0])).num_train_steps == 3

@@ -31,6 +31,7 @@ from posterior.cli.operator_spec import (
     readable_file,
 )
 from posterior.cli.problems import image_prior
+from posterior.schedule import TIME_GRIDS
 
 __all__ = ["DEFAULT_METHOD", "add_parser", "run"]
 
@@ -62,6 +63,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--noise", type=nonneg_float, required=True, help="noise standard deviation (in [-1, 1] units)"
     )
     samp.add_argument("--method", default=DEFAULT_METHOD, help=f"a method (default {DEFAULT_METHOD})")
+    samp.add_argument(
+        "--time-grid",
+        default="leading",
+        choices=list(TIME_GRIDS),
+        help="the diffusion times the method walks (default leading)",
+    )
     add_common(samp, "sample")
     add_sampling(samp, 64, 50)
     samp.set_defaults(func=run)
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 num_steps=args.steps,
                 seed=args.seed,
                 progress=not args.quiet,
+                time_grid=args.time_grid,
             )
         except (ValueError, TypeError, NotImplementedError) as err:
             raise UsageError(f"method {method!r} refuses this problem: {first_line(err)}") from None

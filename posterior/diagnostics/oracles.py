@@ -21,7 +21,7 @@ from torch import Tensor
 
 from posterior._utils import as_generator
 from posterior.problem import InverseProblem
-from posterior.schedule import CLEAN
+from posterior.schedule import CLEAN, TimeGrid
 
 __all__ = ["ChainPosterior", "chain_draws", "chain_posterior"]
 
@@ -49,15 +49,17 @@ def chain_draws(
     *,
     eta: float = 1.0,
     exact_start: bool = True,
+    time_grid: TimeGrid = "leading",
 ) -> Tensor:
     """Independent draws of the ``num_steps``-step DDIM(``eta``) chain: ``Tensor[n, *event_shape]``.
 
     The chain starts from the prior's exact noised marginal at its first time when
     ``exact_start`` and the prior can draw it (``prior.sample_marginal``), else from ``N(0, I)``;
-    it walks ``prior.schedule.time_pairs(num_steps)`` with the prior's reverse kernel, the last
-    step (to ``CLEAN``) being the deterministic denoiser.
+    it walks ``prior.schedule.time_pairs(num_steps, time_grid)`` with the prior's reverse kernel,
+    the last step (to ``CLEAN``) being the deterministic denoiser. Give the sampler's
+    ``time_grid`` to compare with it.
     """
-    pairs = prior.schedule.time_pairs(num_steps)
+    pairs = prior.schedule.time_pairs(num_steps, time_grid)
     t0 = pairs[0][0]
     if exact_start and prior.has_exact_marginal:
         x = prior.sample_marginal(num_draws, t0, generator)
@@ -81,16 +83,20 @@ def chain_posterior(
     *,
     eta: float = 1.0,
     exact_start: bool = True,
+    time_grid: TimeGrid = "leading",
 ) -> ChainPosterior:
     """The posterior of the ``num_steps``-step chain by importance sampling of its draws.
 
     ``num_draws`` chain draws (shared by the ``B`` problems of ``problem``) are weighted by
     ``exp(problem.log_likelihood(x_0))``; the log-evidence is the log of their mean weight and
     ``num_samples`` reference draws are resampled from them per problem. The estimate is
-    consistent as ``num_draws`` grows; its accuracy is set by :attr:`ChainPosterior.ess`.
+    consistent as ``num_draws`` grows; its accuracy is set by :attr:`ChainPosterior.ess`. The
+    chain walks ``time_grid`` (the grid of ``ps.sample(..., time_grid=)``).
     """
     gen = as_generator(seed, problem.prior.device)
-    x = chain_draws(problem.prior, num_steps, num_draws, gen, eta=eta, exact_start=exact_start)
+    x = chain_draws(
+        problem.prior, num_steps, num_draws, gen, eta=eta, exact_start=exact_start, time_grid=time_grid
+    )
     B = problem.batch_size
     log_w = problem.log_likelihood(x.unsqueeze(0).expand(B, *x.shape)).double()  # [B, n]
     log_z = torch.logsumexp(log_w, -1) - math.log(num_draws)

@@ -1,6 +1,11 @@
 """The interface every diffusion prior offers the samplers.
 
-A prior is a denoiser on a variance-preserving schedule. Subclasses give one raw model output
+A prior is a denoiser on a noise schedule, seen by the samplers in its variance-preserving
+parametrisation: ``x_t`` and ``t`` below are the VP variable and the integer time, ``abar_t`` the
+schedule's VP-equivalent ``alpha_bar(t)`` (see :mod:`posterior.schedule`). A prior on a
+variance-exploding (EDM) or flow-matching schedule maps ``x_t`` to its native
+``schedule.to_native(x_t, t)`` inside :meth:`DiffusionPrior.model_output`; the noise prediction
+and the denoiser ``x_0`` are the same in both parametrisations. Subclasses give one raw model output
 (:meth:`DiffusionPrior.model_output`) in one parameterisation (``"epsilon"``, ``"sample"`` or
 ``"v_prediction"``); this module converts it, in one place, into the noise prediction, the
 Tweedie denoiser ``E[x_0 | x_t]`` and the score ``grad log p_t(x_t)``. It also owns the chunking of
@@ -19,7 +24,7 @@ from torch import Tensor
 
 from posterior._utils import as_generator, check_count, progress_bar
 from posterior.distributions import GaussianMixture
-from posterior.schedule import CLEAN, VPSchedule
+from posterior.schedule import CLEAN, NoiseSchedule
 
 __all__ = ["PREDICTION_TYPES", "Denoised", "DiffusionPrior"]
 
@@ -37,7 +42,7 @@ class DiffusionPrior(ABC):
     """Base class of diffusion priors.
 
     Attributes:
-        schedule: the :class:`VPSchedule` the model was trained on.
+        schedule: the :class:`~posterior.schedule.NoiseSchedule` the model was trained on.
         event_shape: shape of one sample ``x`` (``(d,)`` or ``(C, H, W)``).
         prediction_type: what :meth:`model_output` returns.
         max_batch_size: largest batch sent to the network at once (``None``: no limit).
@@ -49,7 +54,7 @@ class DiffusionPrior(ABC):
             (then a linear Gaussian problem has a closed-form posterior and evidence), else ``None``.
     """
 
-    schedule: VPSchedule
+    schedule: NoiseSchedule
     event_shape: tuple[int, ...]
     prediction_type: str = "epsilon"
     max_batch_size: int | None = None
@@ -387,7 +392,7 @@ class DiffusionPrior(ABC):
 
 
 def ddim_step(
-    schedule: VPSchedule, denoised: Denoised, t: int, s: int, eta: float, like: Tensor
+    schedule: NoiseSchedule, denoised: Denoised, t: int, s: int, eta: float, like: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Mean and std of the DDIM(eta) transition ``t -> s`` given the predictions at ``t``.
 

@@ -1,16 +1,28 @@
-"""A diffusion prior from a ``diffusers`` ``UNet2DModel`` and its DDPM/DDIM scheduler.
+"""A diffusion prior from a ``diffusers`` ``UNet2DModel`` and its scheduler.
 
-The UNet's raw output (``epsilon``, ``sample`` or ``v_prediction``, read from the scheduler's
-config) is converted to the noise prediction, Tweedie denoiser and score by
-:class:`~posterior.priors.base.DiffusionPrior`; the schedule is the scheduler's
-``alphas_cumprod`` (Ho et al., 2020, "Denoising Diffusion Probabilistic Models"; Song et al.,
-2021, "Denoising Diffusion Implicit Models"). ``diffusers`` is imported lazily so that
+The scheduler decides the schedule and what the network predicts:
+
+* DDPM / DDIM and every scheduler with ``alphas_cumprod``: a :class:`VPSchedule`; the UNet's raw
+  output (``epsilon``, ``sample`` or ``v_prediction``, from the scheduler's config) is converted
+  to the noise prediction, Tweedie denoiser and score by
+  :class:`~posterior.priors.base.DiffusionPrior` (Ho et al., 2020; Song et al., 2021).
+* EDM schedulers (``EDMEulerScheduler``, ``EDMDPMSolverMultistepScheduler``): an
+  :class:`EDMSchedule` on the scheduler's noise levels; the UNet sees Karras et al.'s (2022)
+  preconditioned input ``c_in x`` and noise ``0.25 log sigma``, and its output (``epsilon`` or
+  ``v_prediction``) gives the denoiser ``c_skip x + c_out F``.
+* ``FlowMatchEulerDiscreteScheduler``: a :class:`FlowSchedule`; the UNet sees ``x_tau`` and the
+  timestep ``tau T`` and predicts the velocity ``v = eps - x_0``, so ``x_0 = x_tau - tau v``.
+
+The samplers call the prior in the VP parametrisation (see :mod:`posterior.schedule`); for EDM
+and flow models :meth:`DiffusersPrior.model_output` maps ``x`` to the native variable first and
+returns the denoiser (``prediction_type = "sample"``). ``diffusers`` is imported lazily so that
 ``import posterior`` stays fast, and weights are only ever read from safetensors files.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +31,7 @@ from torch import Tensor
 
 from posterior._utils import check_device, check_dtype
 from posterior.priors.base import PREDICTION_TYPES, DiffusionPrior
-from posterior.schedule import VPSchedule
+from posterior.schedule import EDMSchedule, FlowSchedule, NoiseSchedule, VPSchedule
 
 __all__ = ["DiffusersPrior"]
 
@@ -32,16 +44,22 @@ class DiffusersPrior(DiffusionPrior):
     Args:
         unet: a ``diffusers.UNet2DModel`` (any module with its ``config`` and call signature
             ``unet(x_t, t).sample``) on images ``[C, H, W]``.
-        scheduler: the diffusers scheduler the model was trained with (``DDPMScheduler``,
-            ``DDIMScheduler``, ...: anything with ``alphas_cumprod`` and ``config.prediction_type``).
+        scheduler: the diffusers scheduler the model was trained with: ``DDPMScheduler``,
+            ``DDIMScheduler``, ... (anything with ``alphas_cumprod`` and ``config.prediction_type``),
+            an EDM scheduler (``EDMEulerScheduler``) or ``FlowMatchEulerDiscreteScheduler``. Any
+            other raises a ``ValueError`` naming its class.
         clip_denoised: optional ``(low, high)`` range into which the denoiser ``x0`` is clipped
             (``(-1, 1)`` for images in the diffusers convention); ``None``: no clipping.
         max_batch_size: largest batch sent through the UNet at once.
 
     Attributes:
         event_shape: ``(in_channels, H, W)`` from the UNet config.
-        prediction_type: from the scheduler config.
-        schedule: ``VPSchedule.from_diffusers(scheduler)``.
+        prediction_type: what :meth:`model_output` returns: the scheduler's for VP models,
+            ``"sample"`` (the denoiser) for EDM and flow models.
+        network_prediction: what the UNet itself predicts (``"epsilon"``, ``"sample"``,
+            ``"v_prediction"``, or ``"velocity"`` for flows).
+        schedule: ``VPSchedule.from_diffusers(scheduler)``, an :class:`EDMSchedule` or a
+            :class:`FlowSchedule`.
 
     Inputs are ``x_t: Tensor[n, C, H, W]`` on the UNet's device and dtype. The network runs under
     ``torch.no_grad`` except inside :meth:`denoise_with_grad`; its parameters never require
@@ -65,16 +83,10 @@ class DiffusersPrior(DiffusionPrior):
         h, w = (size, size) if isinstance(size, int) else tuple(size)
         self.event_shape = (int(in_ch), int(h), int(w))
 
-        if getattr(scheduler, "alphas_cumprod", None) is None or not hasattr(scheduler, "config"):
-            raise TypeError(
-                f"scheduler must be a diffusers scheduler with alphas_cumprod, got {type(scheduler).__name__}"
-            )
-        pred = _get(scheduler.config, "prediction_type") or "epsilon"
-        if pred not in PREDICTION_TYPES:
-            raise ValueError(
-                f"unsupported prediction_type {pred!r} in the scheduler config; use one of {PREDICTION_TYPES}"
-            )
-        self.prediction_type = pred
+        if not hasattr(scheduler, "config"):
+            raise TypeError(f"scheduler must be a diffusers scheduler, got {type(scheduler).__name__}")
+        self.schedule, self.network_prediction = _schedule_of(scheduler)
+        self.prediction_type = "sample" if self.schedule.kind in ("edm", "flow") else self.network_prediction
         # learned-variance models (out_channels = 2 C) output [mean part, variance part]
         variance = str(_get(scheduler.config, "variance_type") or "")
         if (
@@ -87,13 +99,8 @@ class DiffusersPrior(DiffusionPrior):
                 "(or 2 x in_channels with a learned-variance scheduler)"
             )
         self._out_channels = int(in_ch)
-
-        abar = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float64)
-        if abar[-1] <= 0:  # zero terminal SNR (rescale_betas_zero_snr): keep the schedule invertible
-            abar = abar.clamp_min(torch.finfo(torch.float32).tiny)
-            self.schedule = VPSchedule(abar)
-        else:
-            self.schedule = VPSchedule.from_diffusers(scheduler)
+        self._sigma_data = float(_get(scheduler.config, "sigma_data") or 0.5)
+        self._timestep_scale = float(_get(scheduler.config, "num_train_timesteps") or 1000)
 
         if clip_denoised is not None:
             lo, hi = (float(v) for v in clip_denoised)
@@ -205,16 +212,78 @@ class DiffusersPrior(DiffusionPrior):
             )
 
     def model_output(self, x_t: Tensor, t: Tensor) -> Tensor:
-        """The UNet's raw prediction for ``x_t: Tensor[n, C, H, W]`` at times ``t: LongTensor[n]``."""
-        out = self.unet(x_t, t).sample
+        """The prediction for the VP variable ``x_t: Tensor[n, C, H, W]`` at times
+        ``t: LongTensor[n]``: the UNet's raw output for VP models; for EDM and flow models, the
+        denoiser ``x_0`` from the UNet run on the native ``x = s_t x_t`` and noise level."""
+        kind = self.schedule.kind
+        if kind == "vp":
+            return self._unet(x_t, t)
+        x = self.schedule.to_native(x_t, t)
+        level = self.schedule.sigma(t, like=x_t)  # EDM: sigma; flow: tau
+        col = level.reshape(-1, 1, 1, 1)
+        if kind == "edm":  # Karras et al. (2022), Table 1; diffusers' EDM preconditioning
+            sd2 = self._sigma_data**2
+            norm = (col**2 + sd2).sqrt()
+            out = self._unet(x / norm, 0.25 * level.log())
+            c_out = col * self._sigma_data / norm
+            sign = -1.0 if self.network_prediction == "v_prediction" else 1.0
+            return sd2 / norm**2 * x + sign * c_out * out
+        # flow matching: the UNet predicts v = eps - x_0 at timestep tau * T
+        v = self._unet(x, level * self._timestep_scale)
+        return x - col * v
+
+    def _unet(self, x: Tensor, timestep: Tensor) -> Tensor:
+        out = self.unet(x, timestep).sample
         return out[:, : self._out_channels] if out.shape[1] != self._out_channels else out
 
     def __repr__(self) -> str:
         clip = f", clip_denoised={self.clip_denoised}" if self.clip_denoised else ""
         return (
-            f"DiffusersPrior({list(self.event_shape)}, {self.prediction_type}, "
+            f"DiffusersPrior({list(self.event_shape)}, {self.network_prediction}, "
             f"{type(self.scheduler).__name__} T={self.schedule.num_train_steps}{clip})"
         )
+
+
+def _schedule_of(scheduler: Any) -> tuple[NoiseSchedule, str]:
+    """The schedule of a diffusers scheduler and what its network predicts; a ``ValueError``
+    naming the scheduler class when it maps to none of VP, EDM and flow matching."""
+    name = type(scheduler).__name__
+    cfg = scheduler.config
+    pred = _get(cfg, "prediction_type") or "epsilon"
+    if name.startswith("EDM"):
+        if pred not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"unsupported prediction_type {pred!r} for {name}; use 'epsilon' or 'v_prediction'"
+            )
+        T = int(_get(cfg, "num_train_timesteps") or 1000)
+        smin, smax = float(_get(cfg, "sigma_min")), float(_get(cfg, "sigma_max"))
+        if (_get(cfg, "sigma_schedule") or "karras") == "exponential":
+            sigmas = torch.linspace(math.log(smin), math.log(smax), T, dtype=torch.float64).exp()
+            return EDMSchedule.from_sigmas(sigmas), pred
+        return EDMSchedule(smin, smax, float(_get(cfg, "rho") or 7.0), num_train_steps=T), pred
+    if name.startswith("FlowMatch"):
+        if _get(cfg, "use_dynamic_shifting"):
+            raise ValueError(
+                f"{name} with use_dynamic_shifting=True (resolution-dependent shift) is not supported"
+            )
+        if _get(cfg, "invert_sigmas") or _get(cfg, "shift_terminal"):
+            raise ValueError(f"{name} with invert_sigmas or shift_terminal is not supported")
+        T = int(_get(cfg, "num_train_timesteps") or 1000)
+        return FlowSchedule(T, shift=float(_get(cfg, "shift") or 1.0)), "velocity"
+    abar = getattr(scheduler, "alphas_cumprod", None)
+    if abar is None:
+        raise ValueError(
+            f"DiffusersPrior cannot map the scheduler {name}: supported are DDPM/DDIM-style schedulers "
+            "with alphas_cumprod, EDM schedulers (EDMEulerScheduler) and FlowMatchEulerDiscreteScheduler"
+        )
+    if pred not in PREDICTION_TYPES:
+        raise ValueError(
+            f"unsupported prediction_type {pred!r} in the scheduler config; use one of {PREDICTION_TYPES}"
+        )
+    abar = torch.as_tensor(abar, dtype=torch.float64)
+    if abar[-1] <= 0:  # zero terminal SNR (rescale_betas_zero_snr): keep the schedule invertible
+        return VPSchedule(abar.clamp_min(torch.finfo(torch.float32).tiny)), pred
+    return VPSchedule.from_diffusers(scheduler), pred
 
 
 def _get(config: Any, key: str) -> Any:

@@ -2,7 +2,10 @@
 
 Under ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` a mixture stays a mixture:
 ``p_t = sum_k w_k N(sqrt(abar_t) mu_k, abar_t Sigma_k + (1 - abar_t) I)``, so the score, the
-Tweedie denoiser and the density are exact. This is the oracle against which the samplers are
+Tweedie denoiser and the density are exact. Any schedule ``x_t = alpha_t x_0 + sigma_t eps``
+(VP, EDM, flow) works through its VP-equivalent ``abar_t`` (see :mod:`posterior.schedule`): the
+methods below speak of the VP variable, and :meth:`GaussianMixturePrior.native_marginal` gives
+the marginal of the native ``x_t``. This is the oracle against which the samplers are
 proven (the MCGdiff benchmark of Cardoso et al., ICLR 2024, uses it).
 """
 
@@ -14,7 +17,7 @@ from torch import Tensor
 from posterior._utils import as_generator, check_count
 from posterior.distributions import GaussianMixture
 from posterior.priors.base import DiffusionPrior
-from posterior.schedule import CLEAN, VPSchedule
+from posterior.schedule import CLEAN, NoiseSchedule, VPSchedule
 
 __all__ = ["GaussianMixturePrior"]
 
@@ -26,7 +29,8 @@ class GaussianMixturePrior(DiffusionPrior):
         weights: ``Tensor[K]``, non-negative, summing to one.
         means: ``Tensor[K, d]``.
         covs: ``Tensor[K, d, d]`` positive definite (or ``Tensor[K, d]`` variances: diagonal).
-        schedule: the noise schedule (default: DDPM linear, 1000 steps).
+        schedule: the noise schedule, any :class:`~posterior.schedule.NoiseSchedule`
+            (``VPSchedule``, ``EDMSchedule``, ``FlowSchedule``; default: DDPM linear, 1000 steps).
         max_batch_size: evaluate at most this many samples at once.
     """
 
@@ -38,7 +42,7 @@ class GaussianMixturePrior(DiffusionPrior):
         weights: Tensor,
         means: Tensor,
         covs: Tensor,
-        schedule: VPSchedule | None = None,
+        schedule: NoiseSchedule | None = None,
         max_batch_size: int | None = 65536,
     ) -> None:
         super().__init__()
@@ -55,9 +59,10 @@ class GaussianMixturePrior(DiffusionPrior):
         if not diagonal and _is_diagonal(covs):  # identity-like covariances: use the fast path
             covs, diagonal = covs.diagonal(dim1=-2, dim2=-1).clone(), True
         self.distribution = GaussianMixture(weights, means, covs, diagonal=diagonal)
-        if schedule is not None and not (hasattr(schedule, "alpha_bar") and hasattr(schedule, "time_pairs")):
+        if schedule is not None and not isinstance(schedule, NoiseSchedule):
             raise TypeError(
-                f"schedule must be a noise schedule such as VPSchedule, got {type(schedule).__name__}"
+                f"schedule must be a noise schedule (VPSchedule, EDMSchedule, FlowSchedule), got "
+                f"{type(schedule).__name__}"
             )
         self.schedule = schedule or VPSchedule.linear()
         self.event_shape = (means.shape[-1],)
@@ -108,6 +113,20 @@ class GaussianMixturePrior(DiffusionPrior):
                 d.weights, abar**0.5 * d.means, covs, diagonal=d.diagonal, validate=False
             )
         return self._marginals[t]
+
+    def native_marginal(self, t: int) -> GaussianMixture:
+        """The marginal of the native ``x_t = alpha_t x_0 + sigma_t eps``:
+        ``sum_k w_k N(alpha_t mu_k, alpha_t^2 Sigma_k + sigma_t^2 I)`` (the VP marginal scaled by
+        ``s_t = sqrt(alpha_t^2 + sigma_t^2)``); its ``score`` is the native score."""
+        d = self.distribution
+        if t == CLEAN:
+            return d
+        a, sig = self.schedule.alpha(t).item(), self.schedule.sigma(t).item()
+        if d.diagonal:
+            covs = a**2 * d.covs + sig**2
+        else:
+            covs = a**2 * d.covs + sig**2 * torch.eye(d.dim, dtype=d.covs.dtype, device=d.covs.device)
+        return GaussianMixture(d.weights, a * d.means, covs, diagonal=d.diagonal, validate=False)
 
     def sample_marginal(self, num_samples: int, t: int, generator: torch.Generator) -> Tensor:
         """Exact draws ``Tensor[num_samples, d]`` of ``p_t``."""

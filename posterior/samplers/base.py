@@ -13,8 +13,12 @@ import torch
 from posterior._utils import as_generator, check_finite, check_positive_int
 from posterior.problem import InverseProblem
 from posterior.samplers.result import Result
+from posterior.schedule import TimeGrid, check_time_grid
 
-__all__ = ["METHODS", "Sampler", "register", "sample"]
+__all__ = ["DEFAULT_TIME_GRID", "METHODS", "Sampler", "register", "sample"]
+
+#: The time grid every method walks unless ``ps.sample(..., time_grid=)`` says otherwise.
+DEFAULT_TIME_GRID: TimeGrid = "leading"
 
 #: ``{name: sampler class}`` of every registered method.
 METHODS: dict[str, type[Sampler]] = {}
@@ -37,6 +41,16 @@ class Sampler(ABC):
     interacting: ClassVar[bool] = False
     #: ``Result.stats`` entries with one entry per draw on dim 1 (concatenated across ranks)
     particle_stats: ClassVar[tuple[str, ...]] = ()
+    #: the grid of training times the reverse diffusion walks: a name in
+    #: :data:`posterior.schedule.TIME_GRIDS` or a decreasing sequence of times. Set by
+    #: ``ps.sample(..., time_grid=)`` for every method; read it through :meth:`time_pairs`.
+    time_grid: TimeGrid = DEFAULT_TIME_GRID
+
+    def time_pairs(self, problem: InverseProblem, num_steps: int) -> list[tuple[int, int]]:
+        """The reverse transitions ``[(t, s), ...]`` (ending at ``s = CLEAN``) of ``num_steps``
+        diffusion steps on the prior's schedule along :attr:`time_grid`. Every sampler that walks
+        the diffusion takes its grid from here."""
+        return problem.prior.schedule.time_pairs(num_steps, self.time_grid)
 
     @abstractmethod
     def run(
@@ -84,10 +98,11 @@ def sample(
     problem: InverseProblem,
     method: str | type[Sampler],
     num_particles: int = 256,
-    num_steps: int = 100,
+    num_steps: int | None = None,
     seed: int | torch.Generator | None = 0,
     progress: bool | None = None,
     distributed: bool | str = False,
+    time_grid: TimeGrid | None = None,
     **options: Any,
 ) -> Result:
     """Sample the posterior of ``problem`` with a registered method.
@@ -97,7 +112,8 @@ def sample(
         method: a name in :data:`METHODS` (or a :class:`Sampler` subclass).
         num_particles: particles (SMC, TDS, MCGdiff), chains (MALA, Gibbs) or independent
             samples (approximate methods): the number ``N`` of returned draws per problem.
-        num_steps: diffusion steps (or MCMC iterations for the kernels).
+        num_steps: diffusion steps (or MCMC iterations for the kernels); default 100, or the
+            length of a ``time_grid`` given as a sequence.
         seed: an int or a ``torch.Generator``; the same seed gives the same samples.
         progress: show a progress bar (default: when stderr is a terminal).
         distributed: inside an initialised ``torch.distributed`` process group, split the run
@@ -107,6 +123,13 @@ def sample(
             (``"problems"`` when the ranks divide ``B``, else ``"particles"``). Every rank returns
             the same full result, the same for a seed and a number of ranks. See
             :mod:`posterior.samplers.distributed`.
+        time_grid: the training times the reverse diffusion walks, for every method (stored as
+            ``Sampler.time_grid``): ``"leading"`` (the default, :data:`DEFAULT_TIME_GRID`),
+            ``"trailing"``, ``"linspace"``, ``"logsnr"`` (uniform in log signal-to-noise ratio), or
+            a strictly decreasing sequence of ``num_steps`` training times. See
+            :meth:`posterior.schedule.NoiseSchedule.timesteps`. The MCMC methods (``mala``,
+            ``gibbs``), whose ``num_steps`` are iterations, record it and do not use it; ``sdedit``
+            walks its own grid below its start ``t0`` and ``csgm`` its inner ``ddim_steps`` grid.
         **options: the method's own options, documented on its class.
 
     Returns:
@@ -115,6 +138,11 @@ def sample(
     cls = get_method(method)
     if not isinstance(problem, InverseProblem):
         raise TypeError(f"problem must be an InverseProblem, got {type(problem).__name__}")
+    grid = check_time_grid(DEFAULT_TIME_GRID if time_grid is None else time_grid)
+    if num_steps is None:
+        num_steps = 100 if isinstance(grid, str) else len(grid)
+    elif not isinstance(grid, str) and num_steps != len(grid):
+        raise ValueError(f"num_steps ({num_steps}) must equal the length of time_grid ({len(grid)})")
     for name, value in (("num_particles", num_particles), ("num_steps", num_steps)):
         check_positive_int(value, name)
     unknown = set(options) - set(cls.option_names())
@@ -124,6 +152,7 @@ def sample(
             f"its options are: {', '.join(cls.option_names()) or 'none'}"
         )
     sampler = cls(**options)
+    sampler.time_grid = grid
     if progress is None:
         progress = sys.stderr.isatty()
     prior = problem.prior
@@ -139,7 +168,12 @@ def sample(
         from posterior.samplers.distributed import run_distributed
 
         result = run_distributed(sampler, problem, num_particles, num_steps, gen, progress, distributed)
-    result.options = {"num_particles": num_particles, "num_steps": num_steps, **sampler.options()}
+    result.options = {
+        "num_particles": num_particles,
+        "num_steps": num_steps,
+        "time_grid": grid if isinstance(grid, str) else list(grid),
+        **sampler.options(),
+    }
     result.truth = (
         None if problem.truth is None else (problem.truth if problem.batched else problem.truth[None])
     )

@@ -102,6 +102,14 @@ class Result:
         """A result written by :meth:`save` (tensors on the CPU, or on ``device``)."""
         return cls(**load_fields(path, device=device))
 
+    def to_arviz(self, **kwargs: Any) -> Any:
+        """ArviZ data (``InferenceData`` on arviz 0.x, ``xarray.DataTree`` on arviz 1.x): the
+        public shorthand for :func:`posterior.diagnostics.to_arviz` (imported lazily, so that
+        this module does not depend on the diagnostics)."""
+        from posterior.diagnostics.arviz import to_arviz
+
+        return to_arviz(self, **kwargs)
+
     def __repr__(self) -> str:
         parts = [f"method={self.method!r}", f"samples={list(self.samples.shape)}"]
         if self.log_evidence is not None:

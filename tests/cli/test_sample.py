@@ -111,6 +111,13 @@ def test_super_resolution_end_to_end(files, tmp_path: Path, capsys) -> None:
     _check_outputs(out, (1, 28, 28), _pixels(files["low"])[None])
 
 
+def test_time_grid_option(files, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "grid"
+    status, _, err = _sample(files, out, "low", "sr:4", capsys, "--time-grid", "trailing")
+    assert status == 0, err
+    assert ps.Result.load(out / "result.safetensors").options["time_grid"] == "trailing"
+
+
 def test_matrix_on_the_flattened_image(files, tmp_path: Path, capsys) -> None:
     out = tmp_path / "matrix"
     status, _, err = _sample(files, out, "y20", f"matrix:{files['A']}", capsys)

@@ -185,3 +185,68 @@ def test_bad_sample_counts_and_schedule_are_named():
         ps.problems.simulate(prior, torch.ones(1, 2, dtype=torch.float64), 0.1, 0)
     with pytest.raises(TypeError, match="schedule must be a noise schedule"):
         ps.GaussianMixturePrior(prior.weights, prior.means, prior.covs, schedule="linear")
+
+
+SCHEDULES = {"edm": ps.EDMSchedule(), "flow": ps.FlowSchedule()}
+
+
+@pytest.mark.parametrize("kind", SCHEDULES)
+@pytest.mark.parametrize("t", [0, 300, 700, 999])
+def test_native_marginal_is_the_natively_noised_prior(kind, t):
+    """``alpha_t x_0 + sigma_t eps`` from exact draws matches the native marginal's moments, and
+    the VP marginal is it scaled by ``1 / s_t``."""
+    base = _prior(d=2)
+    prior = ps.GaussianMixturePrior(base.weights, base.means, base.covs, schedule=SCHEDULES[kind])
+    sch, n = prior.schedule, 200_000
+    gen = torch.Generator().manual_seed(t)
+    x0 = prior.sample(n, gen)
+    x = sch.alpha(t).item() * x0 + sch.sigma(t).item() * torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+    native = prior.native_marginal(t)
+    se = (native.covariance.diagonal() / n).sqrt()
+    assert ((x.mean(0) - native.mean).abs() < 5 * se).all()
+    assert torch.allclose(torch.cov(x.T), native.covariance, rtol=0.03, atol=0.03 * sch.scale(t).item() ** 2)
+    s = sch.scale(t).item()
+    assert torch.allclose(prior.marginal(t).mean * s, native.mean)
+    assert torch.allclose(prior.marginal(t).covariance * s**2, native.covariance)
+    # native log density = VP log density of x / s minus d log s; native score = VP score / s
+    xq = 3 * s * torch.randn(5, 2, generator=gen, dtype=torch.float64)
+    assert torch.allclose(native.log_prob(xq), prior.log_prob(xq / s, t) - 2 * math.log(s))
+    assert torch.allclose(native.score(xq), prior.score(xq / s, t) / s)
+
+
+@pytest.mark.parametrize("kind", SCHEDULES)
+def test_denoiser_under_native_schedules_is_the_posterior_mean(kind):
+    """``E[x_0 | x_t]`` by Monte Carlo over natively noised draws equals the denoiser at the VP
+    variable ``x_t / s_t``, and ``x_t = alpha_t x0_hat + sigma_t eps_hat`` natively."""
+    base = _prior(d=2, K=2, seed=4)
+    prior = ps.GaussianMixturePrior(base.weights, base.means, base.covs, schedule=SCHEDULES[kind])
+    sch, t, n = prior.schedule, 600, 400_000
+    a, sig = sch.alpha(t).item(), sch.sigma(t).item()
+    x0 = prior.sample(n, generator=5)
+    xq = torch.tensor([[0.3, 0.1]], dtype=torch.float64) * sch.scale(t).item()
+    w = torch.softmax(-0.5 * ((xq - a * x0) ** 2).sum(-1) / sig**2, 0)
+    mc = (w[:, None] * x0).sum(0)
+    se = ((w[:, None] ** 2) * (x0 - mc) ** 2).sum(0).sqrt()
+    d = prior.denoise(sch.from_native(xq, t), t)
+    assert ((mc - d.x0[0]).abs() < 5 * se + 1e-6).all()
+    assert torch.allclose(a * d.x0 + sig * d.eps, xq)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", SCHEDULES)
+def test_ancestral_sampling_under_native_schedules_matches_prior(kind):
+    """The 1000-step DDPM chain on the VP-equivalent EDM / flow schedule reproduces the mixture."""
+    base = ps.problems.gmm_benchmark(dim=2, obs_dim=1, seed=0).prior
+    prior = ps.GaussianMixturePrior(
+        base.weights, base.means, base.distribution.covs, schedule=SCHEDULES[kind]
+    )
+    n = 20_000
+    x = prior.sample(n, generator=7, num_steps=1000)
+    dist = prior.distribution
+    comp = torch.cdist(x, dist.means).argmin(1)
+    freq = torch.bincount(comp, minlength=25).double() / n
+    w = dist.weights.double()
+    se = (w * (1 - w) / n).sqrt()
+    assert ((freq - w).abs() < 5 * se + 1e-3).all(), (freq - w).abs().max()
+    se_mean = (dist.covariance.diagonal() / n).sqrt()
+    assert ((x.mean(0) - dist.mean).abs() < 5 * se_mean).all()

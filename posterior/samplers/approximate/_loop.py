@@ -31,7 +31,7 @@ from posterior.priors.base import Denoised, DiffusionPrior
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._optim import Adam
 from posterior.samplers.result import Result
-from posterior.schedule import CLEAN, VPSchedule
+from posterior.schedule import CLEAN, NoiseSchedule
 
 __all__ = [
     "GradFn",
@@ -63,7 +63,7 @@ GradFn = Callable[[Denoised, Tensor, Tensor], Tensor]
 
 
 # --------------------------------------------------------------------------- grids and noise
-def time_pairs(schedule: VPSchedule, num_steps: int, t_start: int | None = None) -> list[tuple[int, int]]:
+def time_pairs(schedule: NoiseSchedule, num_steps: int, t_start: int | None = None) -> list[tuple[int, int]]:
     """Reverse transitions ``[(t, s), ...]`` ending at ``s = CLEAN``.
 
     Without ``t_start``: ``schedule.time_pairs(num_steps)`` (DDIM "leading" spacing, from pure

@@ -39,7 +39,6 @@ from posterior.samplers.approximate._loop import (
     make_result,
     randn_like,
     reverse_loop,
-    time_pairs,
 )
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.result import Result
@@ -100,7 +99,7 @@ class DDRM(Sampler):
             abar = prior.schedule.alpha_bar(t).item()
             return ((1 - abar) / abar) ** 0.5
 
-        pairs = time_pairs(prior.schedule, num_steps)
+        pairs = self.time_pairs(problem, num_steps)
         t_first = pairs[0][0]
         sig_T = sigma(t_first)
         z = initial_noise(problem, N, generator).reshape(B, N, d)

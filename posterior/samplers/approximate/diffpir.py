@@ -32,7 +32,6 @@ from posterior.samplers.approximate._loop import (
     make_result,
     randn_like,
     reverse_loop,
-    time_pairs,
     unflat,
 )
 from posterior.samplers.base import Sampler, register
@@ -106,5 +105,5 @@ class DiffPIR(Sampler):
             return abar_s**0.5 * x0 + (1 - abar_s) ** 0.5 * noise
 
         x = initial_noise(problem, num_particles, generator)
-        x = reverse_loop(self.name, time_pairs(schedule, num_steps), x, step, progress)
+        x = reverse_loop(self.name, self.time_pairs(problem, num_steps), x, step, progress)
         return make_result(self.name, x)

@@ -36,7 +36,6 @@ from posterior.samplers.approximate._loop import (
     make_result,
     residual_sq_fn,
     reverse_loop,
-    time_pairs,
 )
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.result import Result
@@ -97,5 +96,5 @@ class DPS(Sampler):
                 weight = torch.full_like(sq, self.zeta)
             return x_s - weight.reshape(*weight.shape, *[1] * (grad.dim() - 2)) * grad
 
-        x = reverse_loop(self.name, time_pairs(prior.schedule, num_steps), x, step, progress)
+        x = reverse_loop(self.name, self.time_pairs(problem, num_steps), x, step, progress)
         return make_result(self.name, x)

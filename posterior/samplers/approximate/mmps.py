@@ -34,7 +34,6 @@ from posterior.samplers.approximate._loop import (
     initial_noise,
     make_result,
     reverse_loop,
-    time_pairs,
     unflat,
 )
 from posterior.samplers.base import Sampler, register
@@ -122,5 +121,5 @@ class MMPS(Sampler):
             return x_s
 
         x = initial_noise(problem, num_particles, generator)
-        x = reverse_loop(self.name, time_pairs(prior.schedule, num_steps), x, step, progress)
+        x = reverse_loop(self.name, self.time_pairs(problem, num_steps), x, step, progress)
         return make_result(self.name, x)

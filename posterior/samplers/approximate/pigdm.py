@@ -35,7 +35,6 @@ from posterior.samplers.approximate._loop import (
     initial_noise,
     make_result,
     reverse_loop,
-    time_pairs,
 )
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.result import Result
@@ -101,5 +100,5 @@ class PiGDM(Sampler):
             eps_y = (x - abar**0.5 * x0_y) / (1 - abar) ** 0.5
             return ddim_sample(prior, x, t, s, self.eta, generator, denoised=Denoised(eps_y, x0_y))[0]
 
-        x = reverse_loop(self.name, time_pairs(prior.schedule, num_steps), x, step, progress)
+        x = reverse_loop(self.name, self.time_pairs(problem, num_steps), x, step, progress)
         return make_result(self.name, x)

@@ -97,7 +97,7 @@ class PnPADMM(Sampler):
         problem.require_linear(self.name)
         problem.require_noise(self.name)
         prior = problem.prior
-        times = prior.schedule.timesteps(num_steps).tolist()
+        times = [t for t, _ in self.time_pairs(problem, num_steps)]
         z = initial_noise(problem, num_particles, generator)
 
         def step(state: ADMMState, t: int, i: int) -> ADMMState:

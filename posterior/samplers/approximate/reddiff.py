@@ -146,7 +146,7 @@ class REDDiff(Sampler):
         prior = problem.prior
         schedule = prior.schedule
         if self.time_sampling == "descending":
-            times = schedule.timesteps(num_steps).tolist()
+            times = [t for t, _ in self.time_pairs(problem, num_steps)]
         else:
             T = schedule.num_train_steps
             times = torch.randint(0, T, (num_steps,), generator=generator, device=prior.device).tolist()

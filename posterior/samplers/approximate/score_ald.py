@@ -30,7 +30,6 @@ from posterior.samplers.approximate._loop import (
     per_problem,
     randn_like,
     reverse_loop,
-    time_pairs,
     unflat,
 )
 from posterior.samplers.base import Sampler, register
@@ -80,7 +79,7 @@ class ScoreALD(Sampler):
         B, N = problem.batch_size, num_particles
         y = problem.y_batch[:, None]  # [B, 1, *obs]
         sig2_y = problem.sigma.to(prior.dtype).pow(2)  # [B]
-        pairs = time_pairs(prior.schedule, num_steps)
+        pairs = self.time_pairs(problem, num_steps)
         # Start from the prior at the top level, in VE scale: x = x_T / sqrt(abar_T).
         x = initial_noise(problem, N, generator) / prior.schedule.alpha_bar(pairs[0][0]).item() ** 0.5
 

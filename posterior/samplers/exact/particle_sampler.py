@@ -55,7 +55,7 @@ class ParticleSampler(Sampler):
         generator: torch.Generator,
         progress: bool,
     ) -> Result:
-        pairs = problem.prior.schedule.time_pairs(num_steps)
+        pairs = self.time_pairs(problem, num_steps)
         model = self.model(problem, pairs)
         if self.move is not None and getattr(model, "noiseless", False):
             raise ValueError(
