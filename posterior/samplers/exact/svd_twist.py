@@ -162,7 +162,7 @@ class SVDTwistModel(DiffusionModel):
             return x_s, {**extras, "log_g": new}, new - log_g_t
         c, w = self.path(s, extras)
         mu = self.coords(mean)  # [B, N, r]
-        x_s, log_g = self.propose(mean, v, s, extras, generator)
+        x_s, log_g = self.propose(mean, v, s, extras, generator, mu)
         extras = {**extras, "log_g": log_g, "mean": mean}
         if self.pinned(s):  # the twist is a point mass at c
             log_pred = log_normal(c, mu, torch.full_like(mu, v), self.observed)
@@ -170,7 +170,13 @@ class SVDTwistModel(DiffusionModel):
         return x_s, extras, log_normal(c, mu, v + w, self.observed) - log_g_t
 
     def propose(
-        self, mean: Tensor, v: float, s: int, extras: Extras, generator: torch.Generator
+        self,
+        mean: Tensor,
+        v: float,
+        s: int,
+        extras: Extras,
+        generator: torch.Generator,
+        mu: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """A draw of ``x_s`` from the prior's reverse kernel ``N(mean, v I)`` times the twist
         ``g_s``: on the observed SVD coordinates the Gaussian product with ``N(c_s, w_s)`` (set to
@@ -181,7 +187,7 @@ class SVDTwistModel(DiffusionModel):
         x_s = mean + v**0.5 * eps
         if self.pinned(s):  # log_twist is 0 at the point mass
             return self.replace(x_s, c), x_s.new_zeros(x_s.shape[:2])
-        mu = self.coords(mean)
+        mu = self.coords(mean) if mu is None else mu  # the kernel mean's SVD coordinates
         prec = 1 / v + 1 / w
         post_mean = (mu / v + c / w) / prec
         # the observed coordinates of x_s = mean + sqrt(v) eps are replaced by their
