@@ -214,6 +214,16 @@ class InverseProblem:
             sub.truth = (self.truth if self.batched else self.truth[None])[start:stop]
         return sub
 
+    def repeat(self, runs: int) -> InverseProblem:
+        """Each problem ``runs`` times in a row: a batched problem of ``B * runs`` problems, row
+        ``b * runs + r`` holding problem ``b`` (``truth`` too, when known). Independent runs of a
+        sampler share one batched network call this way."""
+        index = torch.arange(self.batch_size, device=self.y_batch.device).repeat_interleave(runs)
+        sub = InverseProblem(self.prior, self.operator, self.y_batch[index], self.noise.select(index))
+        if self.truth is not None:
+            sub.truth = (self.truth if self.batched else self.truth[None])[index]
+        return sub
+
     def require_gaussian(self, method: str) -> Tensor:
         """``problem.sigma`` (``Tensor[B]``), or a clear error if ``method`` needs Gaussian noise."""
         if self._sigma is None:

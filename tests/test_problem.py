@@ -262,3 +262,14 @@ def test_exact_posterior_is_a_capability_of_prior_operator_and_noise():
     assert not laplace.has_exact_posterior and not nonlinear.has_exact_posterior
     with pytest.raises(ValueError, match="Gaussian-mixture prior with a linear operator"):
         nonlinear.exact_posterior()
+
+
+def test_repeat_lines_up_runs_of_each_problem():
+    base = ps.problems.gmm_benchmark(4, 2, seed=0)
+    y = torch.stack([base.y, base.y + 1.0])
+    batch = ps.InverseProblem(base.prior, base.operator, y, ps.noise.StudentT(3.0, torch.tensor([0.1, 0.2])))
+    rep = batch.repeat(3)
+    assert rep.batch_size == 6
+    assert torch.equal(rep.y_batch, y.repeat_interleave(3, 0))
+    scale = torch.tensor([0.1, 0.2]).double().repeat_interleave(3)
+    assert torch.equal(rep.noise.params["scale"].flatten(), scale)

@@ -77,6 +77,8 @@ def to_arviz(
 ) -> Any:
     """Convert one result (one chain) or a list of results (independent runs: one chain each).
 
+    A particle sampler's result with ``runs = R > 1`` is ``R`` chains (:meth:`Result.split_runs`).
+
     Args:
         results: a :class:`~posterior.Result` or a sequence of them with equal sample shapes
             (e.g. from :func:`run_chains`). Samples ``[N, *event]`` (or ``[B, N, *event]``).
@@ -96,6 +98,7 @@ def to_arviz(
     runs = [results] if isinstance(results, Result) else list(results)
     if not runs or not all(isinstance(r, Result) for r in runs):
         raise TypeError("to_arviz expects a Result or a non-empty sequence of Results")
+    runs = [part for r in runs for part in r.split_runs()]  # a particle sampler's runs: chains
     keep_problem = any(r.batched for r in runs) and problem_index is None
     runs = [r.as_batched() for r in runs]
     shapes = {tuple(r.samples.shape) for r in runs}

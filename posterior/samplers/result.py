@@ -80,6 +80,43 @@ class Result:
         out["batched"] = True
         return Result(**out)
 
+    def split_runs(self) -> list[Result]:
+        """The independent particle systems behind this result, one :class:`Result` each.
+
+        A particle sampler run with ``runs = R > 1`` (e.g. ``ps.sample(problem, "tds", 128,
+        runs=32)``) returns all runs' draws together (``R`` blocks of ``N / R`` on the draw dim) and
+        keeps ``stats["run_log_evidence"]: [B, R]`` and ``stats["run_ess"]: [B, R, num_steps]``;
+        here each run gets its own draws, log-evidence, ESS trace and a share ``1 / R`` of the
+        network calls and time. Any other result is returned alone: ``[self]``.
+        """
+        R = int(self.options.get("runs", 1))
+        if R == 1 or "run_log_evidence" not in self.stats:
+            return [self]
+        b = self.as_batched()
+        n = b.samples.shape[1] // R
+        rest = {k: v for k, v in b.stats.items() if not k.startswith("run_")}
+        parts = []
+        for r in range(R):
+            block = slice(r * n, (r + 1) * n)
+            lw = None if b.log_weights is None else b.log_weights[:, block]
+            part = Result(
+                samples=b.samples[:, block],
+                method=b.method,
+                log_evidence=b.stats["run_log_evidence"][:, r],
+                ess=b.stats["run_ess"][:, r],
+                log_weights=None if lw is None else lw - torch.logsumexp(lw, 1, keepdim=True),
+                resampled=b.resampled,
+                acceptance=b.acceptance,
+                num_evals=b.num_evals // R,
+                num_vjps=b.num_vjps // R,
+                wall_time=b.wall_time / R,
+                options={**b.options, "run": r},
+                stats=rest,
+                truth=b.truth,
+            )
+            parts.append(part if self.batched else part.unbatched())
+        return parts
+
     @property
     def num_samples(self) -> int:
         return self.samples.shape[1 if self.batched else 0]

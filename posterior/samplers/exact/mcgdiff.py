@@ -104,6 +104,10 @@ class MCGdiff(TwistedSampler):
             (``prior.moments()``: exact for the Gaussian mixture, estimated once from the prior's
             own draws otherwise); ``math.inf``: MCGdiff's own potential. The twist's mean is the
             prior's mean (``prior.moments()``) for finite ``V``.
+        runs: split the ``num_particles`` particles into this many independent particle systems
+            of ``num_particles / runs`` particles each, run as one batch (default ``1``). The
+            draws are every run's particles; each run converges as its own size grows, and the
+            runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across runs).
     """
 
     name = "mcgdiff"

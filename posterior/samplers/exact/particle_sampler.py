@@ -13,7 +13,7 @@ from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler
 from posterior.samplers.result import Result
 
-__all__ = ["ParticleSampler", "TwistedSampler", "to_result"]
+__all__ = ["ParticleSampler", "TwistedSampler", "merge_runs", "to_result"]
 
 
 class ParticleSampler(Sampler):
@@ -32,8 +32,11 @@ class ParticleSampler(Sampler):
         exact_start: bool = True,
         move: Move | None = None,
         rejuvenate: bool = False,
+        runs: int = 1,
     ) -> None:
         check_resampling_options(resampling, threshold)
+        if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+            raise ValueError(f"runs must be an integer >= 1 (independent particle systems), got {runs!r}")
         if not isinstance(rejuvenate, bool):
             raise ValueError(f"rejuvenate must be True or False, got {rejuvenate!r}")
         if isinstance(eta, bool) or not 0.0 < float(eta) <= 1.0:
@@ -42,6 +45,7 @@ class ParticleSampler(Sampler):
             raise ValueError("move must be a callable move(particles, log_target_fn, generator)")
         self.resampling, self.threshold, self.eta = resampling, threshold, float(eta)
         self.exact_start, self.move, self.rejuvenate = bool(exact_start), move, rejuvenate
+        self.runs = runs
 
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> FeynmanKacModel:
         """The Feynman-Kac model of this sampler on ``problem``, along the time grid ``pairs``."""
@@ -55,8 +59,14 @@ class ParticleSampler(Sampler):
         generator: torch.Generator,
         progress: bool,
     ) -> Result:
+        R = self.runs
+        if num_particles % R:
+            raise ValueError(
+                f"{self.name!r}: runs={R} must divide num_particles={num_particles} (each run holds "
+                "num_particles / runs particles)"
+            )
         pairs = self.time_pairs(problem, num_steps)
-        model = self.model(problem, pairs)
+        model = self.model(problem if R == 1 else problem.repeat(R), pairs)
         if self.move is not None and getattr(model, "noiseless", False):
             raise ValueError(
                 f"{self.name!r}: a move needs noise_std > 0 (with noise_std = 0 the intermediate "
@@ -65,16 +75,20 @@ class ParticleSampler(Sampler):
         out = run_smc(
             model,
             pairs,
-            problem.batch_size,
-            num_particles,
+            problem.batch_size * R,
+            num_particles // R,
             generator,
             resampling=self.resampling,
             threshold=self.threshold,
             move=self.move,
             rejuvenate=self.rejuvenate,
             progress=progress,
+            # runs of a few particles are meant to end on one or two each: the spread between
+            # runs (R-hat over the runs as ArviZ chains) is then the diagnostic
+            warn_degenerate=R == 1,
         )
-        return to_result(out, self.name)
+        result = to_result(out, self.name)
+        return result if R == 1 else merge_runs(result, R)
 
 
 class TwistedSampler(ParticleSampler):
@@ -91,8 +105,9 @@ class TwistedSampler(ParticleSampler):
         move: Move | None = None,
         prior_var: float | str = "auto",
         rejuvenate: bool = False,
+        runs: int = 1,
     ) -> None:
-        super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate)
+        super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate, runs)
         if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
             raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
         self.prior_var = prior_var
@@ -120,4 +135,35 @@ def to_result(out: SMCOutput, name: str) -> Result:
         log_weights=out.log_weights,
         resampled=out.resampled,
         acceptance=out.acceptance,
+    )
+
+
+def merge_runs(result: Result, runs: int) -> Result:
+    """The result of ``runs`` independent particle systems per problem, run as the rows
+    ``b * runs + r`` of one batch (``samples: [B * runs, n, ...]``), as one result per problem.
+
+    ``samples``: ``[B, runs * n, ...]``, run by run. ``log_evidence``: the mean of the runs'
+    evidence estimates (``log`` of the mean of ``Z_r``, still unbiased for ``Z``).
+    ``log_weights``: each run's normalised weights divided by ``runs``. ``ess``: the smallest over
+    the runs at each step; ``resampled``: whether any run resampled; ``acceptance``: the mean.
+    ``stats["run_log_evidence"]: [B, runs]`` and ``stats["run_ess"]: [B, runs, num_steps]`` keep
+    the runs apart (:meth:`Result.split_runs` and the ArviZ chains read them).
+    """
+    BR, n = result.samples.shape[:2]
+    B = BR // runs
+
+    def per_run(t: Tensor) -> Tensor:
+        return t.reshape(B, runs, *t.shape[1:])
+
+    log_z = per_run(result.log_evidence)
+    stats = {"run_log_evidence": log_z, "run_ess": per_run(result.ess)}
+    return Result(
+        samples=result.samples.reshape(B, runs * n, *result.samples.shape[2:]),
+        method=result.method,
+        log_evidence=torch.logsumexp(log_z, 1) - math.log(runs),
+        ess=per_run(result.ess).amin(1),
+        log_weights=(per_run(result.log_weights) - math.log(runs)).reshape(B, runs * n),
+        resampled=per_run(result.resampled).any(1),
+        acceptance=None if result.acceptance is None else per_run(result.acceptance).nanmean(1),
+        stats=stats,
     )

@@ -97,6 +97,10 @@ class FPSSMC(ParticleSampler):
         rejuvenate: after each resampling, redraw each particle's newest state from its
             conditional given the rest of its path (an exact Gibbs move at no network cost, see
             :mod:`posterior.samplers.exact.svd_twist`); default ``False``.
+        runs: split the ``num_particles`` particles into this many independent particle systems
+            of ``num_particles / runs`` particles each, run as one batch (default ``1``). The
+            draws are every run's particles; each run converges as its own size grows, and the
+            runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across runs).
     """
 
     name = "smc"

@@ -331,6 +331,10 @@ class TDS(TwistedSampler):
             each resampling (default ``0``), leaving its conditional given the rest of its path
             invariant (:meth:`TDSModel.gibbs`): copies of one parent then differ. Each costs one
             network evaluation and one VJP per particle.
+        runs: split the ``num_particles`` particles into this many independent particle systems
+            of ``num_particles / runs`` particles each, run as one batch (default ``1``). The
+            draws are every run's particles; each run converges as its own size grows, and the
+            runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across runs).
     """
 
     name = "tds"
@@ -348,12 +352,19 @@ class TDS(TwistedSampler):
         twist_var: str = "gaussian",
         tempering: float | None = None,
         rejuvenate: int = 0,
+        runs: int = 1,
     ) -> None:
         if isinstance(rejuvenate, bool) or not isinstance(rejuvenate, int) or rejuvenate < 0:
             raise ValueError(f"rejuvenate must be an integer >= 0 (Metropolis steps), got {rejuvenate!r}")
         self.prior_covariance = prior_var == "covariance"
         super().__init__(
-            resampling, threshold, eta, exact_start, move, "auto" if self.prior_covariance else prior_var
+            resampling,
+            threshold,
+            eta,
+            exact_start,
+            move,
+            "auto" if self.prior_covariance else prior_var,
+            runs=runs,
         )
         self.prior_var, self.rejuvenate = prior_var, rejuvenate
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):

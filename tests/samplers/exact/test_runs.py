@@ -1,0 +1,75 @@
+"""Independent runs of a particle sampler (``runs=R``): one batch, merged per problem, R chains."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import posterior as ps
+
+METHODS = ("tds", "smc", "mcgdiff")
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return ps.problems.gmm_benchmark(4, 1, seed=0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_runs_are_the_rows_of_a_repeated_problem(problem, method):
+    """``runs=R`` is the sampler on ``problem.repeat(R)`` with ``N / R`` particles, merged."""
+    R, n = 4, 8
+    merged = ps.sample(problem, method, R * n, 6, seed=1, runs=R)
+    rows = ps.sample(problem.repeat(R), method, n, 6, seed=1)
+    assert merged.samples.shape == (R * n, 4)
+    assert torch.equal(merged.samples, rows.samples.reshape(R * n, 4))
+    assert torch.equal(merged.stats["run_log_evidence"], rows.log_evidence)
+    expected = torch.logsumexp(rows.log_evidence, 0) - math.log(R)
+    assert torch.allclose(merged.log_evidence, expected)
+    assert torch.equal(merged.ess, rows.ess.amin(0))
+    assert torch.allclose(merged.log_weights.exp().sum(), torch.tensor(1.0))
+
+
+def test_one_run_is_the_plain_sampler(problem):
+    a = ps.sample(problem, "tds", 16, 6, seed=2)
+    b = ps.sample(problem, "tds", 16, 6, seed=2, runs=1)
+    assert torch.equal(a.samples, b.samples) and "run_log_evidence" not in b.stats
+
+
+def test_split_runs_and_arviz_chains(problem):
+    pytest.importorskip("arviz")
+    R, n = 3, 5
+    res = ps.sample(problem, "mcgdiff", R * n, 6, seed=0, runs=R)
+    parts = res.split_runs()
+    assert len(parts) == R
+    for r, part in enumerate(parts):
+        assert torch.equal(part.samples, res.samples[r * n : (r + 1) * n])
+        assert torch.equal(part.log_evidence, res.stats["run_log_evidence"][r])
+        assert torch.allclose(part.log_weights.exp().sum(), torch.tensor(1.0))
+    data = res.to_arviz()
+    x = data["posterior"]["x"]
+    assert x.sizes["chain"] == R and x.sizes["draw"] == n
+    assert data["sample_stats"]["log_evidence"].sizes["chain"] == R
+    assert ps.sample(problem, "mcgdiff", 6, 6, seed=0).split_runs()[0].samples.shape == (6, 4)
+
+
+def test_batched_problems_keep_their_runs_apart(problem):
+    y = torch.stack([problem.y, problem.y + 3.0])
+    batch = ps.InverseProblem(problem.prior, problem.operator, y, problem.noise_std)
+    res = ps.sample(batch, "smc", 12, 6, seed=0, runs=3)
+    assert res.samples.shape == (2, 12, 4) and res.stats["run_log_evidence"].shape == (2, 3)
+    single = ps.sample(batch.select(1, 2), "smc", 12, 6, seed=0, runs=3)
+    assert single.stats["run_log_evidence"].shape == (1, 3)
+
+
+@pytest.mark.parametrize("runs", [0, -1, 2.5, True])
+def test_bad_runs_are_named(problem, runs):
+    with pytest.raises(ValueError, match="runs"):
+        ps.sample(problem, "tds", 8, 4, runs=runs)
+
+
+def test_runs_must_divide_the_particles(problem):
+    with pytest.raises(ValueError, match="runs=3 must divide num_particles=8"):
+        ps.sample(problem, "smc", 8, 4, runs=3)
