@@ -34,21 +34,43 @@ from posterior.schedule import TIME_GRIDS
 SCHEDULES = {"vp": ps.VPSchedule.linear, "edm": ps.EDMSchedule, "flow": ps.FlowSchedule}
 
 
+def parse_method(spec: str) -> tuple[str, dict]:
+    """``"tds"`` or ``'tds:prior_var="covariance";twist_scale=0.5'``: the method and its options
+    (JSON values; a value that is not JSON is taken as a string)."""
+    name, _, rest = spec.partition(":")
+    options = {}
+    for item in filter(None, rest.split(";")):
+        key, value = item.split("=", 1)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return name, options
+
+
 def run_on_grid(problem: ps.InverseProblem, method: str, num: int, steps: int, seed: int, grid: str):
     """``ps.sample`` on ``grid``; a sampler that reads ``problem.prior.schedule.time_pairs``
-    directly walks the same grid (the prior's schedule is pointed at it for the run)."""
+    directly walks the same grid (the prior's schedule is pointed at it for the run). ``method``
+    may carry options (:func:`parse_method`)."""
+    method, options = parse_method(method)
     schedule = problem.prior.schedule
     cls_pairs = type(schedule).time_pairs
     schedule.time_pairs = lambda n, spacing=grid: cls_pairs(schedule, n, spacing)
     try:
-        return ps.sample(problem, method, num, steps, seed=seed, progress=False, time_grid=grid)
+        return ps.sample(problem, method, num, steps, seed=seed, progress=False, time_grid=grid, **options)
     finally:
         del schedule.time_pairs
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--methods", nargs="+", default=None, help="default: every method in ps.METHODS")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="default: every method in ps.METHODS; NAME:KEY=JSON;KEY=JSON passes options, "
+        'e.g. tds:prior_var="covariance"',
+    )
     p.add_argument("--dims", nargs="+", type=int, default=[8, 80, 800])
     p.add_argument("--obs-dims", nargs="+", type=int, default=[1, 2, 4])
     p.add_argument("--seeds", type=int, default=10, help="seeds 0 .. seeds-1 per cell")
@@ -96,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     torch.set_num_threads(args.threads)
     methods = args.methods or sorted(ps.METHODS)
-    unknown = [m for m in methods if m not in ps.METHODS]
+    unknown = [m for m in methods if parse_method(m)[0] not in ps.METHODS]
     if unknown:
         sys.exit(f"unknown methods {unknown}; known: {', '.join(sorted(ps.METHODS))}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
