@@ -26,26 +26,13 @@ import time
 from pathlib import Path
 
 import torch
+from method_spec import parse_method
 
 import posterior as ps
 from posterior.diagnostics.distances import sliced_wasserstein
 from posterior.schedule import TIME_GRIDS
 
 SCHEDULES = {"vp": ps.VPSchedule.linear, "edm": ps.EDMSchedule, "flow": ps.FlowSchedule}
-
-
-def parse_method(spec: str) -> tuple[str, dict]:
-    """``"tds"`` or ``'tds:prior_var="covariance";twist_scale=0.5'``: the method and its options
-    (JSON values; a value that is not JSON is taken as a string)."""
-    name, _, rest = spec.partition(":")
-    options = {}
-    for item in filter(None, rest.split(";")):
-        key, value = item.split("=", 1)
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return name, options
 
 
 def run_on_grid(problem: ps.InverseProblem, method: str, num: int, steps: int, seed: int, grid: str):

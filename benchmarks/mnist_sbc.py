@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from method_spec import parse_method
 
 import posterior as ps
 from posterior.diagnostics import plots
@@ -37,7 +38,11 @@ def main() -> None:
     ap.add_argument("--draws", type=int, default=7)
     ap.add_argument("--particles", type=int, default=4, help="TDS particles per run")
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--methods", default="tds,dps")
+    ap.add_argument(
+        "--methods",
+        default="tds,dps",
+        help='comma-separated; NAME:KEY=JSON;... passes options (tds:prior_var="covariance")',
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("out/mnist_sbc"))
     args = ap.parse_args()
@@ -48,7 +53,8 @@ def main() -> None:
     op = ps.operators.Inpainting(mask)
     hidden = ~mask.reshape(-1).bool()
     rows, tests = [], {}
-    for method in args.methods.split(","):
+    for spec in args.methods.split(","):
+        method, options = parse_method(spec)
         exact = ps.METHODS[method].exact
         t0 = time.perf_counter()
         cal = simulation_based_calibration(
@@ -61,6 +67,7 @@ def main() -> None:
             num_particles=args.particles if exact else args.draws,
             num_steps=args.steps,
             seed=args.seed,
+            **options,
         )
         seconds = time.perf_counter() - t0
         draws, truth = cal.draws.flatten(2), cal.truth.flatten(1)  # [B, L, 784], [B, 784]
@@ -68,10 +75,10 @@ def main() -> None:
         masked = sbc_test(sbc_ranks(draws[..., hidden], truth[..., hidden], gen), args.draws)
         lv = [0.5, (args.draws - 1) / (args.draws + 1)]
         cov_h = coverage(draws[..., hidden], truth[..., hidden], lv)
-        tests[f"{method} (hidden half)"] = masked
+        tests[f"{spec} (hidden half)"] = masked
         rows.append(
             {
-                "method": method,
+                "method": spec,
                 "mode": cal.mode,
                 "problems": args.problems,
                 "draws": args.draws,

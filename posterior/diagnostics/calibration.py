@@ -26,7 +26,6 @@ from posterior._utils import as_generator, check_positive_int
 from posterior.noise.base import NoiseModel
 from posterior.operators.base import Operator
 from posterior.priors.base import DiffusionPrior
-from posterior.problem import InverseProblem
 from posterior.samplers.result import Result
 
 __all__ = [
@@ -396,13 +395,7 @@ def simulation_based_calibration(
     truth = base.truth
     assert truth is not None
     reps = num_draws if mode == "runs" else 1
-    if reps > 1:  # problem b occupies rows b*L .. b*L + L - 1
-        rows = torch.arange(num_problems, device=base.y_batch.device).repeat_interleave(reps)
-        y_rep = base.y_batch.repeat_interleave(reps, 0)
-        problem = InverseProblem(prior, base.operator, y_rep, base.noise.select(rows))
-        problem.truth = truth.repeat_interleave(reps, 0)
-    else:
-        problem = base
+    problem = base.repeat(reps) if reps > 1 else base  # problem b occupies rows b*L .. b*L + L - 1
     result: Result = sample(
         problem,
         cls,
