@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from posterior._utils import as_generator
 from posterior.samplers.result_io import load_fields, save_result
 
 __all__ = ["Result"]
@@ -90,8 +92,8 @@ class Result:
         network calls and time. Any other result is returned alone: ``[self]``.
         """
         R = int(self.options.get("runs", 1))
-        if R == 1 or "run_log_evidence" not in self.stats:
-            return [self]
+        if R == 1 or "run_log_evidence" not in self.stats or self.num_samples < 2 * R:
+            return [self]  # one draw per run: the draws are independent, one chain
         b = self.as_batched()
         n = b.samples.shape[1] // R
         rest = {k: v for k, v in b.stats.items() if not k.startswith("run_")}
@@ -116,6 +118,39 @@ class Result:
             )
             parts.append(part if self.batched else part.unbatched())
         return parts
+
+    def one_per_run(self, seed: int | torch.Generator | None = 0) -> Result:
+        """One draw from each independent run: ``samples: [R, *event]`` (``[B, R, ...]``).
+
+        For a particle sampler run with ``runs = R > 1``: each run's draw is one of its ``n``
+        equally weighted particles, picked uniformly (after the final resampling that is a draw
+        from the run's weighted particle approximation of the posterior), so the ``R`` draws are
+        independent and each converges in law to the posterior as ``n`` grows. The ``n`` particles
+        of one small run descend from few ancestors; one draw each keeps the runs' spread without
+        counting a run's copies as independent. The runs' statistics and the network calls spent
+        (``num_evals``, ``num_vjps``: all runs together) are kept.
+        """
+        R = int(self.options.get("runs", 1))
+        if R == 1 or "run_log_evidence" not in self.stats:
+            raise ValueError("one_per_run needs a particle sampler's result with runs > 1 (e.g. runs=128)")
+        b = self.as_batched()
+        B, Rn = b.samples.shape[:2]
+        n = Rn // R
+        pick = torch.randint(n, (B, R), generator=as_generator(seed)).to(b.samples.device)
+        index = torch.arange(R, device=pick.device) * n + pick  # [B, R] rows of samples
+        draws = torch.gather(
+            b.samples,
+            1,
+            index.reshape(B, R, *([1] * (b.samples.dim() - 2))).expand(B, R, *b.samples.shape[2:]),
+        )
+        out = {name: getattr(b, name) for name in self.__dataclass_fields__}
+        out.update(
+            samples=draws,
+            log_weights=torch.full((B, R), -math.log(R), dtype=draws.dtype, device=draws.device),
+            options={**b.options, "draws_per_run": 1},
+        )
+        one = Result(**out)
+        return one if self.batched else one.unbatched()
 
     @property
     def num_samples(self) -> int:

@@ -73,3 +73,28 @@ def test_bad_runs_are_named(problem, runs):
 def test_runs_must_divide_the_particles(problem):
     with pytest.raises(ValueError, match="runs=3 must divide num_particles=8"):
         ps.sample(problem, "smc", 8, 4, runs=3)
+
+
+def test_one_per_run_keeps_one_particle_of_each_run(problem):
+    R, n = 5, 4
+    res = ps.sample(problem, "tds", R * n, 6, seed=0, runs=R)
+    one = res.one_per_run(seed=3)
+    assert one.samples.shape == (R, 4) and one.options["draws_per_run"] == 1
+    for r in range(R):  # each draw is a particle of its own run
+        block = res.samples[r * n : (r + 1) * n]
+        assert (block == one.samples[r]).all(-1).any()
+    assert torch.equal(one.samples, res.one_per_run(seed=3).samples)
+    assert torch.equal(one.stats["run_log_evidence"], res.stats["run_log_evidence"])
+    assert one.num_evals == res.num_evals and len(one.split_runs()) == 1  # independent draws
+
+
+def test_one_per_run_of_batched_problems(problem):
+    y = torch.stack([problem.y, problem.y + 3.0])
+    batch = ps.InverseProblem(problem.prior, problem.operator, y, problem.noise_std)
+    one = ps.sample(batch, "mcgdiff", 12, 6, seed=0, runs=3).one_per_run()
+    assert one.samples.shape == (2, 3, 4) and one.log_weights.shape == (2, 3)
+
+
+def test_one_per_run_needs_runs(problem):
+    with pytest.raises(ValueError, match="runs > 1"):
+        ps.sample(problem, "tds", 8, 4).one_per_run()
