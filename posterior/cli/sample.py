@@ -20,6 +20,7 @@ from posterior.cli._common import (
     check_device,
     first_line,
     nonneg_float,
+    positive_int,
     resolve_methods,
     say,
 )
@@ -69,6 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=list(TIME_GRIDS),
         help="the diffusion times the method walks (default leading)",
     )
+    samp.add_argument(
+        "--runs",
+        type=positive_int,
+        default=1,
+        help="split --particles into this many independent runs of a particle sampler and keep one "
+        "draw of each (default 1: one run, all its particles)",
+    )
     add_common(samp, "sample")
     add_sampling(samp, 64, 50)
     samp.set_defaults(func=run)
@@ -82,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
     spec = parse_operator(args.operator)
     obs_path = readable_file(args.observation, "--observation")
     (method,) = resolve_methods([args.method])
+    if args.particles % args.runs:
+        raise UsageError(f"--runs {args.runs} must divide --particles {args.particles}")
     out = args.out or Path("out/sample")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {str(out)!r} exists and is not a folder")
@@ -92,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
         problem = ps.InverseProblem(prior, operator, y, args.noise)
     except (ValueError, TypeError) as err:
         raise UsageError(first_line(err)) from None
+    runs = {"runs": args.runs} if args.runs > 1 else {}
+    split = f" in {args.runs} runs" if runs else ""
     say(
         args,
-        f"posterior sample: {method} on {problem.operator!r}, {args.particles} particles, {args.steps} steps",
+        f"posterior sample: {method} on {problem.operator!r}, {args.particles} particles{split}, "
+        f"{args.steps} steps",
     )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ps.ParticleDegeneracyWarning)
@@ -107,9 +120,12 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 progress=not args.quiet,
                 time_grid=args.time_grid,
+                **runs,
             )
         except (ValueError, TypeError, NotImplementedError) as err:
             raise UsageError(f"method {method!r} refuses this problem: {first_line(err)}") from None
+    if runs:  # one uniformly picked particle of each run: independent draws
+        result = result.one_per_run(args.seed)
     degenerate = [str(w.message) for w in caught if issubclass(w.category, ps.ParticleDegeneracyWarning)]
     for w in caught:  # other warnings as usual
         if not issubclass(w.category, ps.ParticleDegeneracyWarning):
@@ -123,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         "noise": args.noise,
         "method": method,
         "particles": args.particles,
+        "runs": args.runs,
         "steps": args.steps,
         "seed": args.seed,
         "out": str(out),

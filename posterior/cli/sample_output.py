@@ -83,6 +83,21 @@ def _write_all(
     return names
 
 
+#: The settings that make up the command line in the report, in order.
+_ARGV_KEYS = (
+    "prior",
+    "observation",
+    "operator",
+    "noise",
+    "method",
+    "particles",
+    "runs",
+    "steps",
+    "seed",
+    "out",
+)
+
+
 def _observation_image(problem: Any) -> Any:
     """``A^+ y`` where the operator has a pseudo-inverse, else ``y`` if it is image-shaped."""
     y = problem.y_batch[:1]
@@ -122,6 +137,15 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
         )
     ess = result.ess.double()
     low, step = float(ess.min()), int(ess.argmin())  # steps counted from 0, as in result.ess
+    runs = int(result.options.get("runs", 1))
+    if runs > 1:  # result.ess: the lowest over the runs at each step
+        size = int(result.options["num_particles"]) // runs
+        return (
+            f"{runs} independent runs of {size} particles, one draw of each: within a run the ESS "
+            f"fell to {low:.1f} of {size} (step {step}), as a run of few particles does, so each "
+            "draw comes from a run's few surviving ancestors and the spread of the draws is the "
+            "spread between runs. Each run is exact only as its own particles grow."
+        )
     if low < max(2.0, 0.1 * n):  # below the engine's warning level (2), or a tenth of the particles
         return (
             f"The ESS fell to {low:.1f} of {n} particles (step {step}): the draws rest on few "
@@ -130,9 +154,10 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
     return f"No degeneracy: the ESS stayed at or above {low:.1f} of {n} particles (lowest at step {step})."
 
 
-def _ess_table(ess: Any, n: int, columns: int = 11, every: int = 25) -> list[str]:
+def _ess_table(ess: Any, n: int, columns: int = 11, every: int = 25, size: str = "N") -> list[str]:
     """The ESS trace: every step for up to ``every`` steps, else ``columns`` evenly spaced steps
-    (first and last included) and the step of the minimum; steps counted from 0 (``result.ess[i]``)."""
+    (first and last included) and the step of the minimum; steps counted from 0 (``result.ess[i]``).
+    ``n``: the particles the ESS is out of, named ``size`` in the table."""
     k = ess.shape[-1]
     if k <= every:
         idx = list(range(k))
@@ -142,7 +167,7 @@ def _ess_table(ess: Any, n: int, columns: int = 11, every: int = 25) -> list[str
         "| step | " + " | ".join(str(i) for i in idx) + " |",
         "|---|" + "---|" * len(idx),
         "| ESS | " + " | ".join(f"{float(ess[i]):.1f}" for i in idx) + " |",
-        "| ESS / N | " + " | ".join(f"{float(ess[i]) / n:.2f}" for i in idx) + " |",
+        f"| ESS / {size} | " + " | ".join(f"{float(ess[i]) / n:.2f}" for i in idx) + " |",
     ]
 
 
@@ -159,10 +184,16 @@ def sample_report(
 
     cls = ps.METHODS[result.method]
     n, steps = result.num_samples, settings["steps"]
+    runs = int(settings.get("runs", 1))
     argv = ["posterior", "sample"]
-    for key in ("prior", "observation", "operator", "noise", "method", "particles", "steps", "seed", "out"):
-        if key in settings:
+    for key in _ARGV_KEYS:
+        if key in settings and not (key == "runs" and runs == 1):
             argv += [f"--{key}", str(settings[key])]
+    particles = (
+        f"{settings['particles']} in {runs} runs of {settings['particles'] // runs}, one draw of each"
+        if runs > 1
+        else str(n)
+    )
     kind = (
         f"exact: converges, as particles grow, to the posterior of the {steps}-step chain it simulates"
         if cls.exact
@@ -182,7 +213,7 @@ def sample_report(
         f"| operator | `{settings['operator']}`: {problem.operator!r} |",
         f"| noise std | {settings['noise']:g} |",
         f"| method | {result.method} ({kind}) |",
-        f"| particles, steps, seed | {n}, {steps}, {settings['seed']} |",
+        f"| particles, steps, seed | {particles}; {steps}; {settings['seed']} |",
         "",
         "## Result",
         "",
@@ -206,7 +237,10 @@ def sample_report(
     lines += ["", "## Degeneracy", "", _ess_sentence(result, degenerate), ""]
     if result.ess is not None and result.ess.numel():
         lines += ["## ESS trace", ""]
-        lines += _ess_table(result.ess.double(), n)
+        if runs == 1:
+            lines += _ess_table(result.ess.double(), n)
+        else:  # the lowest ESS over the runs at each step, out of one run's particles
+            lines += _ess_table(result.ess.double(), settings["particles"] // runs, size="run size")
         lines += [
             "",
             "Steps are counted from 0, as in `result.ess`; the whole trace is in `posterior.nc` "

@@ -118,6 +118,23 @@ def test_time_grid_option(files, tmp_path: Path, capsys) -> None:
     assert ps.Result.load(out / "result.safetensors").options["time_grid"] == "trailing"
 
 
+def test_runs_keep_one_draw_of_each(files, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "runs"
+    status, _, err = _sample(files, out, "low", "sr:4", capsys, "--particles", "8", "--runs", "4")
+    assert status == 0, err
+    draws = np.load(out / "samples.npy")
+    result = ps.Result.load(out / "result.safetensors")
+    assert draws.shape == (4, 1, 28, 28) and result.options["runs"] == 4
+    assert result.options["draws_per_run"] == 1
+    report = (out / "report.md").read_text()
+    assert_tables_well_formed(report)
+    assert "--particles 8 --runs 4" in report and "4 independent runs of 2 particles" in report
+    assert "| ESS / run size |" in report
+    tree = xr.open_datatree(out / "posterior.nc")
+    assert tree["posterior"].to_dataset()["x"].values.size == draws.size
+    tree.close()
+
+
 def test_matrix_on_the_flattened_image(files, tmp_path: Path, capsys) -> None:
     out = tmp_path / "matrix"
     status, _, err = _sample(files, out, "y20", f"matrix:{files['A']}", capsys)
@@ -142,6 +159,9 @@ def test_matrix_on_the_flattened_image(files, tmp_path: Path, capsys) -> None:
         ("digit", "matrix:A", [], "pass the observation as a .npy array"),
         ("digit", "denoise", ["--steps", "2000"], "method 'mcgdiff' refuses this problem: num_steps"),
         ("digit", "denoise", ["--method", "nope"], "unknown method 'nope'"),
+        ("digit", "denoise", ["--runs", "3"], "--runs 3 must divide --particles 4"),
+        ("digit", "denoise", ["--runs", "0"], "expected a positive integer"),
+        ("digit", "denoise", ["--runs", "2", "--method", "dps"], "'dps' has no option runs"),
         ("digit", "denoise", ["--prior", "/no/such/folder"], "does not exist"),
     ],
 )

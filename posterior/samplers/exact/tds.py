@@ -335,6 +335,7 @@ class TDS(TwistedSampler):
             of ``num_particles / runs`` particles each, run as one batch (default ``1``). The
             draws are every run's particles; each run converges as its own size grows, and the
             runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across runs).
+            ``Result.one_per_run()`` keeps one draw of each run: ``runs`` independent draws.
     """
 
     name = "tds"
