@@ -316,6 +316,26 @@ class InverseProblem:
         S = S + (sig2[0] if shared else sig2[:, None, None, None]) * eye  # [K|B,K, m, m]
         return prior, A, y, S, covs
 
+    def _marginal_cholesky(self, S: Tensor, caller: str) -> Tensor:
+        """Cholesky factor of ``S_k = A Sigma_k A^T + s^2 I``, or a ``ValueError`` where it is
+        singular: ``noise_std = 0`` with an operator of rank below its number of rows. Rounding can
+        let the factorisation of an exactly singular ``S`` through with a pivot of order ``eps``,
+        so a pivot below ``1e-10`` of the largest diagonal entry counts as singular there."""
+        L, info = torch.linalg.cholesky_ex(S)
+        if (self.sigma > 0).all():
+            if (info != 0).any():
+                torch.linalg.cholesky(S)  # raises torch's own error for a non-singular cause
+            return L
+        pivots = L.diagonal(dim1=-2, dim2=-1).pow(2)  # [..., m]
+        scale = S.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True)
+        if (info != 0).any() or (pivots <= 1e-10 * scale).any():
+            raise ValueError(
+                f"{caller}: with noise_std = 0 and an operator of rank below its number of rows, y "
+                "has no density (A Sigma A^T is singular); build the problem with a tiny noise_std, "
+                "or drop the redundant rows of the operator"
+            )
+        return L
+
     def exact_posterior(self) -> GaussianMixture:
         """The posterior ``p(x | y)`` as a :class:`~posterior.GaussianMixture`.
 
@@ -340,7 +360,7 @@ class InverseProblem:
     def _exact_posterior(self) -> GaussianMixture:
         prior, A, y, S, covs = self._marginal_terms()
         mu = prior.means.double()  # [K, d]
-        L = torch.linalg.cholesky(S)  # [(B,) K, m, m]
+        L = self._marginal_cholesky(S, "exact_posterior")  # [(B,) K, m, m]
         gain_t = torch.cholesky_solve(A @ covs, L)  # S^{-1} A Sigma: [(B,) K, m, d]
         resid = y[:, None, :] - (mu @ A.T)[None]  # [B, K, m]
         # mean update: mu + (S^{-1} A Sigma)^T resid
@@ -363,15 +383,7 @@ class InverseProblem:
         """
         prior, A, y, S, _ = self._marginal_terms()
         resid = y[:, None, :] - (prior.means.double() @ A.T)[None]
-        L, info = torch.linalg.cholesky_ex(S)
-        if (info != 0).any():
-            if (self.sigma > 0).all():
-                torch.linalg.cholesky(S)  # raises torch's own error for a non-singular cause
-            raise ValueError(
-                "exact_log_evidence: with noise_std = 0 and an operator of rank below its number of "
-                "rows, y has no density (A Sigma A^T is singular); build the problem with a tiny "
-                "noise_std, or drop the redundant rows of the operator"
-            )
+        L = self._marginal_cholesky(S, "exact_log_evidence")
         out = torch.logsumexp(prior.weights.double().log()[None] + _log_normal(resid, L), dim=-1)
         return out if self.batched else out[0]
 

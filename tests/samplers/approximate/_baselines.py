@@ -46,11 +46,21 @@ def gaussian_problem(
 
 
 def posterior_mean_var(problem: ps.InverseProblem) -> tuple[Tensor, Tensor]:
-    """Exact posterior mean and marginal variances, ``[B, d]`` each, of a ``K = 1`` problem."""
-    post = problem.exact_posterior()
-    covs = post.full_covs()
-    covs = covs[:, 0] if covs.dim() == 4 else covs[0].expand(problem.batch_size, -1, -1)
-    return post.means[:, 0], covs.diagonal(dim1=-2, dim2=-1)
+    """Exact posterior mean and marginal variances, ``[B, d]`` each, of a ``K = 1`` problem.
+
+    The Kalman update written out (``G = Sigma A^T S^{-1}``, ``S = A Sigma A^T + s^2 I``), so that
+    a noiseless problem works too: its posterior covariance is singular, which
+    ``problem.exact_posterior()`` (a mixture with Cholesky factors) need not accept."""
+    A = problem.operator.matrix(torch.float64)  # [m, d]
+    mix = problem.prior.distribution  # the prior as a GaussianMixture
+    mu, cov = mix.means[0].double(), mix.full_covs()[0].double()  # [d], [d, d]
+    y = problem.y_batch.reshape(problem.batch_size, -1).double()  # [B, m]
+    eye = torch.eye(A.shape[0], dtype=torch.float64)
+    S = A @ cov @ A.T + problem.sigma.double().pow(2)[:, None, None] * eye  # [B, m, m]
+    gain = torch.linalg.solve(S, (A @ cov).expand(len(S), -1, -1)).transpose(-1, -2)  # [B, d, m]
+    mean = mu + (gain @ (y - A @ mu)[..., None])[..., 0]
+    var = (cov - gain @ (A @ cov)).diagonal(dim1=-2, dim2=-1)
+    return mean, var
 
 
 def assert_moments_match(samples: Tensor, mean: Tensor, var: Tensor) -> None:

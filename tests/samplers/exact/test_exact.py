@@ -177,18 +177,18 @@ def two_modes(B: int, seed: int = 1) -> ps.InverseProblem:
 @pytest.mark.slow
 @pytest.mark.parametrize("method", EXACT)
 def test_distance_shrinks_with_particles_and_reaches_floor(method: str) -> None:
-    """On B = 4 problems: sliced W1 to the exact posterior decreases over N = 64, 512, 4096 and at
-    N = 4096 is within 3x the exact-vs-exact floor (averaged over problems). The factor leaves
-    room for the 50-step discretisation of the prior (measured: 2.0-2.4x; a broken sampler stays
-    above 5x)."""
+    """On B = 4 problems: sliced W1 to the exact posterior (averaged over problems, median over 5
+    seeds) decreases over N = 64, 512, 4096 and at N = 4096 is within 3x the exact-vs-exact floor.
+    The factor leaves room for the 50-step discretisation of the prior. One run is not enough: over
+    8 seeds at N = 4096, smc gave 1.8-3.2x, tds 1.8-2.4x and one 6.3x, mcgdiff 1.6-2.1x; a broken
+    sampler stays above 5x."""
     problem = two_modes(4)
     exact = problem.exact_posterior()
     dist = []
     for N in (64, 512, 4096):
-        res = ps.sample(problem, method, num_particles=N, num_steps=50, seed=N)
-        dist.append(
-            sliced_wasserstein(res.samples, exact.sample(N, torch.Generator().manual_seed(0))).mean().item()
-        )
+        ref = exact.sample(N, torch.Generator().manual_seed(0))
+        runs = [ps.sample(problem, method, num_particles=N, num_steps=50, seed=N + k) for k in range(5)]
+        dist.append(sorted(sliced_wasserstein(r.samples, ref).mean().item() for r in runs)[2])
     floor = sliced_wasserstein(
         exact.sample(4096, torch.Generator().manual_seed(1)),
         exact.sample(4096, torch.Generator().manual_seed(2)),
