@@ -92,18 +92,20 @@ def ring_problem() -> ps.InverseProblem:
 @pytest.mark.slow
 def test_tds_on_a_nonlinear_operator_reaches_the_chain_posterior() -> None:
     """Sliced W1 to the chain oracle (importance sampling works for any likelihood) within 3x the
-    oracle-vs-oracle floor at N = 16000, 20 steps, and the log-evidence within 0.25 nats
-    (measured: W1 0.28 against a floor of 0.19, log-evidence off by 0.06; with the twist
-    ``N(y; A(x0_hat), sigma^2 + r^2)`` that ignores the operator's curvature: W1 0.82 and 3.8 nats
-    at N = 16000)."""
+    oracle-vs-oracle floor at N = 64000, 20 steps, and the log-evidence within 0.25 nats (medians
+    over 5 seeds). Measured, 5 seeds, floor 0.13 (0.08-0.14 between oracle pairs): W1 0.34-1.36
+    at N = 4000, 0.25-0.55 at 16000, 0.11-0.54 (median 0.20) at 64000; log-evidence off by at
+    most 0.16 nats at 64000. With the twist ``N(y; A(x0_hat), sigma^2 + r^2)`` that ignores the
+    operator's curvature: W1 0.82 and 3.8 nats at N = 16000."""
     problem = ring_problem()
     ref = chain_posterior(problem, 20, num_draws=2 * 10**6, num_samples=4000, seed=0)
     ref2 = chain_posterior(problem, 20, num_draws=2 * 10**6, num_samples=4000, seed=1)
     floor = sliced_wasserstein(ref.samples, ref2.samples).mean().item()
-    res = ps.sample(problem, "tds", num_particles=16000, num_steps=20, seed=0)
-    dist = sliced_wasserstein(res.samples[None], ref.samples).mean().item()
-    assert dist < 3 * floor, (dist, floor)
-    assert abs(res.log_evidence.item() - ref.log_evidence.item()) < 0.25
+    runs = [ps.sample(problem, "tds", num_particles=64000, num_steps=20, seed=k) for k in range(5)]
+    dist = sorted(sliced_wasserstein(r.samples[None], ref.samples).mean().item() for r in runs)
+    err = sorted(abs(r.log_evidence.item() - ref.log_evidence.item()) for r in runs)
+    assert dist[2] < 3 * floor, (dist, floor)
+    assert err[2] < 0.25, err
 
 
 def test_tds_survives_far_off_particles_on_a_nonlinear_operator() -> None:
