@@ -98,6 +98,12 @@ _ARGV_KEYS = (
 )
 
 
+def _runs(result: Any) -> tuple[int, int]:
+    """The number of independent runs the draws come from and the particles of each run."""
+    runs = int(result.options.get("runs", 1))
+    return (1, result.num_samples) if runs == 1 else (runs, int(result.options["num_particles"]) // runs)
+
+
 def _observation_image(problem: Any) -> Any:
     """``A^+ y`` where the operator has a pseudo-inverse, else ``y`` if it is image-shaped."""
     y = problem.y_batch[:1]
@@ -137,9 +143,8 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
         )
     ess = result.ess.double()
     low, step = float(ess.min()), int(ess.argmin())  # steps counted from 0, as in result.ess
-    runs = int(result.options.get("runs", 1))
+    runs, size = _runs(result)
     if runs > 1:  # result.ess: the lowest over the runs at each step
-        size = int(result.options["num_particles"]) // runs
         return (
             f"{runs} independent runs of {size} particles, one draw of each: within a run the ESS "
             f"fell to {low:.1f} of {size} (step {step}), as a run of few particles does, so each "
@@ -184,16 +189,12 @@ def sample_report(
 
     cls = ps.METHODS[result.method]
     n, steps = result.num_samples, settings["steps"]
-    runs = int(settings.get("runs", 1))
+    runs, size = _runs(result)
     argv = ["posterior", "sample"]
     for key in _ARGV_KEYS:
         if key in settings and not (key == "runs" and runs == 1):
             argv += [f"--{key}", str(settings[key])]
-    particles = (
-        f"{settings['particles']} in {runs} runs of {settings['particles'] // runs}, one draw of each"
-        if runs > 1
-        else str(n)
-    )
+    particles = f"{runs * size} in {runs} runs of {size}, one draw of each" if runs > 1 else str(n)
     kind = (
         f"exact: converges, as particles grow, to the posterior of the {steps}-step chain it simulates"
         if cls.exact
@@ -237,10 +238,8 @@ def sample_report(
     lines += ["", "## Degeneracy", "", _ess_sentence(result, degenerate), ""]
     if result.ess is not None and result.ess.numel():
         lines += ["## ESS trace", ""]
-        if runs == 1:
-            lines += _ess_table(result.ess.double(), n)
-        else:  # the lowest ESS over the runs at each step, out of one run's particles
-            lines += _ess_table(result.ess.double(), settings["particles"] // runs, size="run size")
+        # with runs: the lowest ESS over the runs at each step, out of one run's particles
+        lines += _ess_table(result.ess.double(), size, size="N" if runs == 1 else "run size")
         lines += [
             "",
             "Steps are counted from 0, as in `result.ess`; the whole trace is in `posterior.nc` "
