@@ -5,7 +5,7 @@ about 44% of the hidden pixels of the model's own 25-step draws sit at the backg
 of -1; a sampler whose draws hold fewer (noisy background) ranks the truth lowest there, one that
 holds more (too much background) ranks it highest. This prints the share for the truths, fresh
 prior draws, and one draw from each of ``--runs`` independent runs of ``--particles`` particles
-per problem (DPS: ``--runs`` independent draws). Bottom half hidden, noise 0.1.
+per problem (DPS: ``--runs`` independent draws). Bottom half hidden, noise ``--noise`` (0.1).
 
     PYTHONPATH=. python benchmarks/mnist_background.py --problems 8 --runs 8 --particles 4
 """
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--particles", type=int, default=4, help="particles per run")
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--methods", default="smc,tds,mcgdiff,dps")
+    ap.add_argument("--noise", type=float, default=0.1, help="observation noise std")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -41,7 +42,8 @@ def main() -> None:
     mask = ps.operators.half_mask(tuple(prior.event_shape), "bottom")
     op = ps.operators.Inpainting(mask)
     clean = op.A(truth)
-    problem = ps.InverseProblem(prior, op, clean + 0.1 * torch.randn(clean.shape, generator=gen), 0.1)
+    noisy = clean + args.noise * torch.randn(clean.shape, generator=gen)
+    problem = ps.InverseProblem(prior, op, noisy, args.noise)
     hidden = ~mask.reshape(-1).bool()
     print(f"{'truth':10s} {background(truth, hidden)}")
     fresh = prior.sample(4 * args.problems, torch.Generator().manual_seed(1), num_steps=args.steps)

@@ -53,9 +53,11 @@ def run_report(
     out: Path,
     num_particles: int,
     num_steps: int,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[int, bool]:
-    """Run :func:`~posterior.diagnostics.report.compare`, write its folder if any method ran, and
-    report refusals. Returns ``(exit status, written)``; under torchrun rank 0 writes."""
+    """Run :func:`~posterior.diagnostics.report.compare` (``options``: per-method keyword options),
+    write its folder if any method ran, and report refusals. Returns ``(exit status, written)``;
+    under torchrun rank 0 writes."""
     from posterior.diagnostics.report import compare, write_report
 
     report = compare(
@@ -65,6 +67,7 @@ def run_report(
         num_steps=num_steps,
         seed=args.seed,
         progress=not args.quiet,
+        options=options,
         distributed=getattr(args, "distributed", False),
     )
     ran = any("error" not in r for r in report.rows) and is_main_process()

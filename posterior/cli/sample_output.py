@@ -100,8 +100,7 @@ _ARGV_KEYS = (
 
 def _runs(result: Any) -> tuple[int, int]:
     """The number of independent runs the draws come from and the particles of each run."""
-    runs = int(result.options.get("runs", 1))
-    return (1, result.num_samples) if runs == 1 else (runs, int(result.options["num_particles"]) // runs)
+    return int(result.options.get("runs", 1)), result.run_size
 
 
 def _observation_image(problem: Any) -> Any:

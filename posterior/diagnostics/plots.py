@@ -336,17 +336,19 @@ def plot_sample_grid(samples: Tensor, max_draws: int = 16, title: str | None = N
 
 
 def plot_traces(results: Mapping[str, Result], index: int = 0) -> Figure:
-    """ESS over the steps (fraction of particles; dots mark resampling steps) and the final
-    normalised weights sorted in decreasing order, for the methods that report them."""
+    """ESS over the steps (fraction of particles, of a run's particles for a result of several
+    runs; dots mark resampling steps) and the final normalised weights sorted in decreasing order,
+    for the methods that report them."""
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     ax_ess, ax_w = fig.subplots(1, 2)
     any_ess = any_w = False
     for i, (name, r) in enumerate(results.items()):
-        n = r.num_samples
+        n = r.run_size  # independent runs: the smallest run's ESS over its own particles
         if r.ess is not None:
             ess = (r.ess[index] if r.batched else r.ess).double().cpu().numpy() / n
             steps = np.arange(len(ess))
-            ax_ess.plot(steps, ess, color=method_color(i), lw=1.2, label=name)
+            label = name if n == r.num_samples else f"{name} (smallest of runs of {n})"
+            ax_ess.plot(steps, ess, color=method_color(i), lw=1.2, label=label)
             if r.resampled is not None:
                 res = (r.resampled[index] if r.batched else r.resampled).cpu().numpy().astype(bool)
                 ax_ess.plot(steps[res], ess[res], ".", color=method_color(i), ms=4)
@@ -356,7 +358,7 @@ def plot_traces(results: Mapping[str, Result], index: int = 0) -> Figure:
             w = torch.softmax(lw, 0).sort(descending=True).values.cpu().numpy()
             ax_w.plot(np.arange(1, len(w) + 1), w, color=method_color(i), lw=1.2, label=name)
             any_w = True
-    ax_ess.set_title("ESS / N over the steps (dots: resampling)", fontsize=10)
+    ax_ess.set_title("ESS / particles per run over the steps (dots: resampling)", fontsize=10)
     ax_ess.set_xlabel("step")
     ax_ess.set_ylim(0, 1.05)
     ax_w.set_title("final weights, sorted", fontsize=10)

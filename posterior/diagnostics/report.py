@@ -11,7 +11,8 @@ Measures per (problem, method), averaged over the ``B`` problems of a batched pr
   truth). The draws of one resampled particle run are correlated, which this quick check ignores;
   :func:`~posterior.diagnostics.calibration.simulation_based_calibration` is the rigorous test.
 - ``log_evidence_error``: mean ``|log Z_hat - log Z|`` where both exist.
-- ``ess_min`` / ``ess_final``: ESS / N, minimum over the steps and at the last step.
+- ``ess_min`` / ``ess_final``: ESS / N (ESS / particles per run, the smallest run's, for
+  ``runs > 1``), minimum over the steps and at the last step.
 - ``evals_per_sample`` / ``vjps_per_sample``: network evaluations and VJPs per returned draw.
 - ``wall_time`` (seconds) and, for images with a truth, ``psnr`` of the posterior mean (range 2).
 """
@@ -41,7 +42,7 @@ _COLUMNS = [
     ("coverage90", "cov. 90%", "{:.2f}"),
     ("sbc_p", "SBC p", "{:.2g}"),
     ("log_evidence_error", "logZ abs. err.", "{:.3f}"),
-    ("ess_min", "min ESS/N", "{:.2f}"),
+    ("ess_min", "min ESS/n", "{:.2f}"),
     ("psnr", "PSNR dB", "{:.1f}"),
     ("evals_per_sample", "evals/draw", "{:.0f}"),
     ("vjps_per_sample", "VJPs/draw", "{:.0f}"),
@@ -97,7 +98,7 @@ def evaluate(
         except ValueError:
             pass
     if r.ess is not None and r.ess.numel():
-        ess = r.ess.double() / N
+        ess = r.ess.double() / r.run_size  # the smallest run's ESS when there are several runs
         out["ess_min"] = float(ess.min(-1).values.mean())
         out["ess_final"] = float(ess[..., -1].mean())
     out["evals_per_sample"] = r.num_evals / (B * N)
@@ -145,7 +146,14 @@ class Report:
         errors = any("error" in r for r in self.rows)
         lines = ["# posterior comparison report", ""]
         if self.settings:
-            lines.append(", ".join(f"{k} = {v}" for k, v in self.settings.items()))
+            plain = {k: v for k, v in self.settings.items() if k != "options"}
+            lines.append(", ".join(f"{k} = {v}" for k, v in plain.items()))
+            if self.settings.get("options"):
+                per_method = (
+                    f"{name} ({', '.join(f'{k}={v!r}' for k, v in opts.items())})"
+                    for name, opts in self.settings["options"].items()
+                )
+                lines += ["", "options: " + "; ".join(per_method)]
             lines.append("")
         # one cell per column in every line: the header, the rule and each row
         head = ["problem", "method", *(c[1] for c in cols), *(["error"] if errors else [])]
@@ -160,7 +168,8 @@ class Report:
             "",
             "SW: sliced Wasserstein-1 to as many exact posterior draws (100 directions); exact floor: "
             "the same between two exact sets. cov. 90%: share of true coordinates inside the 90% "
-            "central intervals. SBC p: uniformity of the truth's rank among the draws of one run "
+            "central intervals. min ESS/n: the smallest ESS over the steps over the particles "
+            "of a run (N for one run; the smallest run's for several). SBC p: uniformity of the truth's rank among the draws of one run "
             "(correlated for resampled particles; `posterior calibrate` runs the rigorous test). "
             "logZ abs. err.: absolute error of the log-evidence estimate. evals/draw, VJPs/draw: "
             "network calls per returned draw.",
@@ -241,6 +250,9 @@ def compare(
         rows=[],
         settings={"num_particles": num_particles, "num_steps": num_steps, "seed": seed},
     )
+    used = {name: dict(opts) for name, opts in options.items() if opts and name in methods}
+    if used:
+        report.settings["options"] = used
     jobs = [(pn, cls) for pn in named for cls in classes]
     exact_cache: dict[str, tuple[Tensor, Tensor] | None] = {}
     for pn, cls in progress_bar(jobs, enabled=progress, desc="compare", total=len(jobs)):
@@ -296,7 +308,7 @@ def _figures(named: Mapping[str, InverseProblem], report: Report, out: Path) -> 
         res = {m: r for (p, m), r in report.results.items() if p == pn}
         if not res:
             continue
-        first = {m: (r.samples[0] if r.batched else r.samples) for m, r in res.items()}
+        first = {m: _interleave_runs(r) for m, r in res.items()}
         slug = "".join(c if c.isalnum() or c in "-_" else "_" for c in pn)
         if len(problem.event_shape) == 1 and problem.event_shape[0] >= 2:
             fig = plots.plot_samples_2d(problem, first)
@@ -322,6 +334,17 @@ def _figures(named: Mapping[str, InverseProblem], report: Report, out: Path) -> 
             tests = {m: sbc_test(sbc_ranks(r.samples, truth), r.samples.shape[1]) for m, r in res.items()}
             paths.append(plots.save_figure(plots.plot_rank_histograms(tests), out / f"{slug}_ranks.png"))
     return paths
+
+
+def _interleave_runs(result: Result) -> Tensor:
+    """Problem 0's draws ``[N, *event]``; for a result of ``R`` runs of ``n`` particles, reordered
+    run 0's first, run 1's first, ..., so that the first draws a figure shows come from different
+    runs (a small run's particles are often copies of one)."""
+    s = result.samples[0] if result.batched else result.samples
+    R, n = int(result.options.get("runs", 1)), result.run_size
+    if R == 1 or s.shape[0] != R * n:
+        return s
+    return s.reshape(R, n, *s.shape[1:]).transpose(0, 1).reshape(s.shape)
 
 
 def _observation_image(problem: InverseProblem) -> Tensor | None:

@@ -156,6 +156,16 @@ class Result:
     def num_samples(self) -> int:
         return self.samples.shape[1 if self.batched else 0]
 
+    @property
+    def run_size(self) -> int:
+        """Particles per independent run, the scale of ``ess``: ``num_particles / runs`` for a
+        particle sampler run with ``runs > 1`` (also after :meth:`one_per_run`), else
+        ``num_samples``."""
+        R = int(self.options.get("runs", 1))
+        if R == 1 or "num_particles" not in self.options:
+            return self.num_samples
+        return int(self.options["num_particles"]) // R
+
     def mean(self) -> Tensor:
         """Posterior mean estimate, ``Tensor[*event_shape]`` (``[B, ...]`` if batched)."""
         return self.samples.mean(1 if self.batched else 0)

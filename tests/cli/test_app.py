@@ -143,7 +143,10 @@ def test_console_script_demo_runs_its_image_part(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "image report written to" in proc.stdout
-    rows = json.loads((tmp_path / "mnist" / "report.json").read_text())["rows"]
+    report = json.loads((tmp_path / "mnist" / "report.json").read_text())
+    rows = report["rows"]
     assert [r["method"] for r in rows] == ["tds", "mcgdiff", "dps"]
+    assert report["settings"]["options"]["tds"]["runs"] == 32  # 32 runs of 4 particles
+    assert "options: tds (runs=32" in (tmp_path / "mnist" / "report.md").read_text()
     assert all(math.isfinite(r["psnr"]) for r in rows)
     assert (tmp_path / "mnist" / "mnist-inpaint_images.png").exists()

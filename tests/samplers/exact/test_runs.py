@@ -98,3 +98,29 @@ def test_one_per_run_of_batched_problems(problem):
 def test_one_per_run_needs_runs(problem):
     with pytest.raises(ValueError, match="runs > 1"):
         ps.sample(problem, "tds", 8, 4).one_per_run()
+
+
+def test_run_size_is_the_scale_of_the_ess(problem):
+    """``ess`` of a result of runs is the smallest run's, so reports divide it by the run size."""
+    from posterior.diagnostics.report import evaluate
+
+    R, n = 4, 6
+    res = ps.sample(problem, "tds", R * n, 6, seed=0, runs=R)
+    assert res.run_size == n and res.one_per_run().run_size == n
+    assert ps.sample(problem, "tds", 10, 6, seed=0).run_size == 10
+    row = evaluate(problem, res)
+    assert row["ess_min"] == pytest.approx(float(res.ess.min()) / n)
+    assert 0 < row["ess_min"] <= 1
+
+
+def test_report_figures_show_draws_of_different_runs(problem):
+    """The first draws of a result of runs, as figures show them, are the runs' first particles."""
+    from posterior.diagnostics.report import _interleave_runs
+
+    R, n = 3, 4
+    res = ps.sample(problem, "mcgdiff", R * n, 6, seed=0, runs=R)
+    shown = _interleave_runs(res)
+    assert torch.equal(shown[:R], res.samples[::n])
+    assert torch.equal(shown.sort(0).values, res.samples.sort(0).values)  # the same draws
+    one = res.one_per_run()
+    assert torch.equal(_interleave_runs(one), one.samples)
