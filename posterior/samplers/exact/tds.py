@@ -48,6 +48,7 @@ from posterior.samplers.base import register
 from posterior.samplers.exact.covariance_twist import CovarianceTwist
 from posterior.samplers.exact.diffusion_model import DiffusionModel
 from posterior.samplers.exact.particle_sampler import TwistedSampler
+from posterior.samplers.exact.tweedie_twist import tweedie_twist
 from posterior.schedule import CLEAN
 
 if TYPE_CHECKING:
@@ -82,9 +83,14 @@ class TDSModel(DiffusionModel):
         tempering: float | None = None,
         covariance: Tensor | None = None,
         rejuvenate: int = 0,
+        cg_iters: int = 2,
     ) -> None:
         super().__init__(problem, pairs, eta, exact_start)
-        self.rejuvenate = rejuvenate
+        self.rejuvenate, self.cg_iters = rejuvenate, cg_iters
+        if twist_var == "tweedie":
+            problem.require_linear("tds with twist_var='tweedie'")
+            if not problem.gaussian:
+                raise ValueError("tds: twist_var='tweedie' needs Gaussian noise")
         self.prior_var = prior_var
         problem.require_noise("tds")
         problem.require_differentiable("tds")
@@ -117,6 +123,9 @@ class TDSModel(DiffusionModel):
     def twist(self, x: Tensor, t: int) -> dict[str, Tensor]:
         """``log p~_t(y | x_t)``, its gradient and the predictions at ``x: [B, N, *event]``."""
         B, N = x.shape[:2]
+        if self.twist_var == "tweedie":
+            d, value, grad = tweedie_twist(self.problem, self.flat(x), t, N, self.cg_iters, self.scale)
+            return self._extras(d, value, grad, B, N)
         r2 = self.r2(t)
         if isinstance(r2, Tensor):  # per observed entry ("mse" on a linear operator)
             extra: float | Tensor = self.scale * r2.to(x).reshape(self.problem.obs_shape)
@@ -141,6 +150,10 @@ class TDSModel(DiffusionModel):
             log_twist = self._moment_matched(float(r2), y_rows, noise_rows, op)
 
         d, value, grad = self.prior.denoise_with_grad(self.flat(x), t, log_twist)
+        return self._extras(d, value, grad, B, N)
+
+    def _extras(self, d: Denoised, value: Tensor, grad: Tensor, B: int, N: int) -> dict[str, Tensor]:
+        """The per-particle extras from flat ``[B * N, ...]`` predictions, twist and gradient."""
         return {
             "log_twist": value.reshape(B, N),
             "grad": self.batched(grad, B),
@@ -322,7 +335,12 @@ class TDS(TwistedSampler):
         twist_var: ``"gaussian"`` (default): ``r_t^2`` from the Gaussian stand-in of the prior
             (module docstring); ``"mse"``: ``r_t^2`` is the denoiser's own mean squared error at
             ``t`` on forward-noised draws of the prior (``prior.denoiser_reference``), per
-            observed coordinate through a linear operator: large where ``x0_hat`` is unreliable.
+            observed coordinate through a linear operator: large where ``x0_hat`` is unreliable;
+            ``"tweedie"``: the twist's covariance is ``sigma^2 I + c_t A J A^T`` with the
+            denoiser's own Jacobian ``J`` at each particle (Tweedie's covariance of ``x_0`` given
+            ``x_t``; :mod:`posterior.samplers.exact.tweedie_twist`), linear operators and
+            Gaussian noise, ``cg_iters + 1`` extra VJPs per particle and step.
+        cg_iters: conjugate-gradient iterations of the ``"tweedie"`` twist (default ``2``).
         tempering: ``None`` (default) or a fraction in ``(0, 1]``: the twist at each time is
             ``g_t^lam_t`` with ``lam_t`` the largest exponent, not below the previous one, that
             keeps this share of the conditional ESS (bisection); the last step still weighs by
@@ -354,6 +372,7 @@ class TDS(TwistedSampler):
         tempering: float | None = None,
         rejuvenate: int = 0,
         runs: int = 1,
+        cg_iters: int = 2,
     ) -> None:
         if isinstance(rejuvenate, bool) or not isinstance(rejuvenate, int) or rejuvenate < 0:
             raise ValueError(f"rejuvenate must be an integer >= 0 (Metropolis steps), got {rejuvenate!r}")
@@ -370,8 +389,11 @@ class TDS(TwistedSampler):
         self.prior_var, self.rejuvenate = prior_var, rejuvenate
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):
             raise ValueError(f"twist_scale must be a finite number >= 0, got {twist_scale!r}")
-        if twist_var not in ("gaussian", "mse"):
-            raise ValueError(f"twist_var must be 'gaussian' or 'mse', got {twist_var!r}")
+        if twist_var not in ("gaussian", "mse", "tweedie"):
+            raise ValueError(f"twist_var must be 'gaussian', 'mse' or 'tweedie', got {twist_var!r}")
+        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 0:
+            raise ValueError(f"cg_iters must be an integer >= 0, got {cg_iters!r}")
+        self.cg_iters = cg_iters
         if tempering is not None and (isinstance(tempering, bool) or not 0.0 < float(tempering) <= 1.0):
             raise ValueError(f"tempering must be None or a fraction in (0, 1], got {tempering!r}")
         self.twist_scale, self.twist_var = float(twist_scale), twist_var
@@ -391,4 +413,5 @@ class TDS(TwistedSampler):
             self.tempering,
             covariance,
             self.rejuvenate,
+            self.cg_iters,
         )

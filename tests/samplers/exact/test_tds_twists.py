@@ -1,4 +1,4 @@
-"""TDS's optional twists (the denoiser-error variance, adaptive tempering) stay exact: against the
+"""TDS's optional twists (the denoiser-error variance, the Tweedie covariance, adaptive tempering) stay exact: against the
 importance-sampling chain oracle (:func:`posterior.diagnostics.oracles.chain_posterior`, exact for
 the K-step chain as its draws grow) on the 2-D Gaussian-mixture benchmark."""
 
@@ -13,6 +13,7 @@ OPTIONS = [
     {"twist_var": "mse"},
     {"tempering": 0.95},
     {"twist_var": "mse", "tempering": 0.95},
+    {"twist_var": "tweedie"},
 ]
 
 
