@@ -78,11 +78,14 @@ def main() -> None:
     clean = op.A(truth)
     problem = ps.InverseProblem(prior, op, clean + 0.1 * torch.randn(clean.shape, generator=gen), 0.1)
     ps.sample(problem, RecordingTDS, args.particles, args.steps, seed=0, progress=False, **options)
-    print(f"TDS {options or 'defaults'}, {args.operator}, {args.problems} problems x {args.particles} particles")
+    what = f"TDS {options or 'defaults'}, {args.operator}"
+    print(f"{what}, {args.problems} problems x {args.particles} particles")
     print("   t  sd(log p/q)  sd(dlog g)  sd(increment)  corr")
     for t, (pq, change) in sorted(RecordingTDS.recorded.parts.items(), reverse=True):
         pq, change = pq.double(), change.double()
-        corr = torch.stack([torch.corrcoef(torch.stack([a, b]))[0, 1] for a, b in zip(pq, change)])
+        corr = torch.stack(
+            [torch.corrcoef(torch.stack([a, b]))[0, 1] for a, b in zip(pq, change, strict=True)]
+        )
         cells = (pq.std(1).mean(), change.std(1).mean(), (pq + change).std(1).mean(), corr.nanmean())
         print(f"{t:4d} {cells[0]:12.1f} {cells[1]:11.1f} {cells[2]:14.1f} {cells[3]:6.2f}")
 

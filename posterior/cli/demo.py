@@ -10,7 +10,14 @@ from posterior.cli._common import DEMO_METHODS, add_common, add_sampling, check_
 from posterior.cli.compare import run_report
 from posterior.cli.problems import make_problem
 
-__all__ = ["IMAGE_DEMO_METHODS", "IMAGE_DEMO_OPTIONS", "IMAGE_DEMO_PARTICLES", "IMAGE_DEMO_STEPS", "add_parser", "run"]
+__all__ = [
+    "IMAGE_DEMO_METHODS",
+    "IMAGE_DEMO_OPTIONS",
+    "IMAGE_DEMO_PARTICLES",
+    "IMAGE_DEMO_STEPS",
+    "add_parser",
+    "run",
+]
 
 #: The demo's image part: the shipped MNIST prior, a half-hidden held-out digit (noise 0.1).
 IMAGE_DEMO_METHODS = ("tds", "mcgdiff", "dps")

@@ -169,8 +169,9 @@ class Report:
             "SW: sliced Wasserstein-1 to as many exact posterior draws (100 directions); exact floor: "
             "the same between two exact sets. cov. 90%: share of true coordinates inside the 90% "
             "central intervals. min ESS/n: the smallest ESS over the steps over the particles "
-            "of a run (N for one run; the smallest run's for several). SBC p: uniformity of the truth's rank among the draws of one run "
-            "(correlated for resampled particles; `posterior calibrate` runs the rigorous test). "
+            "of a run (N for one run; the smallest run's for several). SBC p: uniformity of the "
+            "truth's rank among the draws of one run (correlated for resampled particles; "
+            "`posterior calibrate` runs the rigorous test). "
             "logZ abs. err.: absolute error of the log-evidence estimate. evals/draw, VJPs/draw: "
             "network calls per returned draw.",
             "",

@@ -1,4 +1,6 @@
-"""A twist with the denoiser's own covariance: ``N(y; A x0_hat, sigma^2 I + c_t A J A^T)``, ``J = d x0_hat / d x_t``.
+"""A twist with the denoiser's own covariance: ``N(y; A x0_hat, sigma^2 I + c_t A J A^T)``.
+
+``J = d x0_hat / d x_t`` is the denoiser's Jacobian.
 
 Tweedie's second-order formula gives the covariance of ``x_0`` given ``x_t`` from the denoiser's
 Jacobian, ``Cov[x_0 | x_t] = c_t J`` with ``c_t = (1 - abar_t) / sqrt(abar_t)`` (the covariance

@@ -1,6 +1,7 @@
-"""TDS's optional twists (the denoiser-error variance, the Tweedie covariance, adaptive tempering) stay exact: against the
-importance-sampling chain oracle (:func:`posterior.diagnostics.oracles.chain_posterior`, exact for
-the K-step chain as its draws grow) on the 2-D Gaussian-mixture benchmark."""
+"""TDS's optional twists (the denoiser-error variance, the Tweedie covariance, adaptive tempering)
+stay exact: against the importance-sampling chain oracle
+(:func:`posterior.diagnostics.oracles.chain_posterior`, exact for the K-step chain as its draws
+grow) on the 2-D Gaussian-mixture benchmark."""
 
 from __future__ import annotations
 

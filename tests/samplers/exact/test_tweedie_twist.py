@@ -31,7 +31,7 @@ def test_is_the_covariance_twist_up_to_a_constant_under_a_gaussian_prior(t: int)
     problem = _gaussian_problem()
     prior = problem.prior
     x = prior.sample_marginal(64, t, torch.Generator().manual_seed(2))
-    d, value, grad = tweedie_twist(problem, x, t, 64, cg_iters=2)
+    _, value, grad = tweedie_twist(problem, x, t, 64, cg_iters=2)
     ref = CovarianceTwist(problem.operator, prior.covariance(), (3,), prior.schedule)
     noise_var = torch.full((64,), 0.16, dtype=torch.float64)
 
