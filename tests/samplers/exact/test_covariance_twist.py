@@ -49,23 +49,31 @@ def test_matches_the_dense_formula_and_the_isotropic_twist() -> None:
         )
 
 
-def test_is_the_exact_likelihood_of_x_t_under_a_gaussian_prior() -> None:
-    """With a one-component (Gaussian) prior, ``x0_hat`` is the exact ``E[x_0 | x_t]`` and the twist
-    is exactly ``p(y | x_t)``: its value, integrated against ``p_t``, is ``p(y)``, checked here as
-    ``log E_{x_t ~ p_t}[twist] = log p(y)`` by Monte Carlo (200,000 draws, within 5 standard errors)."""
-    gen = torch.Generator().manual_seed(1)
+def gaussian_prior_problem(gen: torch.Generator) -> ps.InverseProblem:
+    """A one-component (Gaussian) prior in 3-D with a random covariance, two observations."""
     d = 3
     L = torch.randn(d, d, generator=gen, dtype=torch.float64)
     cov = L @ L.T + 0.2 * torch.eye(d, dtype=torch.float64)
     mean = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64)
     prior = ps.GaussianMixturePrior(torch.ones(1, dtype=torch.float64), mean, cov[None])
     A = torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, -1.0]], dtype=torch.float64)
-    problem = ps.InverseProblem(prior, A, torch.tensor([1.0, -2.0], dtype=torch.float64), 0.4)
-    twist = CovarianceTwist(problem.operator, prior.covariance(), (d,), prior.schedule)
+    return ps.InverseProblem(prior, A, torch.tensor([1.0, -2.0], dtype=torch.float64), 0.4)
+
+
+def test_is_the_exact_likelihood_of_x_t_under_a_gaussian_prior() -> None:
+    """With a one-component (Gaussian) prior, ``x0_hat`` is the exact ``E[x_0 | x_t]`` and the twist
+    is exactly ``p(y | x_t)``: its value, integrated against ``p_t``, is ``p(y)``, checked here as
+    ``log E_{x_t ~ p_t}[twist] = log p(y)`` by Monte Carlo (200,000 draws, within 5 standard errors)."""
+    gen = torch.Generator().manual_seed(1)
+    problem = gaussian_prior_problem(gen)
+    prior = problem.prior
+    twist = CovarianceTwist(problem.operator, prior.covariance(), (3,), prior.schedule)
     t, n = 600, 200_000
     x_t = prior.sample_marginal(n, t, gen)
     x0_hat = prior.denoise(x_t, t).x0
-    values = twist.log_prob(t, problem.y - x0_hat @ A.T, torch.full((n,), 0.16, dtype=torch.float64))
+    values = twist.log_prob(
+        t, problem.y - problem.operator.A(x0_hat), torch.full((n,), 0.16, dtype=torch.float64)
+    )
     w = (values - values.max()).exp()
     estimate = values.max() + w.mean().log()
     se = w.std() / w.mean() / n**0.5

@@ -9,17 +9,11 @@ import torch
 import posterior as ps
 from posterior.samplers.exact.covariance_twist import CovarianceTwist
 from posterior.samplers.exact.tweedie_twist import tweedie_twist
+from tests.samplers.exact.test_covariance_twist import gaussian_prior_problem
 
 
 def _gaussian_problem() -> ps.InverseProblem:
-    gen = torch.Generator().manual_seed(1)
-    d = 3
-    L = torch.randn(d, d, generator=gen, dtype=torch.float64)
-    cov = L @ L.T + 0.2 * torch.eye(d, dtype=torch.float64)
-    mean = torch.tensor([[0.5, -1.0, 2.0]], dtype=torch.float64)
-    prior = ps.GaussianMixturePrior(torch.ones(1, dtype=torch.float64), mean, cov[None])
-    A = torch.tensor([[1.0, 0.5, 0.0], [0.0, 1.0, -1.0]], dtype=torch.float64)
-    return ps.InverseProblem(prior, A, torch.tensor([1.0, -2.0], dtype=torch.float64), 0.4)
+    return gaussian_prior_problem(torch.Generator().manual_seed(1))
 
 
 @pytest.mark.parametrize("t", [900, 400, 60])
