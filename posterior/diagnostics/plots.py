@@ -358,7 +358,9 @@ def plot_traces(results: Mapping[str, Result], index: int = 0) -> Figure:
             w = torch.softmax(lw, 0).sort(descending=True).values.cpu().numpy()
             ax_w.plot(np.arange(1, len(w) + 1), w, color=method_color(i), lw=1.2, label=name)
             any_w = True
-    ax_ess.set_title("ESS / particles per run over the steps (dots: resampling)", fontsize=10)
+    several = any(r.run_size != r.num_samples for r in results.values())
+    ess_of = "ESS / particles per run" if several else "ESS / N"
+    ax_ess.set_title(f"{ess_of} over the steps (dots: resampling)", fontsize=10)
     ax_ess.set_xlabel("step")
     ax_ess.set_ylim(0, 1.05)
     ax_w.set_title("final weights, sorted", fontsize=10)
