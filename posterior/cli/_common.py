@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,9 +13,11 @@ __all__ = [
     "DEMO_METHODS",
     "UsageError",
     "add_common",
+    "add_options",
     "add_sampling",
     "check_device",
     "first_line",
+    "method_options",
     "nonneg_float",
     "positive_int",
     "refusals",
@@ -77,6 +80,44 @@ def add_sampling(parser: argparse.ArgumentParser, particles: int, steps: int) ->
         default=steps,
         help=f"diffusion steps, or iterations for the MCMC kernels (default {steps})",
     )
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """``--option METHOD:KEY=VALUE`` (repeatable): a method's keyword option."""
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="METHOD:KEY=VALUE",
+        help="a method's option, VALUE as JSON or a plain string (repeatable), e.g. tds:runs=32 "
+        "or tds:prior_var=covariance; `posterior methods` lists each method's options",
+    )
+
+
+def method_options(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``{method: {key: value}}`` from ``--option METHOD:KEY=VALUE`` items, each checked against the
+    selected methods and the method's own options (a :class:`UsageError` names the bad one)."""
+    import posterior as ps
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        method, colon, pair = item.partition(":")
+        key, equals, text = pair.partition("=")
+        if not (colon and equals and method and key):
+            raise UsageError(f"--option {item!r} must look like METHOD:KEY=VALUE, e.g. tds:runs=32")
+        if method not in methods:
+            raise UsageError(f"--option {item!r} names {method!r}, which is not among the methods run")
+        names = ps.METHODS[method].option_names()
+        if key not in names:
+            raise UsageError(
+                f"--option: {method!r} has no option {key!r}; its options are: {', '.join(names)}"
+            )
+        try:
+            value: Any = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(method, {})[key] = value
+    return out
 
 
 def check_device(name: Any) -> Any:

@@ -14,8 +14,10 @@ from typing import Any
 
 from posterior.cli._common import (
     add_common,
+    add_options,
     add_sampling,
     first_line,
+    method_options,
     nonneg_float,
     positive_int,
     report_refusals,
@@ -46,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--noise", type=nonneg_float, default=None, help="noise std for image problems (0.1)")
     cal.add_argument("--prior", default="mnist", help="image prior: a shipped name or a diffusers folder")
     add_sampling(cal, 64, 50)
+    add_options(cal)
     cal.set_defaults(func=run)
 
 
@@ -59,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     methods = resolve_methods(args.method)
+    options = method_options(args.option, methods)
     base = make_problem(args.problem, 1, args.seed, args.device, prior=args.prior, noise=args.noise)
     out = args.out or Path("out/calibrate")
     mode = None if args.mode == "auto" else args.mode
@@ -82,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
                 seed=args.seed,
                 progress=not args.quiet,
                 distributed=getattr(args, "distributed", False),
+                **options.get(m, {}),
             )
         except (ValueError, TypeError, NotImplementedError) as err:
             rows.append({"method": m, "error": first_line(err)})
@@ -103,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         k: getattr(args, k)
         for k in ("problem", "num_problems", "draws", "particles", "steps", "seed", "mode")
     }
+    if options:
+        settings["options"] = options
     (out / "calibration.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
     (out / "calibration.md").write_text(_calibration_markdown(settings, rows, figures))
     for r in rows:

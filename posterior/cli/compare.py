@@ -16,7 +16,9 @@ from typing import Any
 
 from posterior.cli._common import (
     add_common,
+    add_options,
     add_sampling,
+    method_options,
     nonneg_float,
     positive_int,
     report_refusals,
@@ -43,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     comp.add_argument("--noise", type=nonneg_float, default=None, help="noise std for image problems (0.1)")
     comp.add_argument("--prior", default="mnist", help="image prior: a shipped name or a diffusers folder")
     add_sampling(comp, 256, 100)
+    add_options(comp)
     comp.set_defaults(func=run)
 
 
@@ -80,13 +83,14 @@ def run_report(
 
 def run(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.method)
+    options = method_options(args.option, methods)
     specs = list(dict.fromkeys(args.problem or ["gmm-demo"]))
     problems = {
         s: make_problem(s, args.num_problems, args.seed, args.device, prior=args.prior, noise=args.noise)
         for s in specs
     }
     out = args.out or Path("out/compare")
-    status, written = run_report(args, problems, methods, out, args.particles, args.steps)
+    status, written = run_report(args, problems, methods, out, args.particles, args.steps, options)
     if written:
         print(f"report written to {out / 'report.md'}")
     return status

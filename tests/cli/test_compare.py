@@ -60,3 +60,45 @@ def test_calibrate_refusal_reaches_stderr_with_quiet(tmp_path: Path, capsys) -> 
     assert status == 2
     assert err.strip().splitlines() == ["posterior: error: tds: num_steps must be in 1..1000, got 2000"]
     assert not (tmp_path / "cal").exists()
+
+
+def test_method_options_reach_the_sampler_and_the_report(tmp_path: Path, capsys) -> None:
+    """``--option tds:runs=4`` runs tds as 4 runs (its ESS then scales by the run size) and the
+    report says so; another method keeps its defaults."""
+    argv = ["compare", "--method", "tds", "--method", "mcgdiff", "--problem", "gmm:2:1", "--quiet"]
+    argv += ["--particles", "16", "--steps", "5", "--out", str(tmp_path), "--option", "tds:runs=4"]
+    status, _, err = _run(argv, capsys)
+    assert status == 0, err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["settings"]["options"] == {"tds": {"runs": 4}}
+    assert "options: tds (runs=4)" in (tmp_path / "report.md").read_text()
+
+
+def test_calibrate_passes_method_options(tmp_path: Path, capsys) -> None:
+    argv = ["calibrate", "--method", "tds", "--problem", "gmm:2:1", "--num-problems", "20", "--draws", "3"]
+    argv += ["--particles", "4", "--steps", "4", "--quiet", "--out", str(tmp_path)]
+    status, _, err = _run([*argv, "--option", "tds:twist_scale=0.5"], capsys)
+    assert status == 0, err
+    settings = json.loads((tmp_path / "calibration.json").read_text())["settings"]
+    assert settings["options"] == {"tds": {"twist_scale": 0.5}}
+    status, _, err = _run([*argv, "--option", "tds:twist_scale=-1"], capsys)  # reaches the sampler
+    assert status == 2 and "twist_scale must be a finite number >= 0" in err
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("tds", "--option 'tds' must look like METHOD:KEY=VALUE"),
+        ("tds:runs", "--option 'tds:runs' must look like METHOD:KEY=VALUE"),
+        ("smc:runs=2", "names 'smc', which is not among the methods run"),
+        ("dps:runs=2", "'dps' has no option 'runs'; its options are:"),
+    ],
+)
+def test_bad_method_options_are_one_line(option: str, message: str, tmp_path: Path, capsys) -> None:
+    argv = ["compare", "--method", "tds", "--method", "dps", "--problem", "gmm:2:1", "--quiet"]
+    argv += ["--particles", "8", "--steps", "4", "--out", str(tmp_path / "out"), "--option", option]
+    status, _, err = _run(argv, capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert not (tmp_path / "out").exists()
