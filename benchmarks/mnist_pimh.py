@@ -13,10 +13,10 @@ noise 0.1, 25 steps) and prints, per problem, the standard deviation and range o
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
 import torch
+from method_spec import parse_options
+from mnist_setup import prior_drawn_problems
 
 import posterior as ps
 
@@ -39,16 +39,8 @@ def main() -> None:
     ap.add_argument("--option", action="append", default=['prior_var="covariance"'])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    options: dict[str, Any] = {}
-    for item in args.option:
-        key, value = item.split("=", 1)
-        options[key] = json.loads(value)
-    prior = ps.load_prior("mnist")
-    gen = torch.Generator().manual_seed(0)
-    truth = prior.sample(args.problems, gen, num_steps=25)
-    op = ps.operators.Inpainting(ps.operators.half_mask(tuple(prior.event_shape), "bottom"))
-    clean = op.A(truth)
-    problem = ps.InverseProblem(prior, op, clean + 0.1 * torch.randn(clean.shape, generator=gen), 0.1)
+    options = parse_options(args.option)
+    problem, _ = prior_drawn_problems(args.problems)
     print(f"TDS {options}, {args.problems} problems, {args.particles} particles per problem")
     for runs in args.runs:
         res = ps.sample(problem, "tds", args.particles, 25, seed=0, progress=False, runs=runs, **options)

@@ -17,10 +17,10 @@ predicted, and the weights spread by the increment's standard deviation (in nats
 from __future__ import annotations
 
 import argparse
-import json
-from typing import Any
 
 import torch
+from method_spec import parse_options
+from mnist_setup import prior_drawn_problems
 
 import posterior as ps
 from posterior.samplers.exact.tds import TDS, TDSModel
@@ -63,20 +63,8 @@ def main() -> None:
     ap.add_argument("--option", action="append", default=[], help="a TDS option, key=JSON value")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    options: dict[str, Any] = {}
-    for item in args.option:
-        key, value = item.split("=", 1)
-        options[key] = json.loads(value)
-
-    prior = ps.load_prior("mnist")
-    gen = torch.Generator().manual_seed(0)
-    truth = prior.sample(args.problems, gen, num_steps=args.steps)
-    if args.operator == "inpaint":
-        op: Any = ps.operators.Inpainting(ps.operators.half_mask(tuple(prior.event_shape), "bottom"))
-    else:
-        op = ps.operators.SuperResolution(2)
-    clean = op.A(truth)
-    problem = ps.InverseProblem(prior, op, clean + 0.1 * torch.randn(clean.shape, generator=gen), 0.1)
+    options = parse_options(args.option)
+    problem, _ = prior_drawn_problems(args.problems, args.steps, args.operator)
     ps.sample(problem, RecordingTDS, args.particles, args.steps, seed=0, progress=False, **options)
     what = f"TDS {options or 'defaults'}, {args.operator}"
     print(f"{what}, {args.problems} problems x {args.particles} particles")
