@@ -326,7 +326,7 @@ class TDS(TwistedSampler):
             ``Sigma_t`` the covariance of ``x_0`` given ``x_t`` under a Gaussian prior with the
             prior's own covariance (``prior.covariance()``; see
             :mod:`posterior.samplers.exact.covariance_twist`), for linear operators and Gaussian
-            noise (elsewhere ``"auto"``).
+            noise (elsewhere ``"auto"``); only with ``twist_var="gaussian"``.
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.
         threshold: resample when ESS ``< threshold * N`` (default ``0.5``), or ``"always"``/``"never"``.
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
@@ -391,6 +391,11 @@ class TDS(TwistedSampler):
             raise ValueError(f"twist_scale must be a finite number >= 0, got {twist_scale!r}")
         if twist_var not in ("gaussian", "mse", "tweedie"):
             raise ValueError(f"twist_var must be 'gaussian', 'mse' or 'tweedie', got {twist_var!r}")
+        if self.prior_covariance and twist_var != "gaussian":
+            raise ValueError(
+                f"prior_var='covariance' sets the twist's covariance itself; it does not combine with "
+                f"twist_var={twist_var!r}"
+            )
         if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 0:
             raise ValueError(f"cg_iters must be an integer >= 0, got {cg_iters!r}")
         self.cg_iters = cg_iters

@@ -64,6 +64,9 @@ def test_bad_twist_options() -> None:
     problem = few_step_problems(1)
     with pytest.raises(ValueError, match="twist_var"):
         ps.sample(problem, "tds", num_particles=8, num_steps=4, twist_var="exact")
+    for twist_var in ("mse", "tweedie"):  # two ways to set the twist's covariance: refused
+        with pytest.raises(ValueError, match="does not combine with twist_var"):
+            ps.sample(problem, "tds", 8, 4, twist_var=twist_var, prior_var="covariance")
     for bad in (0.0, 1.5, True):
         with pytest.raises(ValueError, match="tempering"):
             ps.sample(problem, "tds", num_particles=8, num_steps=4, tempering=bad)
