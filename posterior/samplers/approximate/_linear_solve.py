@@ -3,6 +3,9 @@
 * :func:`conjugate_gradient`: many independent symmetric positive-definite systems ``M_i x_i = b_i``
   at once, given only ``v -> M v`` (Hestenes & Stiefel, 1952). Used by MMPS in observation space
   and by the ridge solve below when the operator has no SVD.
+* :func:`tweedie_solve`: ``(sigma^2 I + gamma_t A J A^T) u = y - A x0_hat`` with the denoiser's
+  Jacobian ``J`` (Tweedie's covariance of ``x_0`` given ``x_t``), shared by MMPS and TDS's
+  ``twist_var="tweedie"``.
 * :func:`ridge_solve`: ``argmin_x ||y - A x||^2 + rho ||x - z||^2``, the quadratic subproblem of
   half-quadratic splitting (DiffPIR) and of ADMM, in closed form through the SVD of a linear
   operator, by conjugate gradients otherwise.
@@ -20,8 +23,10 @@ from torch import Tensor
 
 from posterior._utils import check_int
 from posterior.operators.base import LinearOperator
+from posterior.priors.base import Denoised
+from posterior.problem import InverseProblem
 
-__all__ = ["batch_dot", "conjugate_gradient", "ridge_solve"]
+__all__ = ["batch_dot", "conjugate_gradient", "ridge_solve", "tweedie_solve"]
 
 
 def batch_dot(u: Tensor, v: Tensor) -> Tensor:
@@ -76,6 +81,34 @@ def conjugate_gradient(
         p = r + _rows(beta, p) * p
         rs = rs_new
     return x
+
+
+def tweedie_solve(
+    problem: InverseProblem, x: Tensor, t: int, N: int, cg_iters: int, scale: float = 1.0
+) -> tuple[Denoised, Tensor, Tensor, Callable[[Tensor], Tensor]]:
+    """Solve ``(sigma^2 I + scale * gamma_t A J A^T) u = r``, ``r = y - A x0_hat(x_t)``, at flat
+    states ``x: Tensor[B * N, *event]`` (rows ``b * N + n``) with ``cg_iters`` conjugate-gradient
+    steps from zero; ``gamma_t = (1 - abar_t) / sqrt(abar_t)``, so ``gamma_t J = Cov[x_0 | x_t]``
+    (Tweedie), and ``J`` is applied as ``J^T`` (symmetric for an exact denoiser).
+
+    Returns ``(Denoised, r, u, vjp)``: the predictions, ``r`` and ``u`` (``[B * N, *obs]``) and the
+    denoiser's ``vjp`` closure (each call one more counted VJP per row). Costs one network
+    evaluation and ``cg_iters`` VJPs per row. ``problem``: a linear operator, Gaussian noise.
+    """
+    op = problem.require_linear("tweedie_solve")
+    prior = problem.prior
+    d, vjp = prior.denoise_vjp(x, t)
+    abar = prior.schedule.alpha_bar(t).item()
+    gamma = scale * (1 - abar) / abar**0.5
+    sig2 = problem.sigma.to(x.dtype).pow(2).repeat_interleave(N)  # [B * N]
+    sig2 = sig2.reshape(-1, *([1] * len(problem.obs_shape)))
+    y = problem.y_batch.repeat_interleave(N, dim=0)  # [B * N, *obs]
+
+    def cov_y(v: Tensor) -> Tensor:  # (sigma^2 I + gamma A J A^T) v, J applied as J^T
+        return sig2 * v + gamma * op.A(vjp(op.A_adjoint(v)))
+
+    r = y - op.A(d.x0)
+    return d, r, conjugate_gradient(cov_y, r, cg_iters), vjp
 
 
 def ridge_solve(

@@ -27,7 +27,7 @@ from torch import Tensor
 from posterior._utils import check_fraction, check_positive_int
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
-from posterior.samplers.approximate._linear_solve import conjugate_gradient
+from posterior.samplers.approximate._linear_solve import tweedie_solve
 from posterior.samplers.approximate._loop import (
     ddim_sample,
     flat,
@@ -58,20 +58,11 @@ def mmps_denoise(problem: InverseProblem, x: Tensor, t: int, cg_iters: int) -> t
         Costs one network evaluation and ``cg_iters + 1`` VJPs per sample.
     """
     op = problem.require_linear("mmps")
-    prior = problem.prior
     B, N = x.shape[:2]
     xf = flat(x)
-    d, vjp = prior.denoise_vjp(xf, t)
-    abar = prior.schedule.alpha_bar(t).item()
+    d, _, v, vjp = tweedie_solve(problem, xf, t, N, cg_iters)
+    abar = problem.prior.schedule.alpha_bar(t).item()
     gamma = (1 - abar) / abar**0.5
-    sig2 = problem.sigma.to(x.dtype).pow(2).repeat_interleave(N)  # [B * N]
-    sig2 = sig2.reshape(-1, *([1] * len(problem.obs_shape)))
-    y = problem.y_batch.repeat_interleave(N, dim=0)  # [B * N, *obs]
-
-    def cov_y(v: Tensor) -> Tensor:  # (sigma^2 I + gamma A J A^T) v, J applied as J^T
-        return sig2 * v + gamma * op.A(vjp(op.A_adjoint(v)))
-
-    v = conjugate_gradient(cov_y, y - op.A(d.x0), cg_iters)
     guidance = vjp(op.A_adjoint(v))  # J^T A^T v
     x0 = d.x0 + gamma * guidance
     a, s = abar**0.5, (1 - abar) ** 0.5

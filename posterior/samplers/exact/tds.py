@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
+from posterior._utils import check_int
 from posterior.distributed.context import current_communicator
 from posterior.particles.feynman_kac import Extras, Move
 from posterior.particles.tempering import temper_exponent
@@ -396,9 +397,7 @@ class TDS(TwistedSampler):
                 f"prior_var='covariance' sets the twist's covariance itself; it does not combine with "
                 f"twist_var={twist_var!r}"
             )
-        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 0:
-            raise ValueError(f"cg_iters must be an integer >= 0, got {cg_iters!r}")
-        self.cg_iters = cg_iters
+        self.cg_iters = check_int(cg_iters, "cg_iters")
         if tempering is not None and (isinstance(tempering, bool) or not 0.0 < float(tempering) <= 1.0):
             raise ValueError(f"tempering must be None or a fraction in (0, 1], got {tempering!r}")
         self.twist_scale, self.twist_var = float(twist_scale), twist_var

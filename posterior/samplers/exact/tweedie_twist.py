@@ -28,7 +28,7 @@ from torch import Tensor
 
 from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
-from posterior.samplers.approximate._linear_solve import batch_dot, conjugate_gradient
+from posterior.samplers.approximate._linear_solve import batch_dot, tweedie_solve
 
 __all__ = ["tweedie_twist"]
 
@@ -51,19 +51,7 @@ def tweedie_twist(
         ``(Denoised, log_twist: Tensor[B * N], grad: Tensor[B * N, *event])``, detached.
     """
     op = problem.require_linear("tds")
-    prior = problem.prior
-    d, vjp = prior.denoise_vjp(x, t)
-    abar = prior.schedule.alpha_bar(t).item()
-    c = scale * (1 - abar) / abar**0.5
-    obs_dims = len(problem.obs_shape)
-    sig2 = problem.sigma.to(x.dtype).pow(2).repeat_interleave(N).reshape(-1, *([1] * obs_dims))
-    y = problem.y_batch.to(x.dtype).repeat_interleave(N, dim=0)  # [B * N, *obs]
-
-    def cov_y(v: Tensor) -> Tensor:  # (sigma^2 I + c A J A^T) v, J applied as J^T
-        return sig2 * v + c * op.A(vjp(op.A_adjoint(v)))
-
     with torch.no_grad():
-        r = y - op.A(d.x0)
-        u = conjugate_gradient(cov_y, r, cg_iters)
+        d, r, u, vjp = tweedie_solve(problem, x, t, N, cg_iters, scale)
         grad = vjp(op.A_adjoint(u))
     return d, -0.5 * batch_dot(r, u), grad
