@@ -50,6 +50,18 @@ CASES: dict[str, Case] = {
     "smc": Case(_PARTICLE, _per_step()),
     "tds": Case((*_PARTICLE, ({"twist_scale": -1.0}, "twist_scale")), _per_step(), _per_step()),
     "mcgdiff": Case(_PARTICLE, _per_step()),
+    "pgas": Case(
+        (
+            ({"particles": 1}, "particles"),
+            ({"burn_in": 4}, "burn_in"),
+            ({"sweeps": 0}, "sweeps"),
+            ({"twist_scale": -1.0}, "twist_scale"),
+            ({"eta": 0.0}, "eta"),
+        ),
+        # ceil(N / 4) chains, each 1 + 4 sweeps of 4 particles: one evaluation and one VJP per step
+        lambda b, n, k: b * -(-n // 4) * 5 * 4 * k,
+        lambda b, n, k: b * -(-n // 4) * 5 * 4 * k,
+    ),
     "mala": Case(
         (
             *_CHAINS,
@@ -156,6 +168,9 @@ def test_shapes_batching_and_counters(method: str) -> None:
     assert r.wall_time is not None and r.wall_time > 0
     if cls.interacting:  # particle samplers: evidence and ESS per problem
         assert r.log_evidence.shape == (B,) and r.ess.shape == (B, K)
+    elif method == "pgas":  # chains of conditional SMC sweeps: the particle ESS and the moves
+        assert r.ess.shape == (B, K) and r.stats["moved"].shape == (B, 4)
+        assert r.stats["chain"].shape == (B, 2, 4, 4)
     elif cls.exact:  # chains: acceptance per problem and iteration
         assert r.acceptance.shape == (B, K) and r.stats["divergences"].shape == (B, K)
     else:

@@ -1,3 +1,3 @@
 """Asymptotically exact samplers built on the particle engine."""
 
-from posterior.samplers.exact import gibbs, mala, mcgdiff, smc, tds  # noqa: F401  (registers the methods)
+from posterior.samplers.exact import gibbs, mala, mcgdiff, particle_gibbs, smc, tds  # noqa: F401  (registers the methods)

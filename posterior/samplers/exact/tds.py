@@ -214,35 +214,80 @@ class TDSModel(DiffusionModel):
         extras["lam"] = lam[:, None].expand_as(log_g).contiguous()
         return x, extras, base + lam[:, None] * log_g
 
+    def proposal(self, t: int, s: int, x: Tensor, extras: Extras) -> tuple[Tensor, Tensor, float]:
+        """The twisted proposal's mean ``[B, N, *event]`` (the prior kernel's mean shifted by
+        ``v lam grad log g_t``), the prior kernel's mean and their common variance ``v`` for the
+        step ``t -> s``."""
+        c, lam_t = extras, extras["lam"]  # the current twist is g_t^lam_t
+        mean, v = self.kernel(Denoised(c["eps"], c["x0"]), t, s, like=x)
+        if v == 0:
+            return mean, mean, v
+        return mean + v * lam_t.reshape(*lam_t.shape, *([1] * (x.dim() - 2))) * c["grad"], mean, v
+
     def step(
         self, t: int, s: int, x: Tensor, extras: Extras, log_weights: Tensor, generator: torch.Generator
     ) -> tuple[Tensor, Extras, Tensor]:
-        c = extras
-        lam_t = c["lam"]  # the current twist is g_t^lam_t
-        mean, v = self.kernel(Denoised(c["eps"], c["x0"]), t, s, like=x)
-        if v > 0:
-            shifted = (
-                mean + v * lam_t.reshape(*lam_t.shape, *([1] * (x.dim() - 2))) * c["grad"]
-            )  # twisted mean
-            x_s = shifted + v**0.5 * self.noise(x, generator)
-            # log p(x_s | x_t) - log q(x_s | x_t, y): two Gaussians with the same variance
+        shifted, mean, v = self.proposal(t, s, x, extras)
+        x_s = shifted + v**0.5 * self.noise(x, generator) if v > 0 else mean
+        return x_s, *self._potential(t, s, extras, shifted, mean, v, x_s, log_weights)
+
+    def weigh(self, t: int, s: int, x: Tensor, extras: Extras, x_s: Tensor) -> tuple[Extras, Tensor]:
+        """The extras at a given ``x_s`` and the potential of the move ``x -> x_s`` (conditional
+        SMC's reference particle; :mod:`posterior.particles.conditional_smc`)."""
+        shifted, mean, v = self.proposal(t, s, x, extras)
+        return self._potential(t, s, extras, shifted, mean, v, x_s, None)
+
+    def _potential(
+        self,
+        t: int,
+        s: int,
+        c: Extras,
+        shifted: Tensor,
+        mean: Tensor,
+        v: float,
+        x_s: Tensor,
+        log_weights: Tensor | None,
+    ) -> tuple[Extras, Tensor]:
+        """The extras at ``x_s`` and ``log G = log p(x_s | x_t) / q(x_s | x_t, y) + lam_s log g_s(x_s)
+        - lam_t log g_t(x_t)`` (the true likelihood at ``s = CLEAN``)."""
+        lam_t = c["lam"]
+        if v > 0:  # log p(x_s | x_t) - log q(x_s | x_t, y): two Gaussians with the same variance
             log_pq = ((x_s - shifted).pow(2) - (x_s - mean).pow(2)).flatten(2).sum(-1) / (2 * v)
         else:
-            x_s, log_pq = mean, torch.zeros_like(c["log_twist"])
+            log_pq = torch.zeros_like(c["log_twist"])
         if s == CLEAN:  # the true likelihood, untempered
             log_lik = self.problem.log_likelihood(x_s)
-            return x_s, {"lam": torch.ones_like(lam_t)}, log_pq + log_lik - lam_t * c["log_twist"]
+            return {"lam": torch.ones_like(lam_t)}, log_pq + log_lik - lam_t * c["log_twist"]
         new_extras = self.twist(x_s, s)
         if self.rejuvenate and v > 0:  # for gibbs(): the kernel's and the proposal's means
             new_extras["mean"], new_extras["shifted"] = mean, shifted
         new = new_extras["log_twist"]
         if self.tempering is None:  # lam = 1 (this order of the sums, as without tempering)
             new_extras["lam"] = lam_t
-            return x_s, new_extras, log_pq + new - c["log_twist"]
+            return new_extras, log_pq + new - c["log_twist"]
         base = log_pq - lam_t * c["log_twist"]
         lam = self.exponent(log_weights, base, new, lam_t[:, 0])
         new_extras["lam"] = lam[:, None].expand_as(new).contiguous()
-        return x_s, new_extras, base + lam[:, None] * new
+        return new_extras, base + lam[:, None] * new
+
+    def log_transition(self, t: int, s: int, x: Tensor, extras: Extras, x_s: Tensor) -> Tensor | None:
+        """``log p(x_s | x_t^i) - lam log g_t(x_t^i)`` up to a constant, ``[B, N]``: the factor of
+        the path target that joins a given ``x_s: [B, 1, *event]`` to particle ``i``'s past
+        (ancestor sampling), or ``None`` where the step is deterministic."""
+        mean, v = self.kernel(Denoised(extras["eps"], extras["x0"]), t, s, like=x)
+        if v == 0:
+            return None
+        return -(x_s - mean).pow(2).flatten(2).sum(-1) / (2 * v) - extras["lam"] * extras["log_twist"]
+
+    def start_at(self, x: Tensor) -> tuple[Extras, Tensor]:
+        """The extras and the initial log potential of given start states ``x: [B, M, *event]``."""
+        t0 = self.pairs[0][0]
+        extras = self.twist(x, t0)
+        exact = self.exact_start and self.prior.has_exact_marginal
+        log_ratio = None if exact else self.start_log_ratio(x, t0)
+        extras["lam"] = torch.ones_like(extras["log_twist"])
+        log_g = extras["log_twist"]
+        return extras, log_g if log_ratio is None else log_g + log_ratio
 
     def gibbs(
         self, t: int, s: int, x: Tensor, extras: Extras, generator: torch.Generator

@@ -1,0 +1,128 @@
+"""Particle Gibbs with ancestor sampling on TDS's twisted proposals (``"pgas"``).
+
+Andrieu, Doucet & Holenstein (JRSS B 2010), Lindsten, Jordan & Schön (JMLR 2014). Each chain holds
+one path ``x_{T:0}`` of the ``K``-step reverse chain and updates it by a conditional SMC sweep
+(:func:`~posterior.particles.conditional_smc.conditional_smc`) with TDS's Feynman-Kac model: the
+reference path competes with ``particles - 1`` fresh TDS particles, and the sweep draws the next
+path from the result. Every sweep leaves the chain's posterior ``p_chain(x_{T:0}) p(y | x_0) / Z``
+invariant whatever the particle count, so the draws converge to it as the sweeps grow (at a fixed
+number of particles and steps). A chain starts from the traced path of a plain TDS run of
+``particles`` particles (multinomial resampling at every step).
+
+Where the twisted proposals are far from ``p(y | x_t)`` the fresh particles rarely outweigh the
+reference, and ancestor sampling rarely joins its later states to another past (the reverse
+kernels are narrow): a sweep then renews only the last steps of the path. ``stats["moved"]``
+(the share of chains whose ``x_0`` moved, per sweep) and ``stats["renewed"]`` (the share of each
+path's states that changed) show how far each sweep went.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posterior._utils import check_bool, check_int, check_positive_int, progress_bar
+from posterior.particles.conditional_smc import conditional_smc
+from posterior.problem import InverseProblem
+from posterior.samplers.base import Sampler, register
+from posterior.samplers.exact.tds import TDS
+from posterior.samplers.result import Result
+
+__all__ = ["ParticleGibbs"]
+
+
+@register
+class ParticleGibbs(Sampler):
+    """Particle Gibbs with ancestor sampling (Lindsten et al., 2014) on TDS's twisted proposals.
+
+    Converges to: as ``sweeps`` grows at fixed ``particles`` (``>= 2``) and ``num_steps``, the
+    posterior of the ``num_steps``-step reverse chain (as TDS's, tested against
+    :func:`posterior.diagnostics.oracles.chain_posterior`). ``num_particles`` is the number of
+    returned draws: ``chains = ceil(num_particles / (sweeps - burn_in))`` chains per problem, each
+    keeping the ``x_0`` of its paths after the burn-in (the last chain's surplus draws stay out of
+    ``samples``). A sweep costs ``particles`` TDS particles
+    (one network evaluation and one VJP per particle and step); the start costs one more sweep.
+
+    Options:
+        particles: particles per conditional SMC sweep, the reference included (default ``4``).
+        sweeps: conditional SMC sweeps per chain (default ``4``).
+        burn_in: leading sweeps whose paths are not kept (default ``0``).
+        ancestor_sampling: redraw the reference's ancestor at each step (default ``True``).
+        twist_scale, prior_var, twist_var, cg_iters, eta, exact_start: TDS's twist and kernel
+            (documented on :class:`~posterior.samplers.exact.tds.TDS`; tempering and rejuvenation
+            do not apply).
+
+    Results: ``samples: [B, num_particles, *event]`` chain by chain (``D = sweeps - burn_in``);
+    ``stats["chain"]: [B, chains, D, *event]`` (the ArviZ chains); ``stats["moved"]: [B, D]`` the
+    share of chains whose ``x_0`` changed at each kept sweep; ``stats["renewed"]: [B, chains, D]`` the
+    share of each path's ``num_steps + 1`` states that changed; ``ess: [B, num_steps]`` the
+    smallest ESS over the chains and kept sweeps at each step.
+    """
+
+    name = "pgas"
+    exact = True
+    summary = "particle Gibbs with ancestor sampling on TDS proposals: exact MCMC at any particle count"
+    particle_stats = ("chain",)
+
+    def __init__(
+        self,
+        particles: int = 4,
+        sweeps: int = 4,
+        burn_in: int = 0,
+        ancestor_sampling: bool = True,
+        twist_scale: float = 1.0,
+        prior_var: float | str = "auto",
+        twist_var: str = "gaussian",
+        cg_iters: int = 2,
+        eta: float = 1.0,
+        exact_start: bool = True,
+    ) -> None:
+        self.particles = check_int(particles, "particles")
+        if self.particles < 2:
+            raise ValueError(f"particles must be at least 2 (one is the reference path), got {particles!r}")
+        self.sweeps = check_positive_int(sweeps, "sweeps")
+        self.burn_in = check_int(burn_in, "burn_in")
+        if not 0 <= self.burn_in < self.sweeps:
+            raise ValueError(f"burn_in must be in [0, sweeps) = [0, {self.sweeps}), got {burn_in!r}")
+        self.ancestor_sampling = check_bool(ancestor_sampling, "ancestor_sampling")
+        self.tds = TDS(
+            twist_scale=twist_scale,
+            prior_var=prior_var,
+            twist_var=twist_var,
+            cg_iters=cg_iters,
+            eta=eta,
+            exact_start=exact_start,
+        )
+        self.twist_scale, self.prior_var, self.twist_var = twist_scale, prior_var, twist_var
+        self.cg_iters, self.eta, self.exact_start = cg_iters, eta, exact_start
+
+    def run(
+        self,
+        problem: InverseProblem,
+        num_particles: int,
+        num_steps: int,
+        generator: torch.Generator,
+        progress: bool,
+    ) -> Result:
+        D = self.sweeps - self.burn_in
+        C, B, N = -(-num_particles // D), problem.batch_size, self.particles
+        self.tds.time_grid = self.time_grid
+        pairs = self.tds.time_pairs(problem, num_steps)
+        model = self.tds.model(problem.repeat(C), pairs)  # rows b * C + c: chain c of problem b
+        path = conditional_smc(model, pairs, B * C, N, generator, name=self.name).path
+        draws, renewed, moved, ess = [], [], [], []
+        for i in progress_bar(range(self.sweeps), enabled=progress, desc=self.name):
+            sweep = conditional_smc(model, pairs, B * C, N, generator, path, self.ancestor_sampling, self.name)
+            path = sweep.path
+            if i >= self.burn_in:
+                draws.append(path[:, -1].reshape(B, C, *path.shape[2:]))
+                changed = sweep.changed.to(path.dtype).reshape(B, C, -1)
+                renewed.append(changed.mean(-1))
+                moved.append(changed[..., -1].mean(1))
+                ess.append(sweep.ess.reshape(B, C, -1).amin(1))
+        chain = torch.stack(draws, 2)  # [B, C, D, *event]
+        return Result(
+            samples=chain.reshape(B, C * D, *chain.shape[3:])[:, :num_particles],
+            method=self.name,
+            ess=torch.stack(ess, 1).amin(1),
+            stats={"chain": chain, "moved": torch.stack(moved, 1), "renewed": torch.stack(renewed, 2)},
+        )
