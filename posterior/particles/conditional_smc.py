@@ -97,7 +97,9 @@ def conditional_smc(
         log_g = x.new_zeros(B, free)
     if reference is not None:
         if reference.shape[:2] != (B, K + 1):
-            raise ValueError(f"reference must be [B, K + 1, ...] = [{B}, {K + 1}, ...], got {list(reference.shape)}")
+            raise ValueError(
+                f"reference must be [B, K + 1, ...] = [{B}, {K + 1}, ...], got {list(reference.shape)}"
+            )
         x, extras, log_g = _join(reference[:, :1], *model.start_at(reference[:, :1]), x, extras, log_g)
     what = name or model.name
     log_w, log_z = _reweight(log_g, N, f"{what}: conditional SMC start")
@@ -159,4 +161,3 @@ def _join(
     """The reference particle ``[B, 1, ...]`` put in front of the free ones ``[B, N - 1, ...]``."""
     joined = {name: torch.cat([e0[name], extras[name]], 1) for name in extras}
     return torch.cat([x0, x], 1), joined, torch.cat([g0, log_g], 1)
-

@@ -22,7 +22,9 @@ def _problems() -> ps.InverseProblem:
     return ps.problems.simulate(base.prior, base.operator, float(base.sigma[0]), 4, seed=3)
 
 
-def _posterior_paths(model, pairs, problem, num: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _posterior_paths(
+    model, pairs, problem, num: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``num`` prior chain paths ``[num, K + 1, 2]`` and their normalised weights ``[B, num]``."""
     x, _ = model.start(1, num, pairs[0][0], gen)
     path = [x]

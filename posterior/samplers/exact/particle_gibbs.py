@@ -111,7 +111,9 @@ class ParticleGibbs(Sampler):
         path = conditional_smc(model, pairs, B * C, N, generator, name=self.name).path
         draws, renewed, moved, ess = [], [], [], []
         for i in progress_bar(range(self.sweeps), enabled=progress, desc=self.name):
-            sweep = conditional_smc(model, pairs, B * C, N, generator, path, self.ancestor_sampling, self.name)
+            sweep = conditional_smc(
+                model, pairs, B * C, N, generator, path, self.ancestor_sampling, self.name
+            )
             path = sweep.path
             if i >= self.burn_in:
                 draws.append(path[:, -1].reshape(B, C, *path.shape[2:]))

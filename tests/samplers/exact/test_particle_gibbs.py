@@ -31,7 +31,9 @@ def test_chains_reach_the_chain_posterior() -> None:
     res = ps.sample(problem, "pgas", C, K, seed=0, particles=16, sweeps=10, burn_in=9)
     assert res.stats["chain"].shape == (4, C, 1, 2)
     gap = (res.samples.mean(1) - ref.samples.mean(1)).abs()
-    se = (res.samples.var(1) / C + ref.samples.var(1) / ref.ess[:, None].clamp(max=ref.samples.shape[1])).sqrt()
+    se = (
+        res.samples.var(1) / C + ref.samples.var(1) / ref.ess[:, None].clamp(max=ref.samples.shape[1])
+    ).sqrt()
     assert (gap < 4.5 * se).all(), gap / se
     ratio = res.samples.std(1) / ref.samples.std(1)
     assert ((ratio - 1).abs() < 0.1).all(), ratio
