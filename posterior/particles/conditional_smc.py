@@ -6,9 +6,11 @@ SMC, particle Gibbs); Lindsten, Jordan & Schön, "Particle Gibbs with ancestor s
 A Feynman-Kac model defines a path target ``gamma(x_{T:0})``: for the diffusion samplers the
 ``K``-step reverse chain times the likelihood of its end, ``p(x_T) prod_k p(x_s | x_t) p(y | x_0)``.
 Given a reference path ``x'`` drawn from it, one sweep runs the particle system with particle ``0``
-held on ``x'``: at each step ``t -> s`` the ``N - 1`` other particles pick their ancestors among all
-``N`` by their weights (multinomially) and move by the model's proposal, while the reference keeps
-its state ``x'_s`` and redraws its ancestor with probability
+held on ``x'``: at each step ``t -> s`` the ``N - 1`` other particles move by the model's proposal
+and the reference keeps its state ``x'_s``. Where the ESS falls below ``threshold * N`` (adaptive
+resampling; the decision is symmetric in the particles, so the sweep stays a conditional SMC),
+the other particles first pick their ancestors among all ``N`` by their weights (multinomially)
+and the reference redraws its ancestor with probability
 
     W_t^i f(x'_s | x_t^i) / g_t(x_t^i)        (ancestor sampling),
 
@@ -18,10 +20,11 @@ traced back: the next reference. The sweep leaves the path target invariant for 
 chain of sweeps is an exact MCMC at a fixed particle count: it converges as its iterations grow.
 How fast depends on the weights' spread: a free particle replaces the reference only where it
 outweighs it, and ancestor sampling only where ``f`` is wide enough to join ``x'_s`` to another
-past.
+past. Resampling only when needed keeps the free particles' pasts apart (each resampling tends to
+merge them into the reference's), so a sweep can replace the whole path.
 
-Without a reference the same loop is a plain SMC with multinomial resampling at every step whose
-traced path is a draw to start a chain with.
+Without a reference the same loop is a plain SMC with adaptive multinomial resampling whose traced
+path is a draw to start a chain with.
 
 The model needs, besides :meth:`~posterior.particles.feynman_kac.FeynmanKacModel.init` and ``step``:
 ``start_at(x)`` (the extras and initial log potential of given start states), ``weigh(t, s, x,
@@ -72,6 +75,7 @@ def conditional_smc(
     generator: torch.Generator,
     reference: Tensor | None = None,
     ancestor_sampling: bool = True,
+    threshold: float = 0.5,
     name: str | None = None,
 ) -> Sweep:
     """One conditional SMC sweep of ``B`` problems at once (module docstring).
@@ -82,7 +86,11 @@ def conditional_smc(
         batch_size: ``B``. num_particles: ``N >= 2`` (``>= 1`` without a reference).
         generator: every random draw uses it.
         reference: ``Tensor[B, K + 1, *event]``, the current path, or ``None`` for a plain SMC.
-        ancestor_sampling: redraw the reference's ancestors (else it keeps its own past).
+        ancestor_sampling: redraw the reference's ancestor at each resampling (else it keeps
+            its own past).
+        threshold: resample a problem's particles when their ESS is below ``threshold * N``
+            (``1``: at every step); between resamplings the weights accumulate and every particle,
+            the reference included, keeps its own past.
         name: the method named in errors (default: the model's).
 
     Returns:
@@ -102,28 +110,37 @@ def conditional_smc(
             )
         x, extras, log_g = _join(reference[:, :1], *model.start_at(reference[:, :1]), x, extras, log_g)
     what = name or model.name
-    log_w, log_z = _reweight(log_g, N, f"{what}: conditional SMC start")
+    uniform = log_g.new_full((B, N), -math.log(N))
+    log_w, log_z = _reweight(uniform, log_g, f"{what}: conditional SMC start")
+    identity = torch.arange(N, device=x.device).expand(B, N)
     states, ancestry = [x], []
     ess_trace = x.new_empty(B, K)
     for k, (t, s) in enumerate(time_pairs):
-        w = log_w.exp()
-        anc = torch.multinomial(w, N, replacement=True, generator=generator)  # [B, N], i.i.d.
-        if reference is not None:
-            ref_s = reference[:, k + 1 : k + 2]
-            link = model.log_transition(t, s, x, extras, ref_s) if ancestor_sampling else None
-            if link is None:  # the reference keeps its own ancestor
-                anc[:, 0] = 0
-            else:
-                anc[:, 0] = torch.multinomial(torch.softmax(log_w + link, -1), 1, generator=generator)[:, 0]
+        anc, base = identity, log_w
+        resample = ess(log_w) < threshold * N  # [B]
+        if resample.any():
+            # i.i.d. multinomial ancestors (the reference's redrawn below) where a problem resamples
+            draws = torch.multinomial(log_w.exp(), N, replacement=True, generator=generator)
+            if reference is not None:
+                draws[:, 0] = 0  # the reference keeps its own past ...
+                link = (
+                    model.log_transition(t, s, x, extras, reference[:, k + 1 : k + 2])
+                    if ancestor_sampling
+                    else None
+                )
+                if link is not None:  # ... or joins another's (ancestor sampling)
+                    draws[:, 0] = torch.multinomial(torch.softmax(log_w + link, -1), 1, generator=generator)[:, 0]
+            anc = torch.where(resample[:, None], draws, identity)
+            base = torch.where(resample[:, None], uniform, log_w)
         x_t, e_t = _gather(x, anc), {name: _gather(v, anc) for name, v in extras.items()}
-        uniform = log_w.new_full((B, free), -math.log(N))
         if reference is None:
-            x, extras, log_g = model.step(t, s, x_t, e_t, uniform, generator)
+            x, extras, log_g = model.step(t, s, x_t, e_t, base, generator)
         else:
-            x_new, e_new, g_new = model.step(t, s, x_t[:, 1:], _rows(e_t, slice(1, None)), uniform, generator)
+            ref_s = reference[:, k + 1 : k + 2]
+            x_new, e_new, g_new = model.step(t, s, x_t[:, 1:], _rows(e_t, slice(1, None)), base[:, 1:], generator)
             e_ref, g_ref = model.weigh(t, s, x_t[:, :1], _rows(e_t, slice(0, 1)), ref_s)
             x, extras, log_g = _join(ref_s, e_ref, g_ref, x_new, e_new, g_new)
-        log_w, inc = _reweight(log_g, N, f"{what}: conditional SMC step {k} (t={t})")
+        log_w, inc = _reweight(base, log_g, f"{what}: conditional SMC step {k} (t={t})")
         log_z = log_z + inc
         ess_trace[:, k] = ess(log_w)
         states.append(x)
@@ -143,12 +160,15 @@ def conditional_smc(
     return Sweep(out, log_z, ess_trace, changed)
 
 
-def _reweight(log_g: Tensor, N: int, what: str) -> tuple[Tensor, Tensor]:
-    """Normalised log-weights ``[B, N]`` from the potentials of equally weighted particles and the
-    log-evidence increment ``[B]``; ``FloatingPointError`` on NaN or all-zero weights."""
-    if torch.isnan(log_g).any() or (log_g == math.inf).any() or not torch.isfinite(log_g).any(-1).all():
+def _reweight(log_w: Tensor, log_g: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """The normalised log-weights ``[B, N]`` after potentials ``log_g`` on particles weighted
+    ``log_w`` (normalised), and the log-evidence increment ``[B]``; ``FloatingPointError`` on NaN
+    or all-zero weights."""
+    unnorm = log_w + log_g
+    if torch.isnan(log_g).any() or (log_g == math.inf).any() or not torch.isfinite(unnorm).any(-1).all():
         raise FloatingPointError(f"{what}: NaN, +inf or all-zero weights")
-    return torch.log_softmax(log_g, -1), torch.logsumexp(log_g, -1) - math.log(N)
+    inc = torch.logsumexp(unnorm, -1)
+    return unnorm - inc[:, None], inc
 
 
 def _rows(extras: Extras, part: slice) -> Extras:

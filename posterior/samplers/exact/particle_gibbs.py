@@ -46,7 +46,9 @@ class ParticleGibbs(Sampler):
         particles: particles per conditional SMC sweep, the reference included (default ``4``).
         sweeps: conditional SMC sweeps per chain (default ``4``).
         burn_in: leading sweeps whose paths are not kept (default ``0``).
-        ancestor_sampling: redraw the reference's ancestor at each step (default ``True``).
+        ancestor_sampling: redraw the reference's ancestor at each resampling (default ``True``).
+        threshold: resample when the ESS falls below ``threshold * particles`` (default ``0.5``;
+            ``1``: at every step).
         twist_scale, prior_var, twist_var, cg_iters, eta, exact_start: TDS's twist and kernel
             (documented on :class:`~posterior.samplers.exact.tds.TDS`; tempering and rejuvenation
             do not apply).
@@ -69,6 +71,7 @@ class ParticleGibbs(Sampler):
         sweeps: int = 4,
         burn_in: int = 0,
         ancestor_sampling: bool = True,
+        threshold: float = 0.5,
         twist_scale: float = 1.0,
         prior_var: float | str = "auto",
         twist_var: str = "gaussian",
@@ -84,6 +87,9 @@ class ParticleGibbs(Sampler):
         if not 0 <= self.burn_in < self.sweeps:
             raise ValueError(f"burn_in must be in [0, sweeps) = [0, {self.sweeps}), got {burn_in!r}")
         self.ancestor_sampling = check_bool(ancestor_sampling, "ancestor_sampling")
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold <= 1:
+            raise ValueError(f"threshold must be a fraction in (0, 1], got {threshold!r}")
+        self.threshold = float(threshold)
         self.tds = TDS(
             twist_scale=twist_scale,
             prior_var=prior_var,
@@ -108,12 +114,11 @@ class ParticleGibbs(Sampler):
         self.tds.time_grid = self.time_grid
         pairs = self.tds.time_pairs(problem, num_steps)
         model = self.tds.model(problem.repeat(C), pairs)  # rows b * C + c: chain c of problem b
-        path = conditional_smc(model, pairs, B * C, N, generator, name=self.name).path
+        run = {"threshold": self.threshold, "name": self.name}
+        path = conditional_smc(model, pairs, B * C, N, generator, **run).path
         draws, renewed, moved, ess = [], [], [], []
         for i in progress_bar(range(self.sweeps), enabled=progress, desc=self.name):
-            sweep = conditional_smc(
-                model, pairs, B * C, N, generator, path, self.ancestor_sampling, self.name
-            )
+            sweep = conditional_smc(model, pairs, B * C, N, generator, path, self.ancestor_sampling, **run)
             path = sweep.path
             if i >= self.burn_in:
                 draws.append(path[:, -1].reshape(B, C, *path.shape[2:]))
