@@ -37,13 +37,14 @@ def _posterior_paths(
     return paths, torch.softmax(log_w.double(), -1)
 
 
-@pytest.mark.parametrize("twist_scale", [1.0, 0.0])
-def test_sweeps_keep_the_path_posterior(twist_scale: float) -> None:
-    """4 problems, chains started at exact path-posterior draws, 5 sweeps of 4 particles: the mean
+@pytest.mark.parametrize(("twist_scale", "threshold"), [(1.0, 0.5), (0.0, 0.5), (1.0, 1.0)])
+def test_sweeps_keep_the_path_posterior(twist_scale: float, threshold: float) -> None:
+    """4 problems, chains started at exact path-posterior draws, 5 sweeps of 4 particles (adaptive
+    resampling, or at every step; with the DPS-like twist ``twist_scale=0`` too): the mean
     and standard deviation of ``x_0`` over 4096 chains match independent exact draws within 4.5
     standard errors (mean: ``sqrt(2 var / C)``; sd ratio: ``sqrt(1 / C)``, that of the ratio of
     two sample sds). With the reference's log-potential halved the chains drift (measured: mean gap
-    up to 4.2 se and sd ratio 1.08, 7 se, after 5 sweeps) and the default twist's case fails."""
+    up to 4.2 se and sd ratio 1.08, 7 se, after 5 sweeps) and every case fails."""
     problem = _problems()
     sampler = ps.METHODS["tds"](twist_scale=twist_scale)
     pairs = sampler.time_pairs(problem, K)
@@ -56,7 +57,7 @@ def test_sweeps_keep_the_path_posterior(twist_scale: float) -> None:
     model = sampler.model(problem.repeat(C), pairs)
     moved = []
     for _ in range(5):
-        sweep = conditional_smc(model, pairs, B * C, 4, gen, reference=ref)
+        sweep = conditional_smc(model, pairs, B * C, 4, gen, reference=ref, threshold=threshold)
         ref = sweep.path
         moved.append(sweep.changed[:, -1].float().mean())
     x0 = ref[:, -1].reshape(B, C, 2)
