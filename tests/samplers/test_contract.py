@@ -55,6 +55,7 @@ CASES: dict[str, Case] = {
             ({"particles": 1}, "particles"),
             ({"burn_in": 4}, "burn_in"),
             ({"sweeps": 0}, "sweeps"),
+            ({"threshold": 0.0}, "threshold"),
             ({"twist_scale": -1.0}, "twist_scale"),
             ({"eta": 0.0}, "eta"),
         ),

@@ -7,7 +7,8 @@ reference path competes with ``particles - 1`` fresh TDS particles, and the swee
 path from the result. Every sweep leaves the chain's posterior ``p_chain(x_{T:0}) p(y | x_0) / Z``
 invariant whatever the particle count, so the draws converge to it as the sweeps grow (at a fixed
 number of particles and steps). A chain starts from the traced path of a plain TDS run of
-``particles`` particles (multinomial resampling at every step).
+``particles`` particles; every sweep resamples only where the ESS falls below ``threshold`` times
+the particles (multinomially), which keeps the fresh particles' pasts apart from the reference's.
 
 Where the twisted proposals are far from ``p(y | x_t)`` the fresh particles rarely outweigh the
 reference, and ancestor sampling rarely joins its later states to another past (the reverse
