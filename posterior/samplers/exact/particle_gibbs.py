@@ -22,6 +22,7 @@ from __future__ import annotations
 import torch
 
 from posterior._utils import check_bool, check_int, check_positive_int, progress_bar
+from posterior.distributed.context import current_communicator
 from posterior.particles.conditional_smc import conditional_smc
 from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler, register
@@ -110,6 +111,8 @@ class ParticleGibbs(Sampler):
         generator: torch.Generator,
         progress: bool,
     ) -> Result:
+        if current_communicator().distributed:  # a split of the draws would split chains unevenly
+            raise ValueError("'pgas' splits over ranks by problems only: use distributed='problems'")
         D = self.sweeps - self.burn_in
         C, B, N = -(-num_particles // D), problem.batch_size, self.particles
         self.tds.time_grid = self.time_grid
