@@ -129,7 +129,9 @@ def conditional_smc(
                     else None
                 )
                 if link is not None:  # ... or joins another's (ancestor sampling)
-                    draws[:, 0] = torch.multinomial(torch.softmax(log_w + link, -1), 1, generator=generator)[:, 0]
+                    draws[:, 0] = torch.multinomial(torch.softmax(log_w + link, -1), 1, generator=generator)[
+                        :, 0
+                    ]
             anc = torch.where(resample[:, None], draws, identity)
             base = torch.where(resample[:, None], uniform, log_w)
         x_t, e_t = _gather(x, anc), {name: _gather(v, anc) for name, v in extras.items()}
@@ -137,7 +139,9 @@ def conditional_smc(
             x, extras, log_g = model.step(t, s, x_t, e_t, base, generator)
         else:
             ref_s = reference[:, k + 1 : k + 2]
-            x_new, e_new, g_new = model.step(t, s, x_t[:, 1:], _rows(e_t, slice(1, None)), base[:, 1:], generator)
+            x_new, e_new, g_new = model.step(
+                t, s, x_t[:, 1:], _rows(e_t, slice(1, None)), base[:, 1:], generator
+            )
             e_ref, g_ref = model.weigh(t, s, x_t[:, :1], _rows(e_t, slice(0, 1)), ref_s)
             x, extras, log_g = _join(ref_s, e_ref, g_ref, x_new, e_new, g_new)
         log_w, inc = _reweight(base, log_g, f"{what}: conditional SMC step {k} (t={t})")
