@@ -53,15 +53,15 @@ CASES: dict[str, Case] = {
     "pgas": Case(
         (
             ({"particles": 1}, "particles"),
-            ({"burn_in": 4}, "burn_in"),
+            ({"burn_in": 8}, "burn_in"),
             ({"sweeps": 0}, "sweeps"),
             ({"threshold": 0.0}, "threshold"),
             ({"twist_scale": -1.0}, "twist_scale"),
             ({"eta": 0.0}, "eta"),
         ),
-        # ceil(N / 4) chains, each 1 + 4 sweeps of 4 particles: one evaluation and one VJP per step
-        lambda b, n, k: b * -(-n // 4) * 5 * 4 * k,
-        lambda b, n, k: b * -(-n // 4) * 5 * 4 * k,
+        # ceil(N / 4) chains, each 1 + 8 sweeps of 16 particles: one evaluation and one VJP per step
+        lambda b, n, k: b * -(-n // 4) * 9 * 16 * k,
+        lambda b, n, k: b * -(-n // 4) * 9 * 16 * k,
     ),
     "mala": Case(
         (

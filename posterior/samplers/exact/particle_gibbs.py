@@ -45,9 +45,12 @@ class ParticleGibbs(Sampler):
     (one network evaluation and one VJP per particle and step); the start costs one more sweep.
 
     Options:
-        particles: particles per conditional SMC sweep, the reference included (default ``4``).
-        sweeps: conditional SMC sweeps per chain (default ``4``).
-        burn_in: leading sweeps whose paths are not kept (default ``0``).
+        particles: particles per conditional SMC sweep, the reference included (default ``16``).
+        sweeps: conditional SMC sweeps per chain (default ``8``).
+        burn_in: leading sweeps whose paths are not kept (default ``4``). With the defaults
+            (measured on the Gaussian-mixture grid, dims 8 and 80, 100 steps, 2000 draws) the
+            draws are at the exact floor's sliced W1 on five of six cells; with 4 particles and 4
+            sweeps they are 5-20x off it.
         ancestor_sampling: redraw the reference's ancestor at each resampling (default ``True``).
         threshold: resample when the ESS falls below ``threshold * particles`` (default ``0.5``;
             ``1``: at every step).
@@ -69,9 +72,9 @@ class ParticleGibbs(Sampler):
 
     def __init__(
         self,
-        particles: int = 4,
-        sweeps: int = 4,
-        burn_in: int = 0,
+        particles: int = 16,
+        sweeps: int = 8,
+        burn_in: int = 4,
         ancestor_sampling: bool = True,
         threshold: float = 0.5,
         twist_scale: float = 1.0,
