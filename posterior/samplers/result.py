@@ -159,8 +159,10 @@ class Result:
     @property
     def run_size(self) -> int:
         """Particles per independent run, the scale of ``ess``: ``num_particles / runs`` for a
-        particle sampler run with ``runs > 1`` (also after :meth:`one_per_run`), else
-        ``num_samples``."""
+        particle sampler run with ``runs > 1`` (also after :meth:`one_per_run`), the ``particles``
+        of each conditional SMC sweep for ``"pgas"``, else ``num_samples``."""
+        if "particles" in self.options:  # particle Gibbs: the ESS is that of one sweep
+            return int(self.options["particles"])
         R = int(self.options.get("runs", 1))
         if R == 1 or "num_particles" not in self.options:
             return self.num_samples

@@ -49,6 +49,7 @@ def test_draws_are_chains_in_arviz() -> None:
     assert res.samples.shape == (4, 5, 2) and res.stats["chain"].shape == (4, 2, 4, 2)
     assert torch.equal(res.samples[:, :4], res.stats["chain"][:, 0])
     assert res.stats["moved"].shape == (4, 4) and res.stats["renewed"].shape == (4, 2, 4)
+    assert res.run_size == 16  # the ESS is that of one sweep's particles
     one = ps.InverseProblem(problem.prior, problem.operator, problem.y_batch[0], problem.sigma[0])
     data = ps.sample(one, "pgas", 8, K, seed=0).to_arviz()
     assert data["posterior"]["x"].shape[:2] == (2, 4)
