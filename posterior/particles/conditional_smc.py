@@ -129,12 +129,11 @@ def conditional_smc(
                     else None
                 )
                 if link is not None:  # ... or joins another's (ancestor sampling)
-                    draws[:, 0] = torch.multinomial(torch.softmax(log_w + link, -1), 1, generator=generator)[
-                        :, 0
-                    ]
+                    joined = torch.softmax(log_w + link, -1)
+                    draws[:, 0] = torch.multinomial(joined, 1, generator=generator).squeeze(1)
             anc = torch.where(resample[:, None], draws, identity)
             base = torch.where(resample[:, None], uniform, log_w)
-        x_t, e_t = _gather(x, anc), {name: _gather(v, anc) for name, v in extras.items()}
+        x_t, e_t = _gather(x, anc), {key: _gather(v, anc) for key, v in extras.items()}
         if reference is None:
             x, extras, log_g = model.step(t, s, x_t, e_t, base, generator)
         else:
@@ -149,7 +148,7 @@ def conditional_smc(
         ess_trace[:, k] = ess(log_w)
         states.append(x)
         ancestry.append(anc)
-    idx = torch.multinomial(log_w.exp(), 1, generator=generator)[:, 0]  # [B]
+    idx = torch.multinomial(log_w.exp(), 1, generator=generator).squeeze(1)  # [B]: the drawn particle
     rows = torch.arange(B, device=x.device)
     path = [states[K][rows, idx]]
     for k in range(K - 1, -1, -1):
@@ -176,12 +175,13 @@ def _reweight(log_w: Tensor, log_g: Tensor, what: str) -> tuple[Tensor, Tensor]:
 
 
 def _rows(extras: Extras, part: slice) -> Extras:
-    return {name: v[:, part] for name, v in extras.items()}
+    """The extras of the particles ``part``."""
+    return {key: v[:, part] for key, v in extras.items()}
 
 
 def _join(
     x0: Tensor, e0: Extras, g0: Tensor, x: Tensor, extras: Extras, log_g: Tensor
 ) -> tuple[Tensor, Extras, Tensor]:
     """The reference particle ``[B, 1, ...]`` put in front of the free ones ``[B, N - 1, ...]``."""
-    joined = {name: torch.cat([e0[name], extras[name]], 1) for name in extras}
+    joined = {key: torch.cat([e0[key], extras[key]], 1) for key in extras}
     return torch.cat([x0, x], 1), joined, torch.cat([g0, log_g], 1)

@@ -80,3 +80,19 @@ class FeynmanKacModel:
         """The extras of particles ``x`` at time ``s`` that an MCMC move has just changed,
         recomputed from ``x`` (what does not depend on ``x`` is kept from ``extras``)."""
         raise NotImplementedError(f"{self.name!r} cannot recompute its extras after an MCMC move")
+
+    def start_at(self, x: Tensor) -> tuple[Extras, Tensor]:
+        """The extras and the initial log potential ``[B, M]`` of given start states
+        ``x: [B, M, *event]`` (conditional SMC's reference)."""
+        raise NotImplementedError(f"{self.name!r} cannot start at a given state (conditional SMC)")
+
+    def weigh(self, t: int, s: int, x: Tensor, extras: Extras, x_s: Tensor) -> tuple[Extras, Tensor]:
+        """The extras at a given ``x_s: [B, M, *event]`` and the log potential ``[B, M]`` of the
+        move ``x -> x_s`` that :meth:`step` would have weighed (conditional SMC's reference)."""
+        raise NotImplementedError(f"{self.name!r} cannot weigh a given move (conditional SMC)")
+
+    def log_transition(self, t: int, s: int, x: Tensor, extras: Extras, x_s: Tensor) -> Tensor | None:
+        """``log f(x_s | x_t^i) - log g_t(x_t^i)`` up to a constant, ``[B, N]``, for a given
+        ``x_s: [B, 1, *event]``: the path target's factor joining ``x_s`` to particle ``i``'s past
+        (ancestor sampling), or ``None`` where the step is deterministic."""
+        raise NotImplementedError(f"{self.name!r} has no transition density (ancestor sampling)")
