@@ -5,8 +5,9 @@ Each of ``--chains`` chains per problem starts from the traced path of a plain T
 (:func:`posterior.particles.conditional_smc.conditional_smc`, the kernel of ``"pgas"``). Printed:
 per sweep, the share of chains whose ``x_0`` moved and of path states that changed; the coverage
 of the hidden pixels by the start draws (one per chain), by the last sweep's draws and by all
-sweeps' draws; and, for the first problem, the share of chains and sweeps that changed the state
-at each of the ``steps + 1`` times (``x_T`` first).
+sweeps' draws; the R-hat across the chains (ArviZ's rank-normalised split R-hat, per hidden
+pixel); and, for the first problem, the share of chains and sweeps that changed the state at each
+of the ``steps + 1`` times (``x_T`` first).
 
     PYTHONPATH=. python benchmarks/mnist_particle_gibbs.py --problems 4 --chains 32 --particles 4 --sweeps 4
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import time
 
+import arviz as az
+import numpy as np
 import torch
 from mnist_setup import prior_drawn_problems
 
@@ -66,6 +69,14 @@ def main() -> None:
         cov = coverage(d[:, :, hidden], truth.reshape(P, -1)[:, hidden], [0.5, 0.9]).per_problem
         per = [" ".join(f"{v:.2f}" for v in cov[j].tolist()) for j in (1, 0)]
         print(f"{name}: 90% {cov[1].mean():.2f} ({per[0]}), 50% {cov[0].mean():.2f} ({per[1]})")
+    for p in range(P):  # R-hat of each hidden pixel across the chains, over their sweeps
+        chains = torch.stack(draws, 2)[p][:, :, hidden].numpy()  # [C, sweeps, pixels]
+        r = np.asarray(az.rhat(az.convert_to_dataset(chains)).to_array()).ravel()
+        r = r[np.isfinite(r)]
+        above = np.mean(r > 1.1)
+        print(
+            f"problem {p}: R-hat over hidden pixels: median {np.median(r):.2f}, share above 1.1 {above:.2f}"
+        )
     share = torch.stack(changed, 2).mean((1, 2))[0]
     print("states changed per time, problem 0:", " ".join(f"{v:.2f}" for v in share.tolist()))
 
