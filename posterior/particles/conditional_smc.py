@@ -42,7 +42,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from posterior.particles.engine import _gather
+from posterior.distributed.context import LOCAL
+from posterior.particles.engine import _gather, _reweight
 from posterior.particles.feynman_kac import Extras, FeynmanKacModel
 from posterior.particles.resampling import ess
 
@@ -111,7 +112,7 @@ def conditional_smc(
         x, extras, log_g = _join(reference[:, :1], *model.start_at(reference[:, :1]), x, extras, log_g)
     what = name or model.name
     uniform = log_g.new_full((B, N), -math.log(N))
-    log_w, log_z = _reweight(uniform, log_g, f"{what}: conditional SMC start")
+    log_w, log_z = _reweight(uniform, log_g, f"{what}: conditional SMC start", LOCAL)
     identity = torch.arange(N, device=x.device).expand(B, N)
     states, ancestry = [x], []
     ess_trace = x.new_empty(B, K)
@@ -143,7 +144,7 @@ def conditional_smc(
             )
             e_ref, g_ref = model.weigh(t, s, x_t[:, :1], _rows(e_t, slice(0, 1)), ref_s)
             x, extras, log_g = _join(ref_s, e_ref, g_ref, x_new, e_new, g_new)
-        log_w, inc = _reweight(base, log_g, f"{what}: conditional SMC step {k} (t={t})")
+        log_w, inc = _reweight(base, log_g, f"{what}: conditional SMC step {k} (t={t})", LOCAL)
         log_z = log_z + inc
         ess_trace[:, k] = ess(log_w)
         states.append(x)
@@ -161,17 +162,6 @@ def conditional_smc(
         else (out != reference).flatten(2).any(-1)
     )
     return Sweep(out, log_z, ess_trace, changed)
-
-
-def _reweight(log_w: Tensor, log_g: Tensor, what: str) -> tuple[Tensor, Tensor]:
-    """The normalised log-weights ``[B, N]`` after potentials ``log_g`` on particles weighted
-    ``log_w`` (normalised), and the log-evidence increment ``[B]``; ``FloatingPointError`` on NaN
-    or all-zero weights."""
-    unnorm = log_w + log_g
-    if torch.isnan(log_g).any() or (log_g == math.inf).any() or not torch.isfinite(unnorm).any(-1).all():
-        raise FloatingPointError(f"{what}: NaN, +inf or all-zero weights")
-    inc = torch.logsumexp(unnorm, -1)
-    return unnorm - inc[:, None], inc
 
 
 def _rows(extras: Extras, part: slice) -> Extras:

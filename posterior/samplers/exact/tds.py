@@ -201,14 +201,11 @@ class TDSModel(DiffusionModel):
         if not self.problem.operator.linear:  # common to all particles: the same on every rank
             shape = (MOMENT_DRAWS, *self.event)
             self.xi = torch.randn(shape, generator=shared, device=self.prior.device, dtype=self.prior.dtype)
-        t0 = self.pairs[0][0]
-        x, exact = self.start(B, N, t0, generator)
-        extras = self.twist(x, t0)
-        log_g = extras["log_twist"]
-        log_ratio = None if exact else self.start_log_ratio(x, t0)
+        x, _ = self.start(B, N, self.pairs[0][0], generator)
         if self.tempering is None:
-            extras["lam"] = torch.ones_like(log_g)
-            return x, extras, log_g if log_ratio is None else log_g + log_ratio
+            return x, *self.start_at(x)
+        extras, log_ratio = self._start_terms(x)
+        log_g = extras["log_twist"]
         base = torch.zeros_like(log_g) if log_ratio is None else log_ratio
         lam = self.exponent(None, base, log_g, log_g.new_zeros(B))
         extras["lam"] = lam[:, None].expand_as(log_g).contiguous()
@@ -280,14 +277,19 @@ class TDSModel(DiffusionModel):
         return -(x_s - mean).pow(2).flatten(2).sum(-1) / (2 * v) - extras["lam"] * extras["log_twist"]
 
     def start_at(self, x: Tensor) -> tuple[Extras, Tensor]:
-        """The extras and the initial log potential of given start states ``x: [B, M, *event]``."""
-        t0 = self.pairs[0][0]
-        extras = self.twist(x, t0)
-        exact = self.exact_start and self.prior.has_exact_marginal
-        log_ratio = None if exact else self.start_log_ratio(x, t0)
-        extras["lam"] = torch.ones_like(extras["log_twist"])
+        """The extras and the initial log potential (untempered) of given start states
+        ``x: [B, M, *event]``: :meth:`init`'s, and conditional SMC's reference."""
+        extras, log_ratio = self._start_terms(x)
         log_g = extras["log_twist"]
+        extras["lam"] = torch.ones_like(log_g)
         return extras, log_g if log_ratio is None else log_g + log_ratio
+
+    def _start_terms(self, x: Tensor) -> tuple[Extras, Tensor | None]:
+        """The twist's extras at start states ``x`` and ``log p_T(x) - log N(x; 0, I)`` where the
+        start is weighted (``None`` where it draws ``p_T`` exactly or has no density)."""
+        t0 = self.pairs[0][0]
+        exact = self.exact_start and self.prior.has_exact_marginal  # as DiffusionModel.start
+        return self.twist(x, t0), None if exact else self.start_log_ratio(x, t0)
 
     def gibbs(
         self, t: int, s: int, x: Tensor, extras: Extras, generator: torch.Generator
