@@ -173,6 +173,7 @@ def sample(
         "num_steps": num_steps,
         "time_grid": grid if isinstance(grid, str) else list(grid),
         **sampler.options(),
+        **result.options,  # what the run resolved (e.g. a particle sampler's runs="auto")
     }
     result.truth = (
         None if problem.truth is None else (problem.truth if problem.batched else problem.truth[None])

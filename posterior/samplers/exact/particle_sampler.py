@@ -13,7 +13,22 @@ from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler
 from posterior.samplers.result import Result
 
-__all__ = ["ParticleSampler", "TwistedSampler", "merge_runs", "to_result"]
+__all__ = ["ParticleSampler", "TwistedSampler", "auto_runs", "merge_runs", "to_result"]
+
+#: ``runs="auto"``: at most this many independent runs ...
+AUTO_MAX_RUNS = 32
+#: ... of at least this many particles each.
+AUTO_MIN_RUN = 4
+
+
+def auto_runs(num_particles: int) -> int:
+    """The number of runs ``runs="auto"`` splits ``num_particles`` into: the largest divisor of
+    ``num_particles`` not above :data:`AUTO_MAX_RUNS` that leaves each run at least
+    :data:`AUTO_MIN_RUN` particles (``1`` below 8 particles). E.g. 128 -> 32 runs of 4, 2000 -> 25
+    runs of 80, 4096 -> 32 runs of 128. The number of runs stays bounded, so each run grows with
+    ``num_particles`` and the draws converge as one run's do."""
+    top = min(AUTO_MAX_RUNS, num_particles // AUTO_MIN_RUN)
+    return max((r for r in range(1, top + 1) if num_particles % r == 0), default=1)
 
 
 class ParticleSampler(Sampler):
@@ -32,11 +47,13 @@ class ParticleSampler(Sampler):
         exact_start: bool = True,
         move: Move | None = None,
         rejuvenate: bool = False,
-        runs: int = 1,
+        runs: int | str = 1,
     ) -> None:
         check_resampling_options(resampling, threshold)
-        if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
-            raise ValueError(f"runs must be an integer >= 1 (independent particle systems), got {runs!r}")
+        if runs != "auto" and (isinstance(runs, (bool, str)) or not isinstance(runs, int) or runs < 1):
+            raise ValueError(
+                f"runs must be an integer >= 1 (independent particle systems) or 'auto', got {runs!r}"
+            )
         if not isinstance(rejuvenate, bool):
             raise ValueError(f"rejuvenate must be True or False, got {rejuvenate!r}")
         if isinstance(eta, bool) or not 0.0 < float(eta) <= 1.0:
@@ -59,7 +76,7 @@ class ParticleSampler(Sampler):
         generator: torch.Generator,
         progress: bool,
     ) -> Result:
-        R = self.runs
+        R = auto_runs(num_particles) if self.runs == "auto" else self.runs
         if num_particles % R:
             raise ValueError(
                 f"{self.name!r}: runs={R} must divide num_particles={num_particles} (each run holds "
@@ -88,7 +105,9 @@ class ParticleSampler(Sampler):
             warn_degenerate=R == 1,
         )
         result = to_result(out, self.name)
-        return result if R == 1 else merge_runs(result, R)
+        result = result if R == 1 else merge_runs(result, R)
+        result.options = {"runs": R}  # the number of runs as run ("auto" resolved)
+        return result
 
 
 class TwistedSampler(ParticleSampler):
@@ -105,7 +124,7 @@ class TwistedSampler(ParticleSampler):
         move: Move | None = None,
         prior_var: float | str = "auto",
         rejuvenate: bool = False,
-        runs: int = 1,
+        runs: int | str = 1,
     ) -> None:
         super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate, runs)
         if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):

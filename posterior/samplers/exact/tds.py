@@ -60,6 +60,8 @@ __all__ = ["TDS"]
 
 #: Fixed draws behind the moment-matched twist of nonlinear operators.
 MOMENT_DRAWS = 16
+#: The largest event (coordinates) for which ``prior_var="covariance"`` builds its ``d x d`` twist.
+COVARIANCE_MAX_DIM = 4096
 #: The autoregressive coefficient of the rejuvenation proposal (:meth:`TDSModel.gibbs`).
 RHO = 0.5
 
@@ -97,12 +99,7 @@ class TDSModel(DiffusionModel):
         problem.require_differentiable("tds")
         self.scale, self.twist_var, self.tempering = scale, twist_var, tempering
         self.cov_twist = None
-        if (
-            covariance is not None
-            and problem.operator.linear
-            and problem.gaussian
-            and twist_var == "gaussian"
-        ):
+        if covariance is not None:  # TDS.model passes it where it applies
             op = problem.require_linear("tds")
             self.cov_twist = CovarianceTwist(op, covariance, self.event, self.prior.schedule, scale)
 
@@ -367,14 +364,16 @@ class TDS(TwistedSampler):
     Options:
         twist_scale: multiplies ``r_t^2`` in the twisting variance ``sigma^2 + r_t^2`` (default
             ``1``; ``0``: the DPS-like twist).
-        prior_var: ``V`` in ``r_t^2`` (see the module docstring). ``"auto"`` (default): the
-            mean of the prior's per-coordinate variances (``prior.moments()``: exact for the
-            Gaussian mixture, estimated once from the prior's own draws otherwise).
-            ``"covariance"``: the twist's covariance is ``A Sigma_t A^T + sigma^2 I`` with
-            ``Sigma_t`` the covariance of ``x_0`` given ``x_t`` under a Gaussian prior with the
-            prior's own covariance (``prior.covariance()``; see
-            :mod:`posterior.samplers.exact.covariance_twist`), for linear operators and Gaussian
-            noise (elsewhere ``"auto"``); only with ``twist_var="gaussian"``.
+        prior_var: how the twist stands in for the prior. ``"covariance"`` (default): the
+            twist's covariance is ``A Sigma_t A^T + sigma^2 I`` with ``Sigma_t`` the covariance of
+            ``x_0`` given ``x_t`` under a Gaussian prior with the prior's own covariance
+            (``prior.covariance()``; see :mod:`posterior.samplers.exact.covariance_twist`), for
+            linear operators, Gaussian noise, ``twist_var="gaussian"`` and events of at most
+            :data:`COVARIANCE_MAX_DIM` coordinates (it eigendecomposes a ``d x d`` matrix);
+            elsewhere ``"auto"``. ``"auto"``: ``V`` in ``r_t^2`` (module docstring) is the mean of
+            the prior's per-coordinate variances (``prior.moments()``: exact for the Gaussian
+            mixture, estimated once from the prior's own draws otherwise). A positive float or
+            ``math.inf``: that ``V``.
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.
         threshold: resample when ESS ``< threshold * N`` (default ``0.5``), or ``"always"``/``"never"``.
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
@@ -398,10 +397,20 @@ class TDS(TwistedSampler):
             invariant (:meth:`TDSModel.gibbs`): copies of one parent then differ. Each costs one
             network evaluation and one VJP per particle.
         runs: split the ``num_particles`` particles into this many independent particle systems
-            of ``num_particles / runs`` particles each, run as one batch (default ``1``). The
-            draws are every run's particles; each run converges as its own size grows, and the
-            runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across runs).
-            ``Result.one_per_run()`` keeps one draw of each run: ``runs`` independent draws.
+            of ``num_particles / runs`` particles each, run as one batch. ``"auto"`` (default):
+            at most 32 runs of at least 4 particles (:func:`~posterior.samplers.exact.
+            particle_sampler.auto_runs`: 128 particles -> 32 runs of 4, 2000 -> 25 runs of 80).
+            The draws are every run's particles, each weighted within its run; the number of runs
+            stays bounded, so each run grows with ``num_particles`` and the draws converge as one
+            run's do. The runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across
+            runs); ``Result.one_per_run()`` keeps one draw of each run. ``1``: one particle system.
+
+    Why the defaults (``benchmarks/README.md``, issue 17): one system of 128 particles on an MNIST
+    problem collapses onto one or two ancestors in the middle steps, where the twist stops
+    following ``p(y | x_t)``, and its credible intervals then miss the truth; 32 runs of 4 keep 32
+    lineages and cover prior-drawn truths near the nominal rate. On the Gaussian-mixture grid the
+    covariance twist in 25 runs of 80 is at the exact floor where one run of it collapses on one
+    cell.
     """
 
     name = "tds"
@@ -410,7 +419,7 @@ class TDS(TwistedSampler):
     def __init__(
         self,
         twist_scale: float = 1.0,
-        prior_var: float | str = "auto",
+        prior_var: float | str = "covariance",
         resampling: str = "systematic",
         threshold: float | str = 0.5,
         eta: float = 1.0,
@@ -419,7 +428,7 @@ class TDS(TwistedSampler):
         twist_var: str = "gaussian",
         tempering: float | None = None,
         rejuvenate: int = 0,
-        runs: int = 1,
+        runs: int | str = "auto",
         cg_iters: int = 2,
     ) -> None:
         if isinstance(rejuvenate, bool) or not isinstance(rejuvenate, int) or rejuvenate < 0:
@@ -439,11 +448,6 @@ class TDS(TwistedSampler):
             raise ValueError(f"twist_scale must be a finite number >= 0, got {twist_scale!r}")
         if twist_var not in ("gaussian", "mse", "tweedie"):
             raise ValueError(f"twist_var must be 'gaussian', 'mse' or 'tweedie', got {twist_var!r}")
-        if self.prior_covariance and twist_var != "gaussian":
-            raise ValueError(
-                f"prior_var='covariance' sets the twist's covariance itself; it does not combine with "
-                f"twist_var={twist_var!r}"
-            )
         self.cg_iters = check_int(cg_iters, "cg_iters")
         if tempering is not None and (isinstance(tempering, bool) or not 0.0 < float(tempering) <= 1.0):
             raise ValueError(f"tempering must be None or a fraction in (0, 1], got {tempering!r}")
@@ -452,7 +456,19 @@ class TDS(TwistedSampler):
 
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> TDSModel:
         _, V = self.prior_gaussian(problem)
-        covariance = problem.prior.covariance() if self.prior_covariance else None
+        use_covariance = (
+            self.prior_covariance
+            and self.twist_var == "gaussian"
+            and problem.operator.linear
+            and problem.gaussian
+            and math.prod(problem.prior.event_shape) <= COVARIANCE_MAX_DIM
+        )
+        covariance = problem.prior.covariance() if use_covariance else None
+        if covariance is not None and not torch.isfinite(covariance).all():
+            raise FloatingPointError(
+                f"{self.name}: the prior's covariance (prior.covariance(), from its own draws) is not "
+                "finite; pass prior_var='auto' or give it with prior.set_moments"
+            )
         return TDSModel(
             problem,
             pairs,

@@ -78,7 +78,7 @@ def test_twists_use_the_prior_mean(method: str) -> None:
     post_sd = exact.covariance[0, 0].sqrt().item()
     assert abs(res.log_evidence.item() - problem.exact_log_evidence().item()) < 0.1
     assert abs(res.samples[:, 0].mean().item() - exact.mean[0].item()) < 4 * post_sd / 1000**0.5 + 0.01
-    assert res.ess.min() > 500
+    assert res.ess.min() > res.run_size / 2  # per run for tds's default runs
 
 
 def ring_problem() -> ps.InverseProblem:

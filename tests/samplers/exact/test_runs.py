@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import posterior as ps
+from posterior.samplers.exact.particle_sampler import auto_runs
 
 METHODS = ("tds", "smc", "mcgdiff")
 
@@ -22,7 +23,7 @@ def test_runs_are_the_rows_of_a_repeated_problem(problem, method):
     """``runs=R`` is the sampler on ``problem.repeat(R)`` with ``N / R`` particles, merged."""
     R, n = 4, 8
     merged = ps.sample(problem, method, R * n, 6, seed=1, runs=R)
-    rows = ps.sample(problem.repeat(R), method, n, 6, seed=1)
+    rows = ps.sample(problem.repeat(R), method, n, 6, seed=1, runs=1)
     assert merged.samples.shape == (R * n, 4)
     assert torch.equal(merged.samples, rows.samples.reshape(R * n, 4))
     assert torch.equal(merged.stats["run_log_evidence"], rows.log_evidence)
@@ -33,9 +34,25 @@ def test_runs_are_the_rows_of_a_repeated_problem(problem, method):
 
 
 def test_one_run_is_the_plain_sampler(problem):
-    a = ps.sample(problem, "tds", 16, 6, seed=2)
-    b = ps.sample(problem, "tds", 16, 6, seed=2, runs=1)
+    a = ps.sample(problem, "smc", 16, 6, seed=2)
+    b = ps.sample(problem, "smc", 16, 6, seed=2, runs=1)
     assert torch.equal(a.samples, b.samples) and "run_log_evidence" not in b.stats
+
+
+@pytest.mark.parametrize(
+    ("num_particles", "runs"), [(4, 1), (7, 1), (8, 2), (64, 16), (128, 32), (2000, 25), (4096, 32)]
+)
+def test_auto_runs_are_bounded_and_at_least_four_particles(num_particles, runs):
+    assert auto_runs(num_particles) == runs
+
+
+def test_tds_runs_auto_by_default(problem):
+    """tds's default ``runs="auto"`` is the same as the number of runs it resolves to, which the
+    result's options record."""
+    a = ps.sample(problem, "tds", 24, 6, seed=2)
+    assert a.options["runs"] == auto_runs(24) == 6 and a.run_size == 4
+    b = ps.sample(problem, "tds", 24, 6, seed=2, runs=6)
+    assert torch.equal(a.samples, b.samples) and a.stats["run_log_evidence"].shape == (6,)
 
 
 def test_split_runs_and_arviz_chains(problem):
@@ -64,7 +81,7 @@ def test_batched_problems_keep_their_runs_apart(problem):
     assert single.stats["run_log_evidence"].shape == (1, 3)
 
 
-@pytest.mark.parametrize("runs", [0, -1, 2.5, True])
+@pytest.mark.parametrize("runs", [0, -1, 2.5, True, "many"])
 def test_bad_runs_are_named(problem, runs):
     with pytest.raises(ValueError, match="runs"):
         ps.sample(problem, "tds", 8, 4, runs=runs)
@@ -97,7 +114,7 @@ def test_one_per_run_of_batched_problems(problem):
 
 def test_one_per_run_needs_runs(problem):
     with pytest.raises(ValueError, match="runs > 1"):
-        ps.sample(problem, "tds", 8, 4).one_per_run()
+        ps.sample(problem, "tds", 8, 4, runs=1).one_per_run()
 
 
 def test_run_size_is_the_scale_of_the_ess(problem):
@@ -107,7 +124,7 @@ def test_run_size_is_the_scale_of_the_ess(problem):
     R, n = 4, 6
     res = ps.sample(problem, "tds", R * n, 6, seed=0, runs=R)
     assert res.run_size == n and res.one_per_run().run_size == n
-    assert ps.sample(problem, "tds", 10, 6, seed=0).run_size == 10
+    assert ps.sample(problem, "tds", 10, 6, seed=0, runs=1).run_size == 10
     row = evaluate(problem, res)
     assert row["ess_min"] == pytest.approx(float(res.ess.min()) / n)
     assert 0 < row["ess_min"] <= 1
