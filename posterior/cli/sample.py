@@ -73,9 +73,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     samp.add_argument(
         "--runs",
         type=positive_int,
-        default=1,
+        default=None,
         help="split --particles into this many independent runs of a particle sampler and keep one "
-        "draw of each (default 1: one run, all its particles)",
+        "draw of each (default: the method's own; tds splits into at most 32 runs of 4 or more "
+        "particles and keeps all their draws)",
     )
     add_common(samp, "sample")
     add_sampling(samp, 64, 50)
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     spec = parse_operator(args.operator)
     obs_path = readable_file(args.observation, "--observation")
     (method,) = resolve_methods([args.method])
-    if args.particles % args.runs:
+    if args.runs is not None and args.particles % args.runs:
         raise UsageError(f"--runs {args.runs} must divide --particles {args.particles}")
     out = args.out or Path("out/sample")
     if out.exists() and not out.is_dir():
@@ -102,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
         problem = ps.InverseProblem(prior, operator, y, args.noise)
     except (ValueError, TypeError) as err:
         raise UsageError(first_line(err)) from None
-    runs = {"runs": args.runs} if args.runs > 1 else {}
-    split = f" in {args.runs} runs" if runs else ""
+    runs = {} if args.runs is None else {"runs": args.runs}
+    split = f" in {args.runs} runs" if args.runs not in (None, 1) else ""
     say(
         args,
         f"posterior sample: {method} on {problem.operator!r}, {args.particles} particles{split}, "
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except (ValueError, TypeError, NotImplementedError) as err:
             raise UsageError(f"method {method!r} refuses this problem: {first_line(err)}") from None
-    if runs:  # one uniformly picked particle of each run: independent draws
+    if args.runs not in (None, 1):  # one uniformly picked particle of each run: independent draws
         result = result.one_per_run(args.seed)
     degenerate = [str(w.message) for w in caught if issubclass(w.category, ps.ParticleDegeneracyWarning)]
     for w in caught:  # other warnings as usual

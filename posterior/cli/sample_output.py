@@ -145,10 +145,10 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
     runs, size = _runs(result)
     if runs > 1:  # result.ess: the lowest over the runs at each step
         return (
-            f"{runs} independent runs of {size} particles, one draw of each: within a run the ESS "
+            f"{runs} independent runs of {size} particles, {_kept(result)}: within a run the ESS "
             f"fell to {low:.1f} of {size} (step {step}), as a run of few particles does, so each "
-            "draw comes from a run's few surviving ancestors and the spread of the draws is the "
-            "spread between runs. Each run is exact only as its own particles grow."
+            "run's draws come from its few surviving ancestors and the spread of the draws is "
+            "mostly the spread between runs. Each run is exact only as its own particles grow."
         )
     if low < max(2.0, 0.1 * n):  # below the engine's warning level (2), or a tenth of the particles
         return (
@@ -156,6 +156,11 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
             "particles, so their spread is itself uncertain; more particles give a steadier answer."
         )
     return f"No degeneracy: the ESS stayed at or above {low:.1f} of {n} particles (lowest at step {step})."
+
+
+def _kept(result: Any) -> str:
+    """Which draws of each run a result keeps, in words."""
+    return "one draw of each" if result.options.get("draws_per_run") == 1 else "all their draws"
 
 
 def _ess_table(ess: Any, n: int, columns: int = 11, every: int = 25, size: str = "N") -> list[str]:
@@ -191,9 +196,9 @@ def sample_report(
     runs, size = _runs(result)
     argv = ["posterior", "sample"]
     for key in _ARGV_KEYS:
-        if key in settings and not (key == "runs" and runs == 1):
+        if key in settings and not (key == "runs" and settings[key] is None):
             argv += [f"--{key}", str(settings[key])]
-    particles = f"{runs * size} in {runs} runs of {size}, one draw of each" if runs > 1 else str(n)
+    particles = f"{runs * size} in {runs} runs of {size}, {_kept(result)}" if runs > 1 else str(n)
     kind = (
         f"exact: converges, as particles grow, to the posterior of the {steps}-step chain it simulates"
         if cls.exact

@@ -12,7 +12,8 @@ Measures per (problem, method), averaged over the ``B`` problems of a batched pr
   :func:`~posterior.diagnostics.calibration.simulation_based_calibration` is the rigorous test.
 - ``log_evidence_error``: mean ``|log Z_hat - log Z|`` where both exist.
 - ``ess_min`` / ``ess_final``: ESS / N (ESS / particles per run, the smallest run's, for
-  ``runs > 1``), minimum over the steps and at the last step.
+  ``runs > 1``), minimum over the steps and at the last step; ``runs``: ``"RxN"``, the
+  independent runs and the particles of each.
 - ``evals_per_sample`` / ``vjps_per_sample``: network evaluations and VJPs per returned draw.
 - ``wall_time`` (seconds) and, for images with a truth, ``psnr`` of the posterior mean (range 2).
 """
@@ -43,6 +44,7 @@ _COLUMNS = [
     ("sbc_p", "SBC p", "{:.2g}"),
     ("log_evidence_error", "logZ abs. err.", "{:.3f}"),
     ("ess_min", "min ESS/n", "{:.2f}"),
+    ("runs", "runs x n", "{}"),
     ("psnr", "PSNR dB", "{:.1f}"),
     ("evals_per_sample", "evals/draw", "{:.0f}"),
     ("vjps_per_sample", "VJPs/draw", "{:.0f}"),
@@ -101,6 +103,7 @@ def evaluate(
         ess = r.ess.double() / r.run_size  # the smallest run's ESS when there are several runs
         out["ess_min"] = float(ess.min(-1).values.mean())
         out["ess_final"] = float(ess[..., -1].mean())
+        out["runs"] = f"{int(r.options.get('runs', 1))}x{r.run_size}"  # independent runs x particles
     out["evals_per_sample"] = r.num_evals / (B * N)
     out["vjps_per_sample"] = r.num_vjps / (B * N)
     out["wall_time"] = r.wall_time

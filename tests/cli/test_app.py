@@ -146,7 +146,8 @@ def test_console_script_demo_runs_its_image_part(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "mnist" / "report.json").read_text())
     rows = report["rows"]
     assert [r["method"] for r in rows] == ["tds", "mcgdiff", "dps"]
-    assert report["settings"]["options"]["tds"]["runs"] == 32  # 32 runs of 4 particles
-    assert "options: tds (runs=32" in (tmp_path / "mnist" / "report.md").read_text()
+    assert report["settings"]["options"]["mcgdiff"]["runs"] == 32  # 32 runs of 4 particles
+    assert "options: mcgdiff (runs=32" in (tmp_path / "mnist" / "report.md").read_text()
+    assert rows[0]["runs"] == "32x4"  # tds's defaults: 32 runs of 4 particles
     assert all(math.isfinite(r["psnr"]) for r in rows)
     assert (tmp_path / "mnist" / "mnist-inpaint_images.png").exists()

@@ -1,12 +1,13 @@
-"""Calibration on images: independent TDS runs, one draw each, cover MNIST truths drawn from the
-shipped prior at the nominal rate (issue 17's coverage check, smaller).
+"""Calibration on images: TDS with its default options (32 independent runs of 4 particles for 128
+draws, the covariance twist) covers MNIST truths drawn from the shipped prior at the nominal rate
+(issue 17's coverage check, smaller).
 
 Oracle: the truths are ancestral draws of the shipped network's own 25-step chain, the chain the
 sampler's posterior is exact for, so calibrated draws cover them at the nominal rate in
 expectation over problems. The error of the mean coverage over problems is the spread between
 problems over ``sqrt(P)``: the pixels of one image are strongly correlated, so a binomial error
-over pixels would be far too small. One run of all the particles collapses onto one or two of
-them and fails this check (90% coverage about 0.3-0.6).
+over pixels would be far too small. The previous defaults, one run of all the particles
+(``runs=1``, ``prior_var="auto"``), collapse onto one or two of them and fail this check.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import torch
 import posterior as ps
 from posterior.diagnostics.calibration import coverage
 
-P, RUNS, PER_RUN, STEPS, NOISE = 6, 32, 4, 25, 0.1
+P, DRAWS, STEPS, NOISE = 6, 128, 25, 0.1
 
 
 @pytest.mark.slow
-def test_independent_tds_runs_cover_prior_drawn_digits():
+def test_tds_defaults_cover_prior_drawn_digits():
     torch.manual_seed(0)
     prior = ps.load_prior("mnist")
     gen = torch.Generator().manual_seed(0)
@@ -32,9 +33,10 @@ def test_independent_tds_runs_cover_prior_drawn_digits():
     y = clean + NOISE * torch.randn(clean.shape, generator=gen)
     problem = ps.InverseProblem(prior, op, y, NOISE)
 
-    result = ps.sample(problem, "tds", RUNS * PER_RUN, STEPS, seed=0, progress=False, runs=RUNS)
-    draws = result.one_per_run(seed=0).samples  # [P, RUNS, 1, 28, 28]: 32 independent draws each
-    assert result.num_evals + result.num_vjps <= 200 * P * RUNS  # issue 17's budget per draw
+    result = ps.sample(problem, "tds", DRAWS, STEPS, seed=0, progress=False)
+    draws = result.samples  # [P, DRAWS, 1, 28, 28]
+    assert result.options["runs"] == 32  # runs="auto": 32 runs of 4
+    assert result.num_evals + result.num_vjps <= 200 * P * DRAWS  # issue 17's budget per draw
 
     hidden = ~mask.reshape(-1).bool()
     cov = coverage(draws.flatten(2)[..., hidden], truth.flatten(1)[..., hidden], [0.5, 0.9])
