@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             "num_evals": r.num_evals,
             "num_vjps": r.num_vjps,
             "min_ess": None if r.ess is None else round(r.ess.min().item(), 2),
+            "runs": int(r.options.get("runs", 1)),
             "log_evidence": None if r.log_evidence is None else round(r.log_evidence.item(), 1),
         }
         n = numbers[name]
@@ -133,12 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     show(fig.add_subplot(gs[0, 1]), observation_image(problem), f"observation\n{task}, σ={args.noise_std}")
     ax = fig.add_subplot(gs[0, 2:])
     for name, r in results.items():
-        if r.ess is not None:
-            ax.plot(r.ess.cpu().numpy(), label=name)
-    ax.set_title(f"effective sample size (of {args.particles})", fontsize=8)
+        if r.ess is not None:  # tds: the smallest of its runs' ESS, over the particles of one run
+            runs = int(r.options.get("runs", 1))
+            label = name if runs == 1 else f"{name} ({runs} runs of {r.run_size})"
+            ax.plot((r.ess / r.run_size).cpu().numpy(), label=label)
+    ax.set_title("effective sample size / particles per run", fontsize=8)
     ax.set_xlabel("step", fontsize=7)
     ax.tick_params(labelsize=7)
-    ax.set_ylim(0, args.particles * 1.05)
+    ax.set_ylim(0, 1.05)
     if ax.lines:
         ax.legend(fontsize=7)
     else:

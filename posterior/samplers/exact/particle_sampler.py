@@ -68,6 +68,10 @@ class ParticleSampler(Sampler):
         """The Feynman-Kac model of this sampler on ``problem``, along the time grid ``pairs``."""
         raise NotImplementedError
 
+    def auto_runs(self, problem: InverseProblem, num_particles: int) -> int:
+        """The number of runs ``runs="auto"`` resolves to on ``problem`` (:func:`auto_runs`)."""
+        return auto_runs(num_particles)
+
     def run(
         self,
         problem: InverseProblem,
@@ -76,7 +80,7 @@ class ParticleSampler(Sampler):
         generator: torch.Generator,
         progress: bool,
     ) -> Result:
-        R = auto_runs(num_particles) if self.runs == "auto" else self.runs
+        R = self.auto_runs(problem, num_particles) if self.runs == "auto" else self.runs
         if num_particles % R:
             raise ValueError(
                 f"{self.name!r}: runs={R} must divide num_particles={num_particles} (each run holds "

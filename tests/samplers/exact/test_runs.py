@@ -55,6 +55,14 @@ def test_tds_runs_auto_by_default(problem):
     assert torch.equal(a.samples, b.samples) and a.stats["run_log_evidence"].shape == (6,)
 
 
+def test_tds_runs_auto_is_one_run_with_the_isotropic_twist(problem):
+    """Runs pay only with the covariance twist: with the isotropic one (asked for, or where the
+    covariance twist does not apply: non-Gaussian noise) ``"auto"`` is one run."""
+    assert ps.sample(problem, "tds", 24, 6, seed=2, prior_var="auto").options["runs"] == 1
+    laplace = ps.InverseProblem(problem.prior, problem.operator, problem.y, ps.noise.Laplace(0.5))
+    assert ps.sample(laplace, "tds", 24, 6, seed=2).options["runs"] == 1
+
+
 def test_split_runs_and_arviz_chains(problem):
     pytest.importorskip("arviz")
     R, n = 3, 5
