@@ -99,9 +99,9 @@ class TDS(TwistedSampler):
             with the covariance twist, at most 32 runs of at least 4 particles
             (:func:`~posterior.samplers.exact.particle_sampler.auto_runs`: 128 particles -> 32
             runs of 4, 2000 -> 25 runs of 80); with the isotropic twist, one run
-            (:meth:`auto_runs`). The draws are every run's particles, each weighted within its run; the number of runs
-            stays bounded, so each run grows with ``num_particles`` and the draws converge as one
-            run's do. The runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across
+            (:meth:`auto_runs`). The draws are every run's particles, each weighted within its
+            run; the number of runs stays bounded, so each run grows with ``num_particles`` and
+            the draws converge as one run's do. The runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across
             runs); ``Result.one_per_run()`` keeps one draw of each run. ``1``: one particle system.
 
     Why the defaults (``benchmarks/README.md``, issue 17): one system of 128 particles on an MNIST
