@@ -101,8 +101,9 @@ class TDS(TwistedSampler):
             runs of 4, 2000 -> 25 runs of 80); with the isotropic twist, one run
             (:meth:`auto_runs`). The draws are every run's particles, each weighted within its
             run; the number of runs stays bounded, so each run grows with ``num_particles`` and
-            the draws converge as one run's do. The runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across
-            runs); ``Result.one_per_run()`` keeps one draw of each run. ``1``: one particle system.
+            the draws converge as one run's do. The runs are the chains of ``Result.to_arviz()``
+            (R-hat and ESS across runs); ``Result.one_per_run()`` keeps one draw of each run.
+            ``1``: one particle system.
 
     Why the defaults (``benchmarks/README.md``, issue 17): one system of 128 particles on an MNIST
     problem collapses onto one or two ancestors in the middle steps, where the twist stops
