@@ -6,8 +6,9 @@ Oracle: the truths are ancestral draws of the shipped network's own 25-step chai
 sampler's posterior is exact for, so calibrated draws cover them at the nominal rate in
 expectation over problems. The error of the mean coverage over problems is the spread between
 problems over ``sqrt(P)``: the pixels of one image are strongly correlated, so a binomial error
-over pixels would be far too small. The previous defaults, one run of all the particles
-(``runs=1``, ``prior_var="auto"``), collapse onto one or two of them and fail this check.
+over pixels would be far too small. Measured: 90% coverage 0.879 (se 0.047), 50% 0.473 (se
+0.094). The previous defaults, one run of all the particles (``runs=1``, ``prior_var="auto"``),
+collapse onto one or two of them and fail this check (90% coverage 0.166).
 """
 
 from __future__ import annotations
