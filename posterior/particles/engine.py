@@ -329,9 +329,11 @@ def _rows_where(
     return pick(x_new, x_old), {k: pick(v, e_old[k]) if k in e_old else v for k, v in e_new.items()}
 
 
-def warn_if_degenerate(ess_trace: Tensor, name: str, level: float = DEGENERATE_ESS) -> bool:
+def warn_if_degenerate(ess_trace: Tensor, name: str, level: float = DEGENERATE_ESS, runs: int = 1) -> bool:
     """Warn (:class:`ParticleDegeneracyWarning`) if the ESS ``[B, K]`` of any problem fell below
-    ``level`` at some step; one warning for the whole batch. Returns whether it warned."""
+    ``level`` at some step; one warning for the whole batch. With ``runs > 1`` the rows are the
+    independent runs ``b * runs + r`` of the problems, and the warning names a run. Returns
+    whether it warned."""
     low = ess_trace < level  # [B, K]
     bad = low.any(-1)
     if not bad.any():
@@ -339,9 +341,12 @@ def warn_if_degenerate(ess_trace: Tensor, name: str, level: float = DEGENERATE_E
     B, K = ess_trace.shape
     worst = int(ess_trace.min(-1).values.argmin())
     steps = low[worst].nonzero().flatten().tolist()
-    where = f"problem {worst}, " if B > 1 else ""
+    if runs > 1:
+        where, rows = f"run {worst % runs} of problem {worst // runs}, ", "runs"
+    else:
+        where, rows = (f"problem {worst}, " if B > 1 else ""), "problem(s)"
     warnings.warn(
-        f"{name}: the effective sample size fell below {level:g} in {int(bad.sum())} of {B} problem(s) "
+        f"{name}: the effective sample size fell below {level:g} in {int(bad.sum())} of {B} {rows} "
         f"({where}{len(steps)} of {K} steps, first at step {steps[0]}, minimum "
         f"{float(ess_trace[worst].min()):.2f}): the draws rest on about one particle and their spread "
         "underestimates the posterior's; use more particles or a resample-move (result.ess has the trace)",

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from posterior.particles.engine import SMCOutput, check_resampling_options, run_smc
+from posterior.particles.engine import SMCOutput, check_resampling_options, run_smc, warn_if_degenerate
 from posterior.particles.feynman_kac import FeynmanKacModel, Move
 from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler
@@ -19,6 +19,8 @@ __all__ = ["ParticleSampler", "TwistedSampler", "auto_runs", "merge_runs", "to_r
 AUTO_MAX_RUNS = 32
 #: ... of at least this many particles each.
 AUTO_MIN_RUN = 4
+#: Independent runs of at least this many particles warn when one degenerates (ESS below 2).
+WARN_RUN_SIZE = 16
 
 
 def auto_runs(num_particles: int) -> int:
@@ -104,10 +106,12 @@ class ParticleSampler(Sampler):
             move=self.move,
             rejuvenate=self.rejuvenate,
             progress=progress,
-            # runs of a few particles are meant to end on one or two each: the spread between
-            # runs (R-hat over the runs as ArviZ chains) is then the diagnostic
             warn_degenerate=R == 1,
         )
+        # runs of a few particles are meant to end on one or two each (the spread between runs,
+        # R-hat over the runs as ArviZ chains, is then the diagnostic); a larger run should not
+        if R > 1 and num_particles // R >= WARN_RUN_SIZE:
+            warn_if_degenerate(out.ess, self.name, runs=R)
         result = to_result(out, self.name)
         result = result if R == 1 else merge_runs(result, R)
         result.options = {"runs": R}  # the number of runs as run ("auto" resolved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -149,3 +150,17 @@ def test_report_figures_show_draws_of_different_runs(problem):
     assert torch.equal(shown.sort(0).values, res.samples.sort(0).values)  # the same draws
     one = res.one_per_run()
     assert torch.equal(_interleave_runs(one), one.samples)
+
+
+def test_a_degenerate_run_of_many_particles_warns_naming_the_run():
+    """Runs of 4 are meant to end on one particle and stay silent; a run of 32 whose ESS falls
+    below 2 warns, naming a run and its problem (the DPS-like twist collapses on this problem:
+    median ESS 1.5-2 of 512 in one run)."""
+    base = ps.problems.gmm_benchmark(2, 1, seed=1)
+    problem = ps.problems.simulate(base.prior, base.operator, float(base.sigma[0]), 4, seed=3)
+    options = {"num_steps": 20, "seed": 0, "twist_scale": 0.0, "prior_var": "auto"}
+    with pytest.warns(ps.particles.ParticleDegeneracyWarning, match=r"of 16 runs \(run \d+ of problem \d+"):
+        ps.sample(problem, "tds", 128, runs=4, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ps.particles.ParticleDegeneracyWarning)
+        ps.sample(problem, "tds", 128, runs=32, **options)
