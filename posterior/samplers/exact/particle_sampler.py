@@ -106,11 +106,12 @@ class ParticleSampler(Sampler):
             move=self.move,
             rejuvenate=self.rejuvenate,
             progress=progress,
-            warn_degenerate=R == 1,
+            warn_degenerate=False,  # below, naming a run where there are several
         )
         # runs of a few particles are meant to end on one or two each (the spread between runs,
-        # R-hat over the runs as ArviZ chains, is then the diagnostic); a larger run should not
-        if R > 1 and num_particles // R >= WARN_RUN_SIZE:
+        # R-hat over the runs as ArviZ chains, is then the diagnostic); one run or a larger run
+        # should not
+        if R == 1 or num_particles // R >= WARN_RUN_SIZE:
             warn_if_degenerate(out.ess, self.name, runs=R)
         result = to_result(out, self.name)
         result = result if R == 1 else merge_runs(result, R)

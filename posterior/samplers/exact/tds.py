@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import math
 
-import torch
-
-from posterior._utils import check_int
+from posterior._utils import check_finite, check_int
 from posterior.particles.feynman_kac import Move
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
@@ -176,11 +174,9 @@ class TDS(TwistedSampler):
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> TDSModel:
         _, V = self.prior_gaussian(problem)
         covariance = problem.prior.covariance() if self.uses_covariance(problem) else None
-        if covariance is not None and not torch.isfinite(covariance).all():
-            raise FloatingPointError(
-                f"{self.name}: the prior's covariance (prior.covariance(), from its own draws) is not "
-                "finite; pass prior_var='auto' or give it with prior.set_moments"
-            )
+        if covariance is not None:
+            what = "the prior's covariance (prior.covariance(); or pass prior_var='auto')"
+            check_finite(covariance, f"{self.name}: {what}")
         return TDSModel(
             problem,
             pairs,
