@@ -177,7 +177,8 @@ def check_bool(value: Any, name: str) -> bool:
     """``value`` if it is a ``bool``, else a one-line ``ValueError`` naming ``name`` (a string
     such as ``"false"`` would otherwise read as true)."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
+        hint = " (a string, not a bool)" if isinstance(value, str) else ""
+        raise ValueError(f"{name} must be True or False, got {value!r}{hint}")
     return value
 
 

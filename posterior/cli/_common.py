@@ -90,8 +90,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="METHOD:KEY=VALUE",
         help="a method's option, VALUE as JSON or a plain string (repeatable), e.g. tds:runs=32 "
-        "or tds:prior_var=covariance; `posterior methods` lists each method's options",
+        "or tds:prior_var=covariance; `posterior methods NAME` lists a method's options and defaults",
     )
+
+
+_PYTHON_LITERALS: dict[str, Any] = {"True": True, "False": False, "None": None}
 
 
 def method_options(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -110,12 +113,13 @@ def method_options(items: Sequence[str], methods: Sequence[str]) -> dict[str, di
         names = ps.METHODS[method].option_names()
         if key not in names:
             raise UsageError(
-                f"--option: {method!r} has no option {key!r}; its options are: {', '.join(names)}"
+                f"--option: {method!r} has no option {key!r}; its options are: {', '.join(names)} "
+                f"(`posterior methods {method}` describes them)"
             )
         try:
             value: Any = json.loads(text)
         except json.JSONDecodeError:
-            value = text
+            value = _PYTHON_LITERALS.get(text, text)  # True / False / None as Python spells them
         out.setdefault(method, {})[key] = value
     return out
 

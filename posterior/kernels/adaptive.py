@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from posterior._utils import check_fraction, check_int
+from posterior._utils import check_bool, check_fraction, check_int
 from posterior.distributed.context import particle_mean
 from posterior.kernels.chains import KernelInfo
 from posterior.kernels.langevin import MALA, LangevinState, Target, as_step_size
@@ -105,7 +105,7 @@ class AdaptiveMALA:
         target_accept: float = 0.574,
     ) -> None:
         self.kernel = MALA(target, step_size, metropolis)
-        self.adapt = adapt
+        self.adapt = check_bool(adapt, "adapt")
         self.averager = DualAveraging(target_accept)
         self.initial_step_size = step_size
 

@@ -25,6 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from posterior._utils import check_bool
 from posterior.kernels.chains import KernelInfo
 from posterior.problem import InverseProblem
 from posterior.schedule import CLEAN
@@ -140,7 +141,7 @@ class PosteriorTarget(Target):
                 f"{type(prior).__name__} has no score at the clean level (t = -1): it has neither a "
                 "log density nor a denoiser at t = -1; choose noise_level >= 0 (e.g. 0)"
             )
-        if likelihood:
+        if check_bool(likelihood, "likelihood"):
             problem.require_noise(method)
             problem.require_differentiable(method)
         self.problem, self.noise_level, self.likelihood = problem, noise_level, likelihood
@@ -223,7 +224,7 @@ class MALA:
     ) -> None:
         if not isinstance(target, Target):
             raise TypeError(f"target must be a Target, got {type(target).__name__}")
-        if metropolis and not target.has_log_prob:
+        if check_bool(metropolis, "metropolis") and not target.has_log_prob:
             raise ValueError(
                 "MALA's Metropolis-Hastings correction needs the target's log density, which this "
                 "target does not have (a network prior has a score but no density): use "

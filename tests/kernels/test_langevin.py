@@ -99,6 +99,12 @@ def test_bad_input() -> None:
         DualAveraging(1.5)
     with pytest.raises(ValueError, match="differentiabl"):
         MALA(FunctionTarget(lambda x: x.detach().sum(-1)), 0.1).init(torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match=r"^metropolis must be True or False"):
+        MALA(_std_normal(), 0.1, metropolis="False")
+    with pytest.raises(ValueError, match=r"^adapt must be True or False"):
+        AdaptiveMALA(_std_normal(), 0.1, adapt="False")
+    with pytest.raises(ValueError, match=r"^likelihood must be True or False"):
+        PosteriorTarget(ps.problems.gmm_benchmark(2, 1, seed=0), likelihood="False")
 
 
 class _ScoreOnlyPrior(DiffusionPrior):

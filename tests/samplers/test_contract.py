@@ -210,3 +210,19 @@ def test_nan_prior_is_a_floating_point_error_naming_the_method(method: str) -> N
     bad = ps.InverseProblem(NaNPrior(g.prior, t_nan=500), g.operator, g.y_batch, 0.5)
     with pytest.raises(FloatingPointError, match=rf"^{method}: "):
         ps.sample(bad, method, num_particles=4, num_steps=6, seed=0, **CASES[method].nan_options)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_boolean_options_refuse_strings_and_store_the_bool(method: str) -> None:
+    import inspect
+
+    cls = ps.METHODS[method]
+    flags = [
+        name for name, p in inspect.signature(cls.__init__).parameters.items() if isinstance(p.default, bool)
+    ]
+    for name in flags:
+        for text in ("False", "true"):
+            with pytest.raises(ValueError, match=rf"^{name} must be True or False") as err:
+                cls(**{name: text})
+            assert "\n" not in str(err.value)
+        assert cls(**{name: False}).options()[name] is False

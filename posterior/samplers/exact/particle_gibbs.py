@@ -103,8 +103,9 @@ class ParticleGibbs(Sampler):
             eta=eta,
             exact_start=exact_start,
         )
-        self.twist_scale, self.prior_var, self.twist_var = twist_scale, prior_var, twist_var
-        self.cg_iters, self.eta, self.exact_start = cg_iters, eta, exact_start
+        # the values TDS validated (and converted)
+        self.twist_scale, self.prior_var, self.twist_var = self.tds.twist_scale, prior_var, self.tds.twist_var
+        self.cg_iters, self.eta, self.exact_start = self.tds.cg_iters, self.tds.eta, self.tds.exact_start
 
     def run(
         self,

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from posterior._utils import check_bool
 from posterior.particles.engine import SMCOutput, check_resampling_options, run_smc, warn_if_degenerate
 from posterior.particles.feynman_kac import FeynmanKacModel, Move
 from posterior.problem import InverseProblem
@@ -56,14 +57,14 @@ class ParticleSampler(Sampler):
             raise ValueError(
                 f"runs must be an integer >= 1 (independent particle systems) or 'auto', got {runs!r}"
             )
-        if not isinstance(rejuvenate, bool):
-            raise ValueError(f"rejuvenate must be True or False, got {rejuvenate!r}")
+        check_bool(exact_start, "exact_start")
+        check_bool(rejuvenate, "rejuvenate")
         if isinstance(eta, bool) or not 0.0 < float(eta) <= 1.0:
             raise ValueError(f"eta must be in (0, 1] (a stochastic reverse kernel), got {eta!r}")
         if move is not None and not callable(move):
             raise ValueError("move must be a callable move(particles, log_target_fn, generator)")
         self.resampling, self.threshold, self.eta = resampling, threshold, float(eta)
-        self.exact_start, self.move, self.rejuvenate = bool(exact_start), move, rejuvenate
+        self.exact_start, self.move, self.rejuvenate = exact_start, move, rejuvenate
         self.runs = runs
 
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> FeynmanKacModel:
