@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import subprocess
@@ -64,12 +65,34 @@ def test_unreadable_prior_folder(tmp_path: Path, capsys) -> None:
 def test_methods_lists_every_method_with_its_summary(capsys) -> None:
     status, out, _ = _run(["methods"], capsys)
     assert status == 0
-    lines = out.strip().splitlines()
+    listing, footer = out.strip().split("\n\n")
+    lines = listing.splitlines()
     assert len(lines) == len(ps.METHODS)
     for name, cls in ps.METHODS.items():
         line = next(ln for ln in lines if ln.split()[0] == name)
         assert cls.summary in line
         assert ("exact" if cls.exact else "approx") in line
+    assert "posterior methods NAME" in footer
+
+
+@pytest.mark.parametrize("name", ["tds", "mcgdiff", "dps"])
+def test_methods_name_prints_every_option_with_its_default_and_help(name: str, capsys) -> None:
+    status, out, _ = _run(["methods", name], capsys)
+    assert status == 0
+    cls = ps.METHODS[name]
+    assert out.startswith(f"{name} (") and cls.summary in out
+    params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
+    assert params
+    for p in params:  # each option, its default, then an indented description
+        head = f"  {p.name} = {p.default!r}\n"
+        assert head in out
+        assert out.split(head, 1)[1].startswith("      "), p.name
+
+
+def test_methods_unknown_name_is_one_line(capsys) -> None:
+    status, _, err = _run(["methods", "no_such_method"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    assert "unknown method 'no_such_method'" in err
 
 
 def test_compare_writes_report(tmp_path: Path, capsys) -> None:
