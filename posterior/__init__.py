@@ -7,6 +7,7 @@
 
 from posterior import io, noise, operators, problems
 from posterior.distributions import GaussianMixture
+from posterior.parameters import Unknown
 from posterior.particles import ParticleDegeneracyWarning
 from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, load_prior
 from posterior.problem import InverseProblem
@@ -27,6 +28,7 @@ __all__ = [
     "NoiseSchedule",
     "ParticleDegeneracyWarning",
     "Result",
+    "Unknown",
     "VPSchedule",
     "io",
     "load_prior",

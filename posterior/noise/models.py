@@ -10,6 +10,7 @@ from torch import Tensor
 
 from posterior.distributions import isotropic_normal_log_prob
 from posterior.noise.base import NoiseModel, as_parameter, show_parameter, with_generator
+from posterior.parameters import Unknown, check_positive_support, split_unknown
 
 __all__ = ["Gaussian", "Laplace", "Poisson", "StudentT", "as_noise_model"]
 
@@ -18,11 +19,16 @@ class Gaussian(NoiseModel):
     """``y = mean + std * eps``, ``eps ~ N(0, I)``; ``std >= 0`` (0: noiseless).
 
     Args:
-        std: a float, or ``Tensor[B]`` (one per problem).
+        std: a float, ``Tensor[B]`` (one per problem), or :class:`~posterior.Unknown` (a prior on
+            ``(0, inf)``: the joint samplers draw it with ``x``).
     """
 
-    def __init__(self, std: float | Tensor, *, _name: str = "std") -> None:
+    def __init__(self, std: float | Tensor | Unknown, *, _name: str = "std") -> None:
         self._name = _name  # how errors name the std: "noise_std" when InverseProblem gets a float
+        std, unknown = split_unknown(std)
+        if unknown is not None:
+            check_positive_support(unknown, "Gaussian: std")
+        self.unknowns = {} if unknown is None else {"std": unknown}
         self.params = {"std": as_parameter(std, _name, positive=False)}
 
     def _arg(self, key: str) -> str:
@@ -81,11 +87,16 @@ class Poisson(NoiseModel):
     function via :func:`~posterior.noise.from_pyro`.
 
     Args:
-        gain: a float, or ``Tensor[B]`` (one per problem).
+        gain: a float, ``Tensor[B]`` (one per problem), or :class:`~posterior.Unknown` (a prior on
+            ``(0, inf)``: the joint samplers draw it with ``x``).
         background: a float, or ``Tensor[B]``.
     """
 
-    def __init__(self, gain: float | Tensor, background: float | Tensor = 0.0) -> None:
+    def __init__(self, gain: float | Tensor | Unknown, background: float | Tensor = 0.0) -> None:
+        gain, unknown = split_unknown(gain)
+        if unknown is not None:
+            check_positive_support(unknown, "Poisson: gain")
+        self.unknowns = {} if unknown is None else {"gain": unknown}
         self.params = {
             "gain": as_parameter(gain, "Poisson: gain", positive=True),
             "background": as_parameter(background, "Poisson: background", positive=False),

@@ -3,6 +3,7 @@
 from posterior.operators.base import LinearOperator, Nonlinear, Operator
 from posterior.operators.image import Inpainting, box_mask, half_mask, random_mask
 from posterior.operators.linear import CompressedSensing, Identity, Matrix, as_operator
+from posterior.operators.parametric import OperatorFamily, Parametric
 from posterior.operators.separable import Blur, SuperResolution, gaussian_kernel
 
 __all__ = [
@@ -14,6 +15,8 @@ __all__ = [
     "Matrix",
     "Nonlinear",
     "Operator",
+    "OperatorFamily",
+    "Parametric",
     "SuperResolution",
     "as_operator",
     "box_mask",

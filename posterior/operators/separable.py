@@ -17,6 +17,8 @@ from torch import Tensor
 from posterior._utils import check_device, check_positive_int
 from posterior.operators.base import LinearOperator
 from posterior.operators.image import _dims
+from posterior.operators.parametric import OperatorFamily
+from posterior.parameters import Unknown, check_positive_support
 
 __all__ = ["Blur", "SuperResolution", "gaussian_kernel"]
 
@@ -281,9 +283,18 @@ class Blur(_ImageOperator):
 
     @classmethod
     def gaussian(
-        cls, sigma: float, size: int | None = None, shape: tuple[int, ...] | None = None, **kw
-    ) -> Blur:
-        """A Gaussian blur of standard deviation ``sigma`` pixels (see :func:`gaussian_kernel`)."""
+        cls, sigma: float | Unknown, size: int | None = None, shape: tuple[int, ...] | None = None, **kw
+    ) -> Blur | OperatorFamily:
+        """A Gaussian blur of standard deviation ``sigma`` pixels (see :func:`gaussian_kernel`).
+        An unknown ``sigma`` (:class:`~posterior.Unknown`, a prior on ``(0, inf)``) gives the
+        family of these blurs over its parameter ``width``, for the joint samplers."""
+        if isinstance(sigma, Unknown):
+            check_positive_support(sigma, "Blur.gaussian: sigma")
+
+            def gaussian_blur(width: float) -> Blur:
+                return cls(gaussian_kernel(width, size, **kw), shape)
+
+            return OperatorFamily(gaussian_blur, shape, width=sigma)
         return cls(gaussian_kernel(sigma, size, **kw), shape)
 
     def _placement(self) -> tuple[torch.dtype, torch.device]:
