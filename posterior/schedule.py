@@ -33,6 +33,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from posterior._utils import check_int, check_number, check_positive
+
 __all__ = [
     "CLEAN",
     "TIME_GRIDS",
@@ -74,6 +76,26 @@ def check_time_grid(grid: Any, name: str = "time_grid") -> TimeGrid:
     if ts[-1] < 0 or any(a <= b for a, b in itertools.pairwise(ts)):
         raise ValueError(f"{name} must be strictly decreasing times >= 0 (largest first), got {ts!r}")
     return tuple(ts)
+
+
+#: The largest EDM noise level: the VP-equivalent ``1 / (1 + sigma^2)`` stays a normal float32.
+_SIGMA_LIMIT = 1e18
+
+
+def _arg(where: str, check: Any, *args: Any, **kwargs: Any) -> Any:
+    """``check(*args, **kwargs)`` (a ``posterior._utils`` validator) with ``where`` before its error."""
+    try:
+        return check(*args, **kwargs)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
+def _first_tie(abar: Tensor) -> int | None:
+    """The first time ``t`` whose ``abar_t`` is not strictly below ``abar_{t-1}`` (``abar_{-1} = 1``)
+    or not positive, in float64; ``None`` for a valid table."""
+    ext = torch.cat([abar.new_ones(1), abar])
+    bad = ((ext[1:] >= ext[:-1]) | (ext[1:] <= 0)).nonzero()
+    return int(bad[0]) if len(bad) else None
 
 
 class NoiseSchedule:
@@ -244,21 +266,44 @@ class VPSchedule(NoiseSchedule):
     def linear(
         cls, num_train_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02
     ) -> VPSchedule:
-        """DDPM's linear betas (Ho et al., 2020)."""
-        if num_train_steps < 2 or not 0 < beta_start <= beta_end < 1:
-            raise ValueError("need num_train_steps >= 2 and 0 < beta_start <= beta_end < 1")
-        betas = torch.linspace(beta_start, beta_end, num_train_steps, dtype=torch.float64)
-        return cls(torch.cumprod(1 - betas, 0))
+        """DDPM's linear betas (Ho et al., 2020): ``num_train_steps >= 2``, ``0 < beta_start <=
+        beta_end < 1``."""
+        where = "VPSchedule.linear"
+        T = _arg(where, check_int, num_train_steps, "num_train_steps", 2)
+        lo = _arg(where, check_number, beta_start, "beta_start", 0, 1, low_open=True, high_open=True)
+        hi = _arg(where, check_number, beta_end, "beta_end", 0, 1, low_open=True, high_open=True)
+        if lo > hi:
+            raise ValueError(f"{where}: need beta_start <= beta_end, got {lo:g} and {hi:g}")
+        abar = torch.cumprod(1 - torch.linspace(lo, hi, T, dtype=torch.float64), 0)
+        t = _first_tie(abar)
+        if t == 0:
+            raise ValueError(f"{where}: beta_start={lo:g} is too small (1 - beta_start rounds to 1)")
+        if t is not None:
+            raise ValueError(
+                f"{where}: num_train_steps={T} is too many for beta_end={hi:g}: abar underflows to 0 "
+                f"in float64 at t={t}; use fewer steps or smaller betas"
+            )
+        return cls(abar)
 
     @classmethod
     def cosine(cls, num_train_steps: int = 1000, s: float = 0.008, max_beta: float = 0.999) -> VPSchedule:
-        """The cosine schedule of Nichol & Dhariwal (2021), betas clipped at ``max_beta``."""
-        if num_train_steps < 2:
-            raise ValueError("need num_train_steps >= 2")
-        grid = torch.arange(num_train_steps + 1, dtype=torch.float64) / num_train_steps
+        """The cosine schedule of Nichol & Dhariwal (2021), betas clipped at ``max_beta`` in
+        ``(0, 1)``; the offset ``s >= 0``."""
+        where = "VPSchedule.cosine"
+        T = _arg(where, check_int, num_train_steps, "num_train_steps", 2)
+        s = _arg(where, check_number, s, "s", 0)
+        cap = _arg(where, check_number, max_beta, "max_beta", 0, 1, low_open=True, high_open=True)
+        grid = torch.arange(T + 1, dtype=torch.float64) / T
         f = torch.cos((grid + s) / (1 + s) * math.pi / 2) ** 2
-        betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
-        return cls(torch.cumprod(1 - betas, 0))
+        abar = torch.cumprod(1 - (1 - f[1:] / f[:-1]).clamp(max=cap), 0)
+        t = _first_tie(abar)
+        if t is not None:
+            why = "1 - max_beta rounds to 1" if 1 - cap == 1 else f"abar_t does not decrease at t={t}"
+            raise ValueError(
+                f"{where}: max_beta={cap:g} with num_train_steps={T}, s={s:g} gives no valid "
+                f"schedule in float64 ({why})"
+            )
+        return cls(abar)
 
     @classmethod
     def from_diffusers(cls, scheduler: Any) -> VPSchedule:
@@ -290,18 +335,34 @@ class EDMSchedule(NoiseSchedule):
     def __init__(
         self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, num_train_steps: int = 1000
     ) -> None:
-        if not 0 < sigma_min < sigma_max < math.inf:
+        where = "EDMSchedule"
+        sigma_min = _arg(where, check_positive, sigma_min, "sigma_min")
+        sigma_max = _arg(where, check_positive, sigma_max, "sigma_max")
+        rho = _arg(where, check_positive, rho, "rho")
+        T = _arg(where, check_int, num_train_steps, "num_train_steps", 2)
+        if not sigma_min < sigma_max:
+            raise ValueError(f"{where}: need sigma_min < sigma_max, got {sigma_min:g} and {sigma_max:g}")
+        if sigma_max > _SIGMA_LIMIT:
             raise ValueError(
-                f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+                f"{where}: sigma_max={sigma_max:g} is too large (at most {_SIGMA_LIMIT:g}, where the "
+                "VP-equivalent 1 / (1 + sigma_max^2) is still a normal float32)"
             )
-        if not rho > 0:
-            raise ValueError(f"rho must be positive, got {rho}")
-        if isinstance(num_train_steps, bool) or not isinstance(num_train_steps, int) or num_train_steps < 2:
-            raise ValueError(f"num_train_steps must be an integer >= 2, got {num_train_steps!r}")
-        ramp = torch.linspace(0, 1, num_train_steps, dtype=torch.float64)
-        lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
-        sigmas = (lo + ramp * (hi - lo)) ** rho
-        self.sigma_min, self.sigma_max, self.rho = float(sigma_min), float(sigma_max), float(rho)
+        try:
+            lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+        except OverflowError:
+            lo = hi = math.inf
+        if not math.isfinite(hi):
+            raise ValueError(f"{where}: rho={rho:g} is too small: sigma_max**(1/rho) overflows")
+        sigmas = (torch.linspace(0, 1, T, dtype=torch.float64) * (hi - lo) + lo) ** rho
+        t = _first_tie(1 / (1 + sigmas**2))
+        if t == 0:
+            raise ValueError(
+                f"{where}: sigma_min={sigma_min:g} is too small: 1 / (1 + sigma_min^2) rounds to 1 in "
+                "float64, so the lowest level would be clean data"
+            )
+        if t is not None or not (sigmas[1:] > sigmas[:-1]).all():
+            raise ValueError(f"{where}: rho={rho:g} merges adjacent noise levels in float64 (7 in the paper)")
+        self.sigma_min, self.sigma_max, self.rho = sigma_min, sigma_max, rho
         self._init_sigmas(sigmas)
 
     def _init_sigmas(self, sigmas: Tensor) -> None:
@@ -348,19 +409,22 @@ class FlowSchedule(NoiseSchedule):
     kind: ClassVar[str] = "flow"
 
     def __init__(self, num_train_steps: int = 1000, shift: float = 1.0, tau_max: float = 1 - 1e-4) -> None:
-        if isinstance(num_train_steps, bool) or not isinstance(num_train_steps, int) or num_train_steps < 2:
-            raise ValueError(f"num_train_steps must be an integer >= 2, got {num_train_steps!r}")
-        if not shift > 0:
-            raise ValueError(f"shift must be positive, got {shift}")
-        if not 0 < tau_max < 1:
-            raise ValueError(f"tau_max must lie in (0, 1), got {tau_max}")
-        tau = torch.arange(1, num_train_steps + 1, dtype=torch.float64) / num_train_steps
-        tau = shift * tau / (1 + (shift - 1) * tau)
-        tau = tau.clamp(max=tau_max)
-        if (tau[1:] <= tau[:-1]).any():
-            raise ValueError(f"tau_max={tau_max} merges the last levels: use a larger tau_max or fewer steps")
-        self.times, self.shift, self.tau_max = tau, float(shift), float(tau_max)
+        where = "FlowSchedule"
+        T = _arg(where, check_int, num_train_steps, "num_train_steps", 2)
+        shift = _arg(where, check_positive, shift, "shift")
+        tau_max = _arg(where, check_number, tau_max, "tau_max", 0, 1, low_open=True, high_open=True)
+        tau = torch.arange(1, T + 1, dtype=torch.float64) / T
+        tau = (shift * tau / (1 + (shift - 1) * tau)).clamp(max=tau_max)
         alpha, sigma = 1 - tau, tau
+        t = _first_tie(alpha**2 / (alpha**2 + sigma**2))
+        if t is not None or not (tau[1:] > tau[:-1]).all():
+            if shift != 1:
+                raise ValueError(
+                    f"{where}: shift={shift:g} merges adjacent levels in float64 (with tau_max={tau_max:g} "
+                    f"and num_train_steps={T}): use a shift closer to 1"
+                )
+            raise ValueError(f"{where}: tau_max={tau_max:g} merges the last levels: use a larger tau_max")
+        self.times, self.shift, self.tau_max = tau, shift, tau_max
         super().__init__(alpha**2 / (alpha**2 + sigma**2), alpha, sigma)
 
     def __repr__(self) -> str:
