@@ -50,10 +50,18 @@ __all__ = [
 CLEAN = -1
 
 #: The named time grids of :meth:`NoiseSchedule.timesteps`.
-TIME_GRIDS = ("leading", "trailing", "linspace", "logsnr")
+TIME_GRIDS = ("leading", "trailing", "linspace", "logsnr", "sqrt_abar", "karras")
 
 #: A named grid in :data:`TIME_GRIDS` or a strictly decreasing sequence of training times.
 TimeGrid = str | Sequence[int]
+
+#: The grids by noise level: a function of the VP ``abar: Tensor[T]`` (float64) that increases
+#: with ``t``; the grid is uniform in it.
+_LEVEL_GRIDS = {
+    "logsnr": lambda abar: (1 - abar).clamp_min(1e-300).log() - abar.log(),
+    "sqrt_abar": lambda abar: -abar.sqrt(),
+    "karras": lambda abar: ((1 - abar) / abar).pow(0.5 / 7.0),
+}
 
 
 def check_time_grid(grid: Any, name: str = "time_grid") -> TimeGrid:
@@ -184,15 +192,21 @@ class NoiseSchedule:
 
     # ----------------------------------------------------------------- time grids
     def timesteps(self, num_steps: int, spacing: TimeGrid = "leading") -> Tensor:
-        """A decreasing sub-sequence of ``num_steps`` training times.
+        """A strictly decreasing sub-sequence of ``num_steps`` training times.
 
-        ``"leading"`` (DDIM/diffusers): ``0, k, 2k, ...`` with ``k = T // num_steps`` (tops out
-        below ``T - 1``); ``"trailing"``: ends exactly at ``T - 1``; ``"linspace"``: evenly
-        rounded from ``T - 1`` to ``0``; ``"logsnr"``: uniform in ``log(abar / (1 - abar))`` from
-        ``T - 1`` to ``0`` (made strictly decreasing where rounding would repeat a time); a
-        sequence: those times, which must be ``num_steps`` strictly decreasing times in
-        ``0 .. T-1``. Returns ``LongTensor[num_steps]``, largest first. Append ``CLEAN`` for the
-        final step.
+        ``"leading"`` (DDIM/diffusers): ``0, k, 2k, ...`` with ``k = T // num_steps`` (tops out at
+        ``(num_steps - 1) k``, below ``T - 1``); above ``T / 2`` steps, where ``k`` would be 1,
+        ``floor(i T / num_steps)`` instead (tops out at ``T - 2``); ``"trailing"``:
+        ``round(T - i T / num_steps) - 1`` for ``i < num_steps``, from ``T - 1`` down (diffusers'
+        values); ``"linspace"``: evenly
+        rounded from ``T - 1`` to ``0``. The grids by noise level, from ``T - 1`` to ``0``, take the
+        tabulated times nearest to a uniform grid in a function of the VP ``abar_t`` (made
+        strictly decreasing where rounding would repeat a time): ``"logsnr"``: uniform in
+        ``log(abar / (1 - abar))``; ``"sqrt_abar"``: uniform in ``sqrt(abar)`` (the signal
+        coefficient); ``"karras"``: uniform in ``sigma^(1/7)`` with ``sigma = sqrt((1 - abar) /
+        abar)``, the noise levels of Karras et al. (2022) with ``rho = 7``. A sequence: those
+        times, which must be ``num_steps`` strictly decreasing times in ``0 .. T-1``.
+        Returns ``LongTensor[num_steps]``, largest first. Append ``CLEAN`` for the final step.
         """
         T = self.num_train_steps
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= T:
@@ -206,38 +220,41 @@ class NoiseSchedule:
                     f"the given time grid starts at {ts[0]}, beyond the schedule's T - 1 = {T - 1}"
                 )
             return torch.tensor(ts, dtype=torch.long)
+        i = torch.arange(num_steps, dtype=torch.long)
         if spacing == "leading":
-            ts = torch.arange(num_steps) * (T // num_steps)
-        elif spacing == "trailing":
-            ts = torch.round(torch.arange(T, 0, -T / num_steps)).long().flip(0) - 1
+            k = T // num_steps
+            ts = i * k if k >= 2 else (i * T) // num_steps
+        elif spacing == "trailing":  # diffusers' values, exactly num_steps of them
+            step = (T - T / num_steps) - T
+            ts = torch.round(T + i.double() * step).long().flip(0) - 1
         elif spacing == "linspace":
             ts = torch.linspace(0, T - 1, num_steps).round().long()
-        elif spacing == "logsnr":
-            ts = self._logsnr_times(num_steps)
+            ts = ts if num_steps > 1 else torch.tensor([T - 1])
+        elif spacing in _LEVEL_GRIDS:
+            ts = self._uniform_times(_LEVEL_GRIDS[spacing](self._abar_ext[1:]), num_steps)
         else:
             raise ValueError(f"unknown spacing {spacing!r}: use one of {', '.join(TIME_GRIDS)} or a sequence")
         return ts.long().flip(0)
 
-    def _logsnr_times(self, num_steps: int) -> Tensor:
-        """Increasing times whose log-SNRs are closest to a uniform grid from ``t = 0`` to ``T - 1``."""
+    def _uniform_times(self, level: Tensor, num_steps: int) -> Tensor:
+        """Increasing times from ``0`` to ``T - 1`` whose ``level: Tensor[T]`` (increasing in ``t``)
+        are nearest to a uniform grid between ``level[0]`` and ``level[T - 1]``, made strictly
+        increasing where rounding would repeat a time."""
         T = self.num_train_steps
-        abar = self._abar_ext[1:]
-        lam = (abar / (1 - abar).clamp_min(1e-300)).log()  # decreasing in t
         if num_steps == 1:
             return torch.tensor([T - 1])
-        targets = torch.linspace(float(lam[0]), float(lam[-1]), num_steps, dtype=torch.float64)
-        # nearest tabulated log-SNR (lam is decreasing: search in -lam)
-        idx = torch.searchsorted(-lam, -targets).clamp(1, T - 1)
+        targets = torch.linspace(float(level[0]), float(level[-1]), num_steps, dtype=torch.float64)
+        idx = torch.searchsorted(level.contiguous(), targets).clamp(1, T - 1)
         left, right = idx - 1, idx
-        nearer_left = (lam[left] - targets).abs() <= (lam[right] - targets).abs()
-        ts = torch.where(nearer_left, left, right).tolist()
+        nearer_left = (level[left] - targets).abs() <= (level[right] - targets).abs()
+        ts = torch.where(nearer_left, left, right)
         ts[0], ts[-1] = 0, T - 1
-        for i in range(1, num_steps):  # strictly increasing, then back inside 0..T-1
-            ts[i] = max(ts[i], ts[i - 1] + 1)
-        ts[-1] = min(ts[-1], T - 1)
-        for i in range(num_steps - 2, -1, -1):
-            ts[i] = min(ts[i], ts[i + 1] - 1)
-        return torch.tensor(ts)
+        # strictly increasing (ts[j] >= ts[j-1] + 1, pushing up), then back inside 0..T-1
+        # (ts[j] <= ts[j+1] - 1, pulling down): running max / min of ts[j] - j
+        j = torch.arange(num_steps)
+        ts = (ts - j).cummax(0).values + j
+        ts[-1] = min(int(ts[-1]), T - 1)
+        return (ts - j).flip(0).cummin(0).values.flip(0) + j
 
     def time_pairs(self, num_steps: int, spacing: TimeGrid = "leading") -> list[tuple[int, int]]:
         """``[(t, s), ...]``: consecutive reverse transitions ``t -> s`` ending at ``s = CLEAN``."""

@@ -58,6 +58,58 @@ def test_named_grids_endpoints():
         assert s.timesteps(1000, grid).tolist() == list(range(999, -1, -1))
 
 
+@pytest.mark.parametrize(
+    "schedule", [VPSchedule.linear(1000), VPSchedule.cosine(999), EDMSchedule(num_train_steps=500)], ids=repr
+)
+def test_every_grid_and_step_count_gives_num_steps_times_from_the_top(schedule):
+    """For every num_steps in 1..T and every named grid: exactly num_steps strictly decreasing
+    times in 0..T-1, starting at T - 1 (leading: at its stride's last multiple, and at T - 2 at
+    most one below the top once the stride would be 1)."""
+    T = schedule.num_train_steps
+    for grid in TIME_GRIDS:
+        for n in range(1, T + 1):
+            ts = schedule.timesteps(n, grid)
+            assert ts.dtype == torch.long and ts.shape == (n,), (grid, n, ts.shape)
+            assert bool((ts[:-1] > ts[1:]).all()) and int(ts[-1]) >= 0, (grid, n)
+            top = int(ts[0])
+            if grid != "leading":
+                assert top == T - 1, (grid, n, top)
+            elif T // n >= 2:  # DDIM's leading grid, unchanged: 0, k, ..., (n - 1) k
+                assert ts.tolist() == [i * (T // n) for i in range(n - 1, -1, -1)], n
+            else:
+                assert top >= T - 2, (n, top)
+
+
+def test_trailing_grid_is_diffusers_trailing():
+    np = pytest.importorskip("numpy")
+    T = 1000
+    for n in (7, 37, 61, 100, 103, 250, 769, 998, 1000):
+        ref = np.round(np.arange(T, 0, -T / n)).astype(np.int64)[:n] - 1
+        assert VPSchedule.linear(T).timesteps(n, "trailing").tolist() == ref.tolist(), n
+
+
+@pytest.mark.parametrize(
+    ("grid", "level"),
+    [
+        ("sqrt_abar", lambda abar: abar.sqrt()),
+        ("karras", lambda abar: ((1 - abar) / abar).pow(1 / 14)),
+        ("logsnr", lambda abar: (abar / (1 - abar)).log()),
+    ],
+)
+@pytest.mark.parametrize("schedule", [VPSchedule.linear(1000), EDMSchedule()], ids=repr)
+def test_level_grids_take_the_times_nearest_a_uniform_level_grid(grid, level, schedule):
+    T, n = schedule.num_train_steps, 40
+    table = level(schedule.alpha_bar(torch.arange(T)))
+    targets = torch.linspace(float(table[-1]), float(table[0]), n, dtype=torch.float64)
+    nearest = (table[None, :] - targets[:, None]).abs().argmin(1)  # [n], largest time first
+    ts = schedule.timesteps(n, grid)
+    distinct = torch.ones(n, dtype=torch.bool)  # where rounding alone keeps the times apart
+    distinct[1:] &= nearest[1:] < nearest[:-1]
+    distinct[:-1] &= nearest[:-1] > nearest[1:]
+    assert distinct.sum() >= n // 2
+    assert torch.equal(ts[distinct], nearest[distinct])
+
+
 def test_logsnr_grid_is_uniform_in_log_snr_where_times_allow():
     s = EDMSchedule()
     ts = s.timesteps(50, "logsnr")
