@@ -19,6 +19,7 @@ from posterior.operators.linear import Matrix, as_operator
 from posterior.priors.base import DiffusionPrior
 from posterior.priors.gaussian_mixture import GaussianMixturePrior
 from posterior.problem import InverseProblem
+from posterior.problems_image import IMAGE_OPERATORS, gmm_image
 from posterior.schedule import NoiseSchedule, VPSchedule
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "SpecError",
     "gmm_benchmark",
     "gmm_demo",
+    "gmm_image",
     "gmm_prior_grid",
     "mnist_deblur",
     "mnist_denoising",
@@ -225,6 +227,8 @@ def mnist_denoising(
 PROBLEMS_HELP = (
     "gmm-demo (2-D, 25-component mixture, one noisy linear measurement); "
     "gmm:DIM:OBS (the MCGdiff mixture benchmark, e.g. gmm:8:2); "
+    "gmm-image:OP[:CxHxW] (a Gaussian mixture on images with a known posterior; OP in inpaint, "
+    "random-pixels, sr2, blur, denoise; 1x28x28 by default, e.g. gmm-image:sr2:3x32x32); "
     "mnist-inpaint, mnist-sr4, mnist-blur, mnist-denoise (held-out digits; --prior picks the model)"
 )
 
@@ -283,6 +287,8 @@ def named_problem(
         dev = check_device(device)
     except ValueError as err:
         raise SpecError(str(err)) from None
+    if spec.startswith("gmm-image:"):
+        return _gmm_image_spec(spec, num_problems, seed, dev, noise)
     if spec == "gmm-demo" or spec.startswith("gmm:"):
         if spec == "gmm-demo":
             base = gmm_demo(seed)
@@ -328,3 +334,23 @@ def named_problem(
         single.truth = truth[0]
         return single
     return problem
+
+
+def _gmm_image_spec(
+    spec: str, num_problems: int, seed: int, device: torch.device | None, noise: float | None
+) -> InverseProblem:
+    """``gmm-image:OP[:CxHxW]``: :func:`gmm_image` (noise 0.1 unless given)."""
+    parts = spec.split(":")
+    usage = "expected gmm-image:OP or gmm-image:OP:CxHxW, e.g. gmm-image:inpaint:1x28x28"
+    if len(parts) not in (2, 3) or parts[1] not in IMAGE_OPERATORS:
+        raise SpecError(f"bad problem {spec!r}: {usage}; OP in {', '.join(IMAGE_OPERATORS)}")
+    try:
+        shape = tuple(int(v) for v in parts[2].split("x")) if len(parts) == 3 else (1, 28, 28)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError
+    except ValueError:
+        raise SpecError(f"bad problem {spec!r}: {usage}") from None
+    try:
+        return gmm_image(shape, parts[1], 0.1 if noise is None else noise, num_problems, seed, device=device)
+    except ValueError as err:
+        raise SpecError(f"bad problem {spec!r}: {_first_line(err)}") from None

@@ -40,7 +40,9 @@ IMAGE_OPERATORS = ("inpaint", "random-pixels", "sr2", "blur", "denoise")
 
 
 class ImageMixturePosterior:
-    """``p(x | y_b)`` for ``B`` problems sharing an :class:`ImageMixturePrior` and a linear ``A``.
+    """``p(x | y_b)`` for ``B`` problems sharing an :class:`ImageMixturePrior` and a linear ``A``:
+    ``y: Tensor[B, *obs_shape]``, Gaussian noise std ``sigma: Tensor[B]`` (positive); ``batched=False``
+    drops the batch dim of what it returns (one problem).
 
     Attributes:
         weights: ``Tensor[B, K]`` posterior component probabilities (float64).
@@ -48,8 +50,15 @@ class ImageMixturePosterior:
         log_evidence: ``Tensor[B]``, ``log p(y_b)``.
     """
 
-    def __init__(self, prior: ImageMixturePrior, operator: LinearOperator, y: Tensor, sigma: Tensor) -> None:
-        self.prior, self.batched = prior, y.dim() > 1
+    def __init__(
+        self,
+        prior: ImageMixturePrior,
+        operator: LinearOperator,
+        y: Tensor,
+        sigma: Tensor,
+        batched: bool = True,
+    ) -> None:
+        self.prior, self.batched = prior, batched
         dev = prior.device
         self.op = operator.to(dev, torch.float64)
         self.y = y.reshape(y.shape[0], -1).double()  # [B, m]
@@ -231,7 +240,7 @@ class ImageMixtureProblem(InverseProblem):
             raise ValueError("the exact posterior of an image mixture needs noise_std > 0")
         cached = getattr(self, "_posterior", None)
         if cached is None:
-            cached = ImageMixturePosterior(self.prior, self.operator, self.y, self.sigma)  # type: ignore[arg-type]
+            cached = ImageMixturePosterior(self.prior, self.operator, self.y_batch, self.sigma, self.batched)  # type: ignore[arg-type]
             self._posterior = cached
         return cached
 
