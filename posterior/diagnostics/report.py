@@ -16,6 +16,10 @@ Measures per (problem, method), averaged over the ``B`` problems of a batched pr
   independent runs and the particles of each.
 - ``evals_per_sample`` / ``vjps_per_sample``: network evaluations and VJPs per returned draw.
 - ``wall_time`` (seconds) and, for images with a truth, ``psnr`` of the posterior mean (range 2).
+- ``chain_gap_sw`` / ``chain_gap_sw_floor`` / ``chain_gap_log_evidence`` (when the result carries
+  them: :func:`~posterior.diagnostics.chain_gap.chain_gap`, or ``compare(..., chain_gap=True)``):
+  sliced W1 between the draws at ``K`` and ``2K`` steps, the same between two ``K``-step runs, and
+  the log-evidence shift; how far the ``K``-step chain is from the continuous prior.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ _COLUMNS = [
     ("evals_per_sample", "evals/draw", "{:.0f}"),
     ("vjps_per_sample", "VJPs/draw", "{:.0f}"),
     ("wall_time", "wall s", "{:.2f}"),
+    ("chain_gap_sw", "SW K vs 2K", "{:.3f}"),
+    ("chain_gap_sw_floor", "SW K vs K", "{:.3f}"),
+    ("chain_gap_log_evidence", "logZ 2K - K", "{:+.3f}"),
 ]
 
 
@@ -107,6 +114,9 @@ def evaluate(
     out["evals_per_sample"] = r.num_evals / (B * N)
     out["vjps_per_sample"] = r.num_vjps / (B * N)
     out["wall_time"] = r.wall_time
+    for name in ("chain_gap_sw", "chain_gap_sw_floor", "chain_gap_log_evidence"):
+        if name in r.stats:
+            out[name] = float(r.stats[name].double().mean())
     return out
 
 
@@ -225,6 +235,7 @@ def compare(
     options: Mapping[str, Mapping[str, Any]] | None = None,
     figures: bool = True,
     distributed: bool | str = False,
+    chain_gap: bool = False,
 ) -> Report:
     """Run every method on every problem, measure them and (with ``out``) write a report folder.
 
@@ -239,6 +250,9 @@ def compare(
         figures: draw figures (needs ``out``).
         distributed: passed to :func:`posterior.sample` (inside an initialised process group);
             every rank measures the same results, rank 0 alone writes ``out``.
+        chain_gap: also rerun each particle method with ``2 num_steps`` steps and a second seed
+            (:func:`~posterior.diagnostics.chain_gap.chain_gap` with ``floor=True``; 4x the
+            network calls): the report's ``SW K vs 2K`` / ``SW K vs K`` columns.
 
     A method that refuses a problem (e.g. needs a linear operator) gets a row with its ``error``;
     the others still run.
@@ -281,6 +295,14 @@ def compare(
             exact_cache[pn] = (
                 _exact_sets(problem, num_particles, seed) if len(problem.event_shape) == 1 else None
             )
+        if (
+            chain_gap
+            and res.log_evidence is not None
+            and 2 * num_steps <= problem.prior.schedule.num_train_steps
+        ):
+            from posterior.diagnostics.chain_gap import chain_gap as _chain_gap
+
+            _chain_gap(problem, res, seed=seed + 1, floor=True)
         row.update(evaluate(problem, res, seed=seed, exact_draws=exact_cache[pn]))
         report.results[(pn, cls.name)] = res
         report.rows.append(row)
