@@ -7,6 +7,7 @@ The ``check_*`` validators return the value (converted where noted) or raise a o
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
@@ -16,7 +17,9 @@ from torch import Tensor
 T = TypeVar("T")
 
 __all__ = [
+    "SUPPORTED_DTYPES",
     "as_generator",
+    "cast_data",
     "check_bool",
     "check_choice",
     "check_count",
@@ -30,6 +33,9 @@ __all__ = [
     "check_positive_int",
     "progress_bar",
 ]
+
+#: The dtypes the samplers run in (half precision cannot hold the particle weights nor the schedule).
+SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 
 def as_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu") -> torch.Generator:
@@ -84,19 +90,58 @@ def check_device(device: torch.device | str | None, name: str = "device") -> tor
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             count = torch.cuda.device_count()
             raise ValueError(f"{name}={str(device)!r} requested but this machine has {count} CUDA device(s)")
+    if dev.type == "meta":
+        raise ValueError(f"{name}={str(device)!r}: the meta device holds no data; use e.g. 'cpu' or 'cuda'")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{name}={str(device)!r} requested but MPS is not available on this machine")
     return dev
 
 
 def check_dtype(dtype: torch.dtype | None, name: str = "dtype") -> torch.dtype | None:
-    """``dtype`` if it is a floating ``torch.dtype`` (``None`` passes through), else a one-line
-    ``ValueError`` naming ``name`` (a string such as ``"float64"`` would be ignored downstream)."""
+    """``dtype`` if it is one of :data:`SUPPORTED_DTYPES` (``None`` passes through), else a one-line
+    ``ValueError`` naming ``name`` (a string such as ``"float64"`` would be ignored downstream;
+    float16 and bfloat16 would fail mid-run)."""
     if dtype is None:
         return None
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"{name} must be a floating torch.dtype such as torch.float32, got {dtype!r}")
+    if dtype not in SUPPORTED_DTYPES:
+        raise ValueError(f"{name}={dtype} is not supported: {UNSUPPORTED_DTYPE}")
     return dtype
+
+
+#: Why a half-precision dtype is refused, and the fix.
+UNSUPPORTED_DTYPE = (
+    "use torch.float32 or torch.float64 (half precision cannot hold the particle weights and the "
+    "noise schedule)"
+)
+
+
+def cast_data(value: Any, dtype: torch.dtype, device: torch.device, what: str) -> Tensor:
+    """``value`` (a tensor or an array of real numbers) as a ``Tensor`` of ``dtype`` on ``device``,
+    with a ``UserWarning`` naming ``what`` if the cast changes values beyond rounding: a finite
+    value that overflows, a non-zero one that underflows (to zero or a subnormal), an integer that
+    the new dtype cannot hold. Booleans and complex numbers are a one-line ``TypeError``."""
+    v = torch.as_tensor(value)
+    if v.dtype == torch.bool or v.is_complex():
+        raise TypeError(f"{what} must hold real numbers, got a {v.dtype} tensor")
+    out = v.to(device=device, dtype=dtype)
+    if v.dtype == dtype:
+        return out
+    src = v.to(torch.float64) if v.dtype != torch.float64 else v
+    back = out.to(device=src.device, dtype=torch.float64)
+    tiny = torch.finfo(dtype).tiny
+    lost = (torch.isfinite(src) & ~torch.isfinite(back)) | ((src != 0) & (back.abs() < tiny))
+    lost |= (src == src.round()) & (back != src) & torch.isfinite(back)
+    if lost.any():
+        i = int(lost.flatten().nonzero()[0])
+        warnings.warn(
+            f"{what} converted from {v.dtype} to the prior's {dtype}: {int(lost.sum())} of {v.numel()} "
+            f"values changed beyond rounding (e.g. {src.flatten()[i].item():g} -> "
+            f"{back.flatten()[i].item():g})",
+            stacklevel=3,
+        )
+    return out
 
 
 def _is_int(value: Any) -> bool:

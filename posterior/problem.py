@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 
-from posterior._utils import check_device, check_dtype
+from posterior._utils import SUPPORTED_DTYPES, UNSUPPORTED_DTYPE, cast_data, check_device, check_dtype
 from posterior.distributions import GaussianMixture, whitened_normal_log_prob
 from posterior.noise.base import NoiseModel
 from posterior.noise.models import as_noise_model
@@ -25,9 +25,12 @@ class InverseProblem:
 
     Args:
         prior: a :class:`~posterior.priors.DiffusionPrior` on ``x: [*event_shape]``.
-        operator: an operator from :mod:`posterior.operators`, a ``Tensor[m, d]`` matrix, or a
-            differentiable callable ``Tensor[n, *event_shape] -> Tensor[n, *obs_shape]``.
-        y: ``Tensor[*obs_shape]``, or ``Tensor[B, *obs_shape]`` for ``B`` problems at once.
+        operator: an operator from :mod:`posterior.operators`, a ``Tensor[m, d]`` matrix (or a
+            NumPy array; converted to the prior's dtype and device), or a differentiable callable
+            ``Tensor[n, *event_shape] -> Tensor[n, *obs_shape]``.
+        y: ``Tensor[*obs_shape]``, or ``Tensor[B, *obs_shape]`` for ``B`` problems at once (or
+            an array; converted to the prior's dtype and device, with a warning where values
+            change beyond rounding).
         noise: the observation model ``p(y | A(x))``: a float or ``Tensor[B]`` (the standard
             deviation ``>= 0`` of Gaussian noise), or a noise model from :mod:`posterior.noise`
             (``Gaussian``, ``Poisson``, ``StudentT``, ``Laplace``, ``from_pyro``).
@@ -55,18 +58,18 @@ class InverseProblem:
             raise TypeError("pass the noise model (or Gaussian noise_std) once, as noise or noise_std")
         arg = "noise" if noise_std is _MISSING else "noise_std"
         model = as_noise_model(noise if noise_std is _MISSING else noise_std, arg)
+        if prior.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(
+                f"InverseProblem: the prior's dtype {prior.dtype} is not supported: {UNSUPPORTED_DTYPE}"
+            )
+        check_device(prior.device, "the prior's device")
         self.prior = prior
+        if isinstance(operator, Tensor) or hasattr(operator, "__array__"):  # a plain matrix
+            operator = cast_data(operator, prior.dtype, prior.device, "the operator matrix")
         self.operator = as_operator(operator).bind(tuple(prior.event_shape))
         self._check_operator_placement()
 
-        y = torch.as_tensor(y)
-        if not y.is_floating_point():
-            raise TypeError(f"y must be a floating-point tensor, got {y.dtype}")
-        if y.device != prior.device or y.dtype != prior.dtype:
-            raise ValueError(
-                f"y has device {y.device} and dtype {y.dtype} but the prior has device "
-                f"{prior.device} and dtype {prior.dtype}"
-            )
+        y = cast_data(y, prior.dtype, prior.device, "y")
         if not torch.isfinite(y).all():
             raise ValueError("y contains NaN or inf")
         obs_shape = self._obs_shape()
@@ -107,10 +110,12 @@ class InverseProblem:
     # ----------------------------------------------------------------- validation helpers
     def _check_operator_placement(self) -> None:
         for t in self.operator.tensors():
-            if t.is_floating_point() and (t.device != self.prior.device or t.dtype != self.prior.dtype):
+            dev, dt = self.prior.device, self.prior.dtype
+            if t.is_floating_point() and (t.device != dev or t.dtype != dt):
+                fix = [f"device={str(dev)!r}"] * (t.device != dev) + [f"dtype={dt}"] * (t.dtype != dt)
                 raise ValueError(
                     f"the operator holds a tensor with device {t.device} and dtype {t.dtype} but the "
-                    f"prior has device {self.prior.device} and dtype {self.prior.dtype}: move one of them"
+                    f"prior has device {dev} and dtype {dt}: pass operator.to({', '.join(fix)})"
                 )
 
     def _obs_shape(self) -> tuple[int, ...]:

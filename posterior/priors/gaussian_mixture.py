@@ -14,7 +14,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator, check_count
+from posterior._utils import (
+    SUPPORTED_DTYPES,
+    UNSUPPORTED_DTYPE,
+    as_generator,
+    check_count,
+    check_device,
+    check_dtype,
+)
 from posterior.distributions import GaussianMixture
 from posterior.priors.base import DiffusionPrior
 from posterior.schedule import CLEAN, NoiseSchedule, VPSchedule
@@ -55,6 +62,10 @@ class GaussianMixturePrior(DiffusionPrior):
             )
         if {weights.device, covs.device} != {means.device} or {weights.dtype, covs.dtype} != {means.dtype}:
             raise ValueError("weights, means and covs must share a device and dtype")
+        if means.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(
+                f"GaussianMixturePrior: dtype {means.dtype} is not supported: {UNSUPPORTED_DTYPE}"
+            )
         diagonal = covs.dim() == 2
         if not diagonal and _is_diagonal(covs):  # identity-like covariances: use the fast path
             covs, diagonal = covs.diagonal(dim1=-2, dim2=-1).clone(), True
@@ -94,7 +105,7 @@ class GaussianMixturePrior(DiffusionPrior):
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> GaussianMixturePrior:
         """The same mixture (schedule, batch size) with its tensors on ``device`` / ``dtype``."""
-        d = self.distribution
+        d, device, dtype = self.distribution, check_device(device), check_dtype(dtype)
         moved = [v.to(device=device, dtype=dtype) for v in (d.weights, d.means, d.covs)]
         return GaussianMixturePrior(*moved, schedule=self.schedule, max_batch_size=self.max_batch_size)
 
