@@ -28,9 +28,6 @@ same output.
 from __future__ import annotations
 
 import math
-import os
-import sys
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -41,10 +38,19 @@ from torch import Tensor
 from posterior._utils import progress_bar
 from posterior.distributed.comm import Communicator
 from posterior.distributed.context import current_communicator, use_communicator
+from posterior.particles.degeneracy import (
+    DEGENERATE_ESS,
+    DEGENERATE_FRACTION,
+    ParticleDegeneracyWarning,
+    warn_if_degenerate,
+    warn_if_failed,
+)
 from posterior.particles.feynman_kac import Extras, FeynmanKacModel, Move
 from posterior.particles.resampling import RESAMPLERS, ess
 
 __all__ = [
+    "DEGENERATE_ESS",
+    "DEGENERATE_FRACTION",
     "FeynmanKacModel",
     "Move",
     "ParticleDegeneracyWarning",
@@ -53,15 +59,8 @@ __all__ = [
     "check_resampling_options",
     "run_smc",
     "warn_if_degenerate",
+    "warn_if_failed",
 ]
-
-#: ESS below which :func:`run_smc` warns: the whole particle system rests on about one particle.
-DEGENERATE_ESS = 2.0
-
-
-class ParticleDegeneracyWarning(UserWarning):
-    """The effective sample size collapsed: the draws are far from the many-particle regime in
-    which the sampler is exact (more particles, or a resample-move, are the remedies)."""
 
 
 class ParticleState(NamedTuple):
@@ -97,6 +96,8 @@ class SMCOutput:
         genealogy: ``LongTensor[B, num_steps, N]`` ancestors per step, when asked for.
         state: the weighted :class:`ParticleState` before the final resampling (its
             ``ancestors`` are those of the final resampling).
+        failed: ``BoolTensor[B]``, the problems whose every particle's weight became zero (their
+            ``log_evidence`` is ``-inf``, an estimate ``Z = 0``; their ``samples`` are NaN).
     """
 
     samples: Tensor
@@ -108,6 +109,7 @@ class SMCOutput:
     acceptance: Tensor | None = None
     genealogy: Tensor | None = None
     state: ParticleState | None = None
+    failed: Tensor | None = None
 
 
 def check_resampling_options(resampling: str, threshold: float | str) -> None:
@@ -135,12 +137,33 @@ def _reweight(
     return unnorm - increment[:, None], increment
 
 
+def _reweight_rows(
+    log_weights: Tensor, log_potential: Tensor, what: str, comm: Communicator, failed: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """:func:`_reweight` that lets a problem fail alone: where every particle's weight became zero
+    the problem joins ``failed: BoolTensor[B]`` (its increment is ``-inf``, so its ``log Z`` is
+    ``-inf``: the estimate ``Z = 0``); a failed problem is carried along at uniform weights and
+    potential ``0`` so that the others go on. NaN or ``+inf`` potentials are still an error.
+    Returns ``(log_weights, increment, failed)``."""
+    log_potential = log_potential.masked_fill(failed[:, None], 0.0)
+    if comm.any(torch.isnan(log_potential).any() or (log_potential == math.inf).any()):
+        raise FloatingPointError(f"{what}: NaN or +inf log-weight")
+    unnorm = log_weights + log_potential
+    increment = comm.logsumexp(unnorm)
+    dead = ~torch.isfinite(increment)  # -inf: every weight is zero (NaN and +inf are excluded above)
+    if dead.any():
+        unnorm = torch.where(dead[:, None], torch.zeros_like(unnorm), unnorm)
+        norm = torch.where(dead, comm.logsumexp(unnorm), increment)
+        return unnorm - norm[:, None], increment, failed | dead
+    return unnorm - increment[:, None], increment, failed
+
+
 #: Normalised log-weight below which a particle counts as having weight zero: ``log(1e-30)``.
 NEGLIGIBLE_LOG_WEIGHT = -69.0
 
 
 def _retire_non_finite(
-    x: Tensor, log_g: Tensor, log_w: Tensor, what: str, comm: Communicator
+    x: Tensor, log_g: Tensor, log_w: Tensor, what: str, comm: Communicator, failed: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
     """Give weight zero to particles whose new value or potential is not finite, where their weight
     already was negligible (``< 1e-30``; e.g. a particle far in the tails, thrown further by a
@@ -148,11 +171,15 @@ def _retire_non_finite(
     (a zero-weight particle's value changes nothing in the weighted measure) so that later steps
     compute on finite numbers, and the next resampling removes them. A non-finite particle that
     still carried weight is an error: ``FloatingPointError`` naming the method and the step, raised
-    on every rank when it happens on one."""
+    on every rank when it happens on one; in a ``failed`` problem (``BoolTensor[B]``) no weight
+    counts."""
     bad = ~torch.isfinite(x.flatten(2)).all(-1) | torch.isnan(log_g) | (log_g == math.inf)  # [B, N]
     if not comm.distributed and not bad.any():  # the common case: one check, no collective
         return x, log_g
-    if comm.any((bad & (log_w > NEGLIGIBLE_LOG_WEIGHT)).any()):  # every rank raises together
+    carried = bad & (log_w > NEGLIGIBLE_LOG_WEIGHT)
+    if failed is not None:
+        carried = carried & ~failed[:, None]
+    if comm.any(carried.any()):  # every rank raises together
         raise FloatingPointError(f"{what}: NaN or inf encountered in the particles or their weights")
     if not bad.any():
         return x, log_g
@@ -193,7 +220,8 @@ def run_smc(
         genealogy: keep the ancestors of every step.
         progress: show a progress bar.
         warn_degenerate: issue a :class:`ParticleDegeneracyWarning` when the ESS of some problem
-            fell below ``2`` (see :func:`warn_if_degenerate`).
+            fell below ``2`` or below 1% of the particles (see :func:`warn_if_degenerate`), or
+            some problem failed (:func:`warn_if_failed`).
         comm: the communicator across ranks (default: the active one,
             :func:`~posterior.distributed.context.current_communicator`, which is the
             single-process one outside ``ps.sample(..., distributed=True)``). With several ranks,
@@ -207,8 +235,10 @@ def run_smc(
         an :class:`SMCOutput`.
 
     Raises:
-        FloatingPointError: NaN particles, NaN log-weights or all weights zero, naming the
-            method and the step.
+        FloatingPointError: NaN particles or NaN log-weights, naming the method and the step.
+            A problem whose every particle's weight became zero is not an error: it is marked in
+            ``failed`` (NaN samples, ``log_evidence = -inf``) while the others go on, and warned
+            about (:func:`warn_if_failed`) where ``warn_degenerate``.
     """
     check_resampling_options(resampling, threshold)
     resample = RESAMPLERS[resampling]
@@ -223,8 +253,9 @@ def run_smc(
         x, extras, log_g0 = model.init(B, n, local, shared)
     log_w = torch.full((B, n), -math.log(N), device=x.device, dtype=x.dtype)
     log_z = torch.zeros(B, device=x.device, dtype=x.dtype)
+    failed = torch.zeros(B, dtype=torch.bool, device=x.device)
     if log_g0 is not None:
-        log_w, log_z = _reweight(log_w, log_g0, f"{model.name}: initial weights", comm)
+        log_w, log_z, failed = _reweight_rows(log_w, log_g0, f"{model.name}: initial weights", comm, failed)
     ess_trace = torch.empty(B, K, device=x.device, dtype=x.dtype)
     resampled = torch.zeros(B, K, dtype=torch.bool, device=x.device)
     acceptance = torch.full((B, K), math.nan, device=x.device, dtype=x.dtype) if move else None
@@ -235,8 +266,8 @@ def run_smc(
         what = f"{model.name}: step {k} (t={t})"
         with use_communicator(comm):
             x, extras, log_g = model.step(t, s, x, extras, log_w, local)
-        x, log_g = _retire_non_finite(x, log_g, log_w, what, comm)
-        log_w, inc = _reweight(log_w, log_g, what, comm)
+        x, log_g = _retire_non_finite(x, log_g, log_w, what, comm, failed)
+        log_w, inc, failed = _reweight_rows(log_w, log_g, what, comm, failed)
         log_z = log_z + inc
         # log_w is normalised over all ranks: ESS = 1 / sum_i w_i^2
         ess_trace[:, k] = comm.sum(log_w.mul(2).exp_()).reciprocal_() if comm.distributed else ess(log_w)
@@ -267,14 +298,18 @@ def run_smc(
             ancestry.append(anc)
 
     if warn_degenerate:
-        warn_if_degenerate(ess_trace, model.name)
+        warn_if_failed(failed, model.name)
+        warn_if_degenerate(ess_trace.masked_fill(failed[:, None], math.inf), model.name, num_particles=N)
     weighted, final_log_w = comm.all_gather(x, N), comm.all_gather(log_w, N)
     anc = resample(final_log_w, shared)
     resampled[:, K - 1] = True
     if genealogy:
         ancestry.append(anc)
+    samples = _gather(weighted, anc)
+    if failed.any():
+        samples = samples.masked_fill(failed.view(B, *([1] * (samples.dim() - 1))), math.nan)
     return SMCOutput(
-        samples=_gather(weighted, anc),
+        samples=samples,
         log_weights=final_log_w,
         particles=weighted,
         ess=ess_trace,
@@ -283,6 +318,7 @@ def run_smc(
         acceptance=acceptance,
         genealogy=torch.stack(ancestry, 1) if genealogy else None,
         state=ParticleState(weighted, extras, final_log_w, log_z, anc),
+        failed=failed,
     )
 
 
@@ -327,43 +363,6 @@ def _rows_where(
 
     (x_new, e_new), (x_old, e_old) = new, old
     return pick(x_new, x_old), {k: pick(v, e_old[k]) if k in e_old else v for k, v in e_new.items()}
-
-
-def warn_if_degenerate(ess_trace: Tensor, name: str, level: float = DEGENERATE_ESS, runs: int = 1) -> bool:
-    """Warn (:class:`ParticleDegeneracyWarning`) if the ESS ``[B, K]`` of any problem fell below
-    ``level`` at some step; one warning for the whole batch. With ``runs > 1`` the rows are the
-    independent runs ``b * runs + r`` of the problems, and the warning names a run. Returns
-    whether it warned."""
-    low = ess_trace < level  # [B, K]
-    bad = low.any(-1)
-    if not bad.any():
-        return False
-    B, K = ess_trace.shape
-    worst = int(ess_trace.min(-1).values.argmin())
-    steps = low[worst].nonzero().flatten().tolist()
-    if runs > 1:
-        where, rows = f"run {worst % runs} of problem {worst // runs}, ", "runs"
-    else:
-        where, rows = (f"problem {worst}, " if B > 1 else ""), "problem(s)"
-    warnings.warn(
-        f"{name}: the effective sample size fell below {level:g} in {int(bad.sum())} of {B} {rows} "
-        f"({where}{len(steps)} of {K} steps, first at step {steps[0]}, minimum "
-        f"{float(ess_trace[worst].min()):.2f}): the draws rest on about one particle and their spread "
-        "underestimates the posterior's; use more particles or a resample-move (result.ess has the trace)",
-        ParticleDegeneracyWarning,
-        stacklevel=_caller_outside_package(),
-    )
-    return True
-
-
-def _caller_outside_package() -> int:
-    """The ``stacklevel`` that points a warning issued here at the first caller outside
-    ``posterior`` (the user's line, not the engine's)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    frame, level = sys._getframe(1), 1  # the frame that calls warnings.warn
-    while frame.f_back is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _gather_rows(x: Tensor, rows: Tensor, ancestors: Tensor) -> Tensor:

@@ -11,7 +11,10 @@ from typing import Any, ClassVar
 import torch
 
 from posterior._utils import as_generator, check_finite, check_positive_int
+from posterior.parameters import Parameters
+from posterior.priors.latent import LatentPrior
 from posterior.problem import InverseProblem
+from posterior.samplers.latent import decode_result, latent_problem
 from posterior.samplers.result import Result
 from posterior.schedule import TimeGrid, check_time_grid
 
@@ -35,6 +38,9 @@ class Sampler(ABC):
     name: ClassVar[str]
     exact: ClassVar[bool] = False
     summary: ClassVar[str] = ""
+    #: samples the problem's unknown parameters (:class:`~posterior.Unknown`) with ``x``; every
+    #: other method refuses a problem that has some
+    joint: ClassVar[bool] = False
     #: the particles interact (resampling): :meth:`run` hands them to the particle engine, which
     #: splits them across ranks itself in a distributed run. Otherwise the ``num_particles`` draws
     #: are independent and a distributed run splits them (:mod:`posterior.samplers.distributed`).
@@ -138,6 +144,12 @@ def sample(
     cls = get_method(method)
     if not isinstance(problem, InverseProblem):
         raise TypeError(f"problem must be an InverseProblem, got {type(problem).__name__}")
+    if isinstance(problem.prior, LatentPrior):  # the latent problem (operator A o D), decoded
+        decoder_evals = problem.prior.num_evals
+        inner = latent_problem(problem)
+        args = (num_particles, num_steps, seed, progress, distributed, time_grid)
+        result = sample(inner, method, *args, **options)
+        return decode_result(result, problem, decoder_evals)
     grid = check_time_grid(DEFAULT_TIME_GRID if time_grid is None else time_grid)
     if num_steps is None:
         num_steps = 100 if isinstance(grid, str) else len(grid)
@@ -151,6 +163,14 @@ def sample(
             f"{cls.name!r} has no option {', '.join(sorted(unknown))}; "
             f"its options are: {', '.join(cls.option_names()) or 'none'}"
         )
+    if not cls.joint:
+        unknowns = Parameters(problem)
+        if unknowns:
+            joint = ", ".join(sorted(n for n, c in METHODS.items() if c.joint))
+            raise ValueError(
+                f"{cls.name!r} needs every parameter known; this problem has unknown "
+                f"{', '.join(unknowns.names)}: use a joint sampler ({joint})"
+            )
     sampler = cls(**options)
     sampler.time_grid = grid
     if progress is None:
@@ -178,5 +198,6 @@ def sample(
     result.truth = (
         None if problem.truth is None else (problem.truth if problem.batched else problem.truth[None])
     )
-    check_finite(result.samples, f"{cls.name}: final samples")
+    failed = result.stats.get("failed")  # problems a particle sampler could not weigh: NaN draws, warned
+    check_finite(result.samples if failed is None else result.samples[~failed], f"{cls.name}: final samples")
     return result if problem.batched else result.unbatched()

@@ -37,6 +37,11 @@ class Result:
         stats: further per-method traces, each a tensor with ``num_steps`` (or draws) last, or
             per-problem values ``[B]`` (e.g. ``"init_ess"`` of the MCMC samplers).
         truth: the ground truth ``x`` when the problem knows it.
+        parameters: ``{name: Tensor[N]}``, the draw of each unknown parameter
+            (:class:`~posterior.Unknown`) that goes with each draw of ``samples`` (joint samplers
+            such as ``"pmmh"``), else ``None``.
+        latents: ``Tensor[N, *latent_shape]``, the latent draws behind ``samples`` for a latent
+            prior (:class:`~posterior.LatentPrior`: ``samples`` are their decoding), else ``None``.
     """
 
     samples: Tensor
@@ -53,8 +58,11 @@ class Result:
     stats: dict[str, Tensor] = field(default_factory=dict)
     truth: Tensor | None = None
     batched: bool = True
+    parameters: dict[str, Tensor] | None = None
+    latents: Tensor | None = None
 
     _BATCHED_FIELDS = ("samples", "log_evidence", "ess", "log_weights", "resampled", "acceptance", "truth")
+    _BATCHED_FIELDS += ("latents",)  # a latent prior's draws behind the decoded samples
 
     def unbatched(self) -> Result:
         """The same result with the leading problem dimension (``B = 1``) dropped."""
@@ -66,6 +74,8 @@ class Result:
             if value is not None:
                 out[name] = value[0]
         out["stats"] = {k: v[0] for k, v in self.stats.items()}
+        if self.parameters is not None:
+            out["parameters"] = {k: v[0] for k, v in self.parameters.items()}
         out["batched"] = False
         return Result(**out)
 
@@ -79,6 +89,8 @@ class Result:
             if value is not None:
                 out[name] = value[None]
         out["stats"] = {k: v[None] for k, v in self.stats.items()}
+        if self.parameters is not None:
+            out["parameters"] = {k: v[None] for k, v in self.parameters.items()}
         out["batched"] = True
         return Result(**out)
 
@@ -87,22 +99,24 @@ class Result:
 
         A particle sampler run with ``runs = R > 1`` (e.g. ``ps.sample(problem, "tds", 128,
         runs=32)``) returns all runs' draws together (``R`` blocks of ``N / R`` on the draw dim) and
-        keeps ``stats["run_log_evidence"]: [B, R]`` and ``stats["run_ess"]: [B, R, num_steps]``;
-        here each run gets its own draws, log-evidence, ESS trace and a share ``1 / R`` of the
-        network calls and time. Any other result is returned alone: ``[self]``.
+        keeps ``stats["run_log_evidence"]: [B, R]``, ``stats["run_ess"]: [B, R, num_steps]`` and
+        each run's own draws ``stats["run_samples"]`` (``R`` blocks of ``N / R``; ``samples`` are
+        the merge's); here each run gets its own draws, log-evidence, ESS trace and a share
+        ``1 / R`` of the network calls and time. Any other result is returned alone: ``[self]``.
         """
         R = int(self.options.get("runs", 1))
         if R == 1 or "run_log_evidence" not in self.stats or self.num_samples < 2 * R:
             return [self]  # one draw per run: the draws are independent, one chain
         b = self.as_batched()
-        n = b.samples.shape[1] // R
+        own = b.stats.get("run_samples", b.samples)  # [B, R * n, ...], run by run
+        n = own.shape[1] // R
         rest = {k: v for k, v in b.stats.items() if not k.startswith("run_")}
         parts = []
         for r in range(R):
             block = slice(r * n, (r + 1) * n)
             lw = None if b.log_weights is None else b.log_weights[:, block]
             part = Result(
-                samples=b.samples[:, block],
+                samples=own[:, block],
                 method=b.method,
                 log_evidence=b.stats["run_log_evidence"][:, r],
                 ess=b.stats["run_ess"][:, r],
@@ -125,7 +139,8 @@ class Result:
         For a particle sampler run with ``runs = R > 1``: each run's draw is one of its ``n``
         equally weighted particles, picked uniformly (after the final resampling that is a draw
         from the run's weighted particle approximation of the posterior), so the ``R`` draws are
-        independent and each converges in law to the posterior as ``n`` grows. The ``n`` particles
+        independent and each converges in law to the posterior as ``n`` grows (at a fixed ``n``
+        each keeps its run's bias: the runs' evidence weights are not applied). The ``n`` particles
         of one small run descend from few ancestors; one draw each keeps the runs' spread without
         counting a run's copies as independent. The runs' statistics and the network calls spent
         (``num_evals``, ``num_vjps``: all runs together) are kept.
@@ -134,14 +149,13 @@ class Result:
         if R == 1 or "run_log_evidence" not in self.stats:
             raise ValueError("one_per_run needs a particle sampler's result with runs > 1 (e.g. runs=128)")
         b = self.as_batched()
-        B, Rn = b.samples.shape[:2]
+        own = b.stats.get("run_samples", b.samples)  # [B, R * n, ...], each run's own draws
+        B, Rn = own.shape[:2]
         n = Rn // R
-        pick = torch.randint(n, (B, R), generator=as_generator(seed)).to(b.samples.device)
-        index = torch.arange(R, device=pick.device) * n + pick  # [B, R] rows of samples
+        pick = torch.randint(n, (B, R), generator=as_generator(seed)).to(own.device)
+        index = torch.arange(R, device=pick.device) * n + pick  # [B, R] rows of the runs' draws
         draws = torch.gather(
-            b.samples,
-            1,
-            index.reshape(B, R, *([1] * (b.samples.dim() - 2))).expand(B, R, *b.samples.shape[2:]),
+            own, 1, index.reshape(B, R, *([1] * (own.dim() - 2))).expand(B, R, *own.shape[2:])
         )
         out = {name: getattr(b, name) for name in self.__dataclass_fields__}
         out.update(

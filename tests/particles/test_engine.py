@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from posterior.particles import Extras, FeynmanKacModel, run_smc
+from posterior.particles import Extras, FeynmanKacModel, ParticleDegeneracyWarning, run_smc
 
 OBS = torch.tensor([0.5, -1.0, 2.0, 0.3, 1.2, -0.4, 0.8, 0.0])  # y_1 .. y_K
 Q, R = 0.5, 0.3  # transition and observation variances
@@ -112,14 +112,24 @@ def test_nan_weights_raise_naming_method_and_step() -> None:
         run_smc(RandomWalk(nan_at=3), PAIRS, 2, 16, torch.Generator().manual_seed(0))
 
 
-def test_all_zero_weights_raise() -> None:
+def test_a_problem_whose_weights_all_vanish_fails_alone() -> None:
+    """Every weight of problem 1 becomes zero at step 2: the others go on, problem 1 is marked
+    failed (NaN samples, log-evidence -inf) and a warning names it."""
+
     class Zero(RandomWalk):
         def step(self, t, s, x, extras, log_weights, generator):  # type: ignore[no-untyped-def]
             x, extras, log_g = super().step(t, s, x, extras, log_weights, generator)
-            return x, extras, torch.full_like(log_g, -math.inf) if step_index(s) == 2 else log_g
+            if step_index(s) == 2:
+                log_g = log_g.clone()
+                log_g[1] = -math.inf
+            return x, extras, log_g
 
-    with pytest.raises(FloatingPointError, match=r"walk: step 2 .*all particle weights are zero"):
-        run_smc(Zero(), PAIRS, 2, 16, torch.Generator().manual_seed(0))
+    match = r"walk: every particle's weight became zero in 1 of 3 problem\(s\) \(\[1\]\)"
+    with pytest.warns(ParticleDegeneracyWarning, match=match):
+        out = run_smc(Zero(), PAIRS, 3, 16, torch.Generator().manual_seed(0))
+    assert out.failed is not None and out.failed.tolist() == [False, True, False]
+    assert out.samples[1].isnan().all() and torch.isfinite(out.samples[[0, 2]]).all()
+    assert out.log_evidence[1] == -math.inf and torch.isfinite(out.log_evidence[[0, 2]]).all()
 
 
 def test_same_seed_same_output_and_genealogy() -> None:
@@ -220,3 +230,23 @@ class NaNWeighted(RandomWalk):
             x = x.clone()
             x[:, 1] = math.nan
         return x, extras, log_g
+
+
+def test_a_few_particles_out_of_thousands_warn() -> None:
+    """An ESS of about 5 of 2000 particles (above 2, below 1% of them) is degenerate too."""
+    import warnings
+
+    class Few(RandomWalk):
+        def step(self, t, s, x, extras, log_weights, generator):  # type: ignore[no-untyped-def]
+            x, extras, log_g = super().step(t, s, x, extras, log_weights, generator)
+            if step_index(s) != 3:
+                return x, extras, log_g
+            keep = torch.arange(log_g.shape[1]) < 5  # five particles carry the weight
+            return x, extras, torch.where(keep, torch.zeros_like(log_g), torch.full_like(log_g, -40.0))
+
+    with pytest.warns(ParticleDegeneracyWarning, match=r"fell below 20 of 2000 particles .* minimum 5\.00"):
+        out = run_smc(Few(), PAIRS, 2, 2000, torch.Generator().manual_seed(0))
+    assert 2 < out.ess[:, 3].min() < 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ParticleDegeneracyWarning)
+        run_smc(Few(), PAIRS, 2, 400, torch.Generator().manual_seed(0))  # 5 of 400: above 1%

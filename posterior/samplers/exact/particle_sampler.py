@@ -1,20 +1,41 @@
-"""The options every particle sampler shares, and the run that hands its model to the engine."""
+"""The options every particle sampler shares, the run that hands its model to the engine, and the
+merge of independent runs.
+
+Independent runs (``runs = R``) are combined as the "island" particle filters combine their
+islands (Vergé, Dubarry, Del Moral & Moulines, "On parallel implementation of sequential Monte
+Carlo methods: the island particle model", Statistics and Computing 2015): run ``r``'s normalised
+weights ``w_ri`` are scaled by its evidence estimate ``Z_r``. Since ``E[Z_r sum_i w_ri f(x_ri)] = Z
+E_post[f]``, the pooled estimate ``sum_r Z_r sum_i w_ri f(x_ri) / sum_r Z_r`` converges to the
+target as the runs grow in number at any fixed run size, and as each run grows. Weighting every
+run equally instead (each run's draws count ``1 / R``) converges only as each run grows: at a
+fixed run size it keeps the bias of one run of that size.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from posterior._utils import check_bool
-from posterior.particles.engine import SMCOutput, check_resampling_options, run_smc, warn_if_degenerate
+from posterior.distributed.context import current_communicator
+from posterior.particles.degeneracy import (
+    ParticleDegeneracyWarning,
+    caller_outside_package,
+    warn_if_degenerate,
+    warn_if_failed,
+)
+from posterior.particles.engine import SMCOutput, _gather, check_resampling_options, run_smc
 from posterior.particles.feynman_kac import FeynmanKacModel, Move
+from posterior.particles.resampling import RESAMPLERS, ess
 from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler
 from posterior.samplers.result import Result
 
-__all__ = ["ParticleSampler", "TwistedSampler", "auto_runs", "merge_runs", "to_result"]
+__all__ = ["MERGES", "ParticleSampler", "TwistedSampler", "auto_runs", "merge_runs", "to_result"]
 
 #: ``runs="auto"``: at most this many independent runs ...
 AUTO_MAX_RUNS = 32
@@ -22,6 +43,11 @@ AUTO_MAX_RUNS = 32
 AUTO_MIN_RUN = 4
 #: Independent runs of at least this many particles warn when one degenerates (ESS below 2).
 WARN_RUN_SIZE = 16
+#: How independent runs are merged (:func:`merge_runs`).
+MERGES = ("evidence", "equal")
+#: The evidence-weighted merge warns when fewer than this many runs carry its weight (the
+#: effective number of runs ``(sum Z_r)^2 / sum Z_r^2``), out of at least ``2 *`` as many runs.
+MIN_EFFECTIVE_RUNS = 2.0
 
 
 def auto_runs(num_particles: int) -> int:
@@ -29,7 +55,7 @@ def auto_runs(num_particles: int) -> int:
     ``num_particles`` not above :data:`AUTO_MAX_RUNS` that leaves each run at least
     :data:`AUTO_MIN_RUN` particles (``1`` below 8 particles). E.g. 128 -> 32 runs of 4, 2000 -> 25
     runs of 80, 4096 -> 32 runs of 128. The number of runs stays bounded, so each run grows with
-    ``num_particles`` and the draws converge as one run's do."""
+    ``num_particles``."""
     top = min(AUTO_MAX_RUNS, num_particles // AUTO_MIN_RUN)
     return max((r for r in range(1, top + 1) if num_particles % r == 0), default=1)
 
@@ -51,8 +77,11 @@ class ParticleSampler(Sampler):
         move: Move | None = None,
         rejuvenate: bool = False,
         runs: int | str = 1,
+        merge: str = "evidence",
     ) -> None:
         check_resampling_options(resampling, threshold)
+        if merge not in MERGES:
+            raise ValueError(f"merge must be one of {MERGES} (how independent runs combine), got {merge!r}")
         if runs != "auto" and (isinstance(runs, (bool, str)) or not isinstance(runs, int) or runs < 1):
             raise ValueError(
                 f"runs must be an integer >= 1 (independent particle systems) or 'auto', got {runs!r}"
@@ -65,7 +94,7 @@ class ParticleSampler(Sampler):
             raise ValueError("move must be a callable move(particles, log_target_fn, generator)")
         self.resampling, self.threshold, self.eta = resampling, threshold, float(eta)
         self.exact_start, self.move, self.rejuvenate = exact_start, move, rejuvenate
-        self.runs = runs
+        self.runs, self.merge = runs, merge
 
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> FeynmanKacModel:
         """The Feynman-Kac model of this sampler on ``problem``, along the time grid ``pairs``."""
@@ -89,6 +118,13 @@ class ParticleSampler(Sampler):
                 f"{self.name!r}: runs={R} must divide num_particles={num_particles} (each run holds "
                 "num_particles / runs particles)"
             )
+        n = num_particles // R
+        if R > 1 and n == 1 and self.merge == "equal":
+            raise ValueError(
+                f"{self.name!r}: runs={R} with merge='equal' leaves one particle per run, whose draws "
+                "are the proposal itself, never reweighted by the likelihood: use fewer runs, or "
+                "merge='evidence' (importance sampling over the runs)"
+            )
         pairs = self.time_pairs(problem, num_steps)
         model = self.model(problem if R == 1 else problem.repeat(R), pairs)
         if self.move is not None and getattr(model, "noiseless", False):
@@ -100,7 +136,7 @@ class ParticleSampler(Sampler):
             model,
             pairs,
             problem.batch_size * R,
-            num_particles // R,
+            n,
             generator,
             resampling=self.resampling,
             threshold=self.threshold,
@@ -109,14 +145,21 @@ class ParticleSampler(Sampler):
             progress=progress,
             warn_degenerate=False,  # below, naming a run where there are several
         )
-        # runs of a few particles are meant to end on one or two each (the spread between runs,
-        # R-hat over the runs as ArviZ chains, is then the diagnostic); one run or a larger run
-        # should not
-        if R == 1 or num_particles // R >= WARN_RUN_SIZE:
-            warn_if_degenerate(out.ess, self.name, runs=R)
-        result = to_result(out, self.name)
-        result = result if R == 1 else merge_runs(result, R)
-        result.options = {"runs": R}  # the number of runs as run ("auto" resolved)
+        # runs of a few particles are meant to end on one or two each (the merge's weights then
+        # decide); one run or a larger run should not
+        if R == 1 or n >= WARN_RUN_SIZE:
+            ess_trace = out.ess.masked_fill(out.failed[:, None], math.inf)
+            warn_if_degenerate(ess_trace, self.name, runs=R, num_particles=n)
+        if R == 1:
+            result = to_result(out, self.name)
+        else:
+            shared, _ = current_communicator().generators(generator)  # the same draw on every rank
+            result = merge_runs(out, self.name, R, self.merge, RESAMPLERS[self.resampling], shared)
+        failed = out.failed if R == 1 else result.stats.get("failed")
+        if failed is not None and failed.any():
+            result.stats["failed"] = failed
+            warn_if_failed(failed, self.name)
+        result.options = {"runs": R} if R == 1 else {"runs": R, "merge": self.merge}
         return result
 
 
@@ -135,8 +178,9 @@ class TwistedSampler(ParticleSampler):
         prior_var: float | str = "auto",
         rejuvenate: bool = False,
         runs: int | str = 1,
+        merge: str = "evidence",
     ) -> None:
-        super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate, runs)
+        super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate, runs, merge)
         if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
             raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
         self.prior_var = prior_var
@@ -167,32 +211,106 @@ def to_result(out: SMCOutput, name: str) -> Result:
     )
 
 
-def merge_runs(result: Result, runs: int) -> Result:
-    """The result of ``runs`` independent particle systems per problem, run as the rows
-    ``b * runs + r`` of one batch (``samples: [B * runs, n, ...]``), as one result per problem.
+def merge_runs(
+    out: SMCOutput,
+    name: str,
+    runs: int,
+    merge: str = "evidence",
+    resample: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+    generator: torch.Generator | None = None,
+) -> Result:
+    """One result per problem from ``runs`` independent particle systems run as the rows
+    ``b * runs + r`` of one batch (``out.particles: [B * runs, n, ...]``).
 
-    ``samples``: ``[B, runs * n, ...]``, run by run. ``log_evidence``: the mean of the runs'
-    evidence estimates (``log`` of the mean of ``Z_r``, still unbiased for ``Z``).
-    ``log_weights``: each run's normalised weights divided by ``runs``. ``ess``: the smallest over
-    the runs at each step; ``resampled``: whether any run resampled; ``acceptance``: the mean.
-    ``stats["run_log_evidence"]: [B, runs]`` and ``stats["run_ess"]: [B, runs, num_steps]`` keep
-    the runs apart (:meth:`Result.split_runs` and the ArviZ chains read them).
+    ``merge="evidence"`` (module docstring): particle ``i`` of run ``r`` weighs ``Z_r w_ri / sum_s
+    Z_s``; a run with ``Z_r = 0`` (every weight zero) weighs nothing, and a problem fails only when
+    every run of it does. ``merge="equal"``: it weighs ``w_ri / R'`` over the ``R'`` runs that did
+    not fail, an approximation that keeps each run's bias at a fixed run size.
+
+    ``samples``: ``[B, runs * n, ...]``, equally weighted, resampled from the pooled weighted
+    particles with ``resample`` (systematic by default; with ``"equal"`` and a scheme with
+    exact counts each run keeps its ``n`` draws). ``log_weights``: the pooled weights
+    ``[B, runs * n]``. ``log_evidence``: ``log`` of the mean of the runs' ``Z_r`` (unbiased for
+    ``Z``, whatever the merge). ``ess``: the smallest over the runs at each step; ``resampled``:
+    whether any run resampled; ``acceptance``: the mean. ``stats``: ``"run_log_evidence": [B,
+    runs]``, ``"run_ess": [B, runs, num_steps]`` and ``"run_samples": [B, runs * n, ...]`` (each
+    run's own equally weighted draws, run by run: :meth:`Result.split_runs` and the ArviZ chains
+    read them), ``"merge_ess": [B]`` (the ESS of the pooled weights, out of ``runs * n``),
+    ``"effective_runs": [B]`` (``(sum Z_r)^2 / sum Z_r^2``, the runs that carry the evidence
+    weights) and ``"failed": BoolTensor[B]`` where some problem failed.
     """
-    BR, n = result.samples.shape[:2]
-    B = BR // runs
+    if merge not in MERGES:
+        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+    resample = RESAMPLERS["systematic"] if resample is None else resample
+    BR, n = out.samples.shape[:2]
+    B, event = BR // runs, out.samples.shape[2:]
 
     def per_run(t: Tensor) -> Tensor:
         return t.reshape(B, runs, *t.shape[1:])
 
-    log_z = per_run(result.log_evidence)
-    stats = {"run_log_evidence": log_z, "run_ess": per_run(result.ess)}
+    log_z = per_run(out.log_evidence)  # [B, R]; -inf where a run failed
+    alive = torch.isfinite(log_z)
+    failed = ~alive.any(1)
+    log_w = per_run(out.log_weights)  # [B, R, n], each run normalised
+    if merge == "evidence":
+        run_weight = torch.log_softmax(log_z.masked_fill(failed[:, None], 0.0), 1)
+    else:
+        count = alive.sum(1, keepdim=True).clamp_min(1)
+        run_weight = torch.where(alive | failed[:, None], -torch.log(count.to(log_z.dtype)), -math.inf)
+        run_weight = run_weight.masked_fill(failed[:, None], -math.log(runs))
+    pooled = (log_w + run_weight[..., None]).reshape(B, runs * n)
+    ancestors = resample(pooled, generator)
+    particles = out.particles.reshape(B, runs * n, *event)
+    samples = _gather(particles, ancestors)
+    if failed.any():
+        samples = samples.masked_fill(failed.view(B, *([1] * (samples.dim() - 1))), math.nan)
+    stats = {
+        "run_log_evidence": log_z,
+        "run_ess": per_run(out.ess),
+        "run_samples": out.samples.reshape(B, runs * n, *event),
+        "merge_ess": ess(pooled),
+        "effective_runs": ess(log_z.masked_fill(failed[:, None], 0.0)).masked_fill(failed, 0.0),
+    }
+    if failed.any():
+        stats["failed"] = failed
+    _warn_if_collapsed(stats, name, runs, merge)
     return Result(
-        samples=result.samples.reshape(B, runs * n, *result.samples.shape[2:]),
-        method=result.method,
+        samples=samples,
+        method=name,
         log_evidence=torch.logsumexp(log_z, 1) - math.log(runs),
-        ess=per_run(result.ess).amin(1),
-        log_weights=(per_run(result.log_weights) - math.log(runs)).reshape(B, runs * n),
-        resampled=per_run(result.resampled).any(1),
-        acceptance=None if result.acceptance is None else per_run(result.acceptance).nanmean(1),
+        ess=per_run(out.ess).amin(1),
+        log_weights=pooled,
+        resampled=per_run(out.resampled).any(1),
+        acceptance=None if out.acceptance is None else per_run(out.acceptance).nanmean(1),
         stats=stats,
+    )
+
+
+def _warn_if_collapsed(stats: dict[str, Tensor], name: str, runs: int, merge: str) -> None:
+    """Warn (:class:`ParticleDegeneracyWarning`) where the runs' evidence estimates spread so far
+    that fewer than :data:`MIN_EFFECTIVE_RUNS` runs carry the evidence weights (out of at least
+    twice as many runs): the evidence-weighted draws then rest on one run's particles, and
+    equally weighted runs, whose weights ignore it, are far from the target."""
+    if runs < 2 * MIN_EFFECTIVE_RUNS:
+        return
+    eff = stats["effective_runs"]
+    low = (eff < MIN_EFFECTIVE_RUNS) & ~stats.get("failed", torch.zeros_like(eff, dtype=torch.bool))
+    if not low.any():
+        return
+    worst = int(eff.masked_fill(~low, math.inf).argmin())
+    log_z = stats["run_log_evidence"][worst]
+    log_z = log_z[torch.isfinite(log_z)]
+    spread = float(log_z.max() - log_z.median())
+    consequence = (
+        f"the draws rest on about one run (merge ESS {float(stats['merge_ess'][worst]):.1f})"
+        if merge == "evidence"
+        else "equal weights ignore this, so the draws are far from the posterior"
+    )
+    warnings.warn(
+        f"{name}: the best run's log-evidence exceeds the median run's by {spread:.1f} nats in "
+        f"{int(low.sum())} of "
+        f"{eff.numel()} problem(s) (problem {worst}: {float(eff[worst]):.2f} effective runs of {runs}): "
+        f"{consequence}; use more particles per run (fewer runs)",
+        ParticleDegeneracyWarning,
+        stacklevel=caller_outside_package(),
     )

@@ -34,10 +34,13 @@ from __future__ import annotations
 
 import math
 
+from torch import Tensor
+
 from posterior._utils import check_finite, check_int
 from posterior.particles.feynman_kac import Move
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
+from posterior.samplers.exact.lowrank_twist import lowrank_covariance
 from posterior.samplers.exact.particle_sampler import TwistedSampler, auto_runs
 from posterior.samplers.exact.tds_model import TDSModel
 
@@ -64,12 +67,15 @@ class TDS(TwistedSampler):
             twist's covariance is ``A Sigma_t A^T + sigma^2 I`` with ``Sigma_t`` the covariance of
             ``x_0`` given ``x_t`` under a Gaussian prior with the prior's own covariance
             (``prior.covariance()``; see :mod:`posterior.samplers.exact.covariance_twist`), for
-            linear operators, Gaussian noise, ``twist_var="gaussian"`` and events of at most
-            :data:`COVARIANCE_MAX_DIM` coordinates (it eigendecomposes a ``d x d`` matrix);
-            elsewhere ``"auto"``. ``"auto"``: ``V`` in ``r_t^2`` (module docstring) is the mean of
-            the prior's per-coordinate variances (``prior.moments()``: exact for the Gaussian
-            mixture, estimated once from the prior's own draws otherwise). A positive float or
-            ``math.inf``: that ``V``.
+            linear operators, Gaussian noise and ``twist_var="gaussian"``; elsewhere ``"auto"``.
+            Beyond :data:`COVARIANCE_MAX_DIM` coordinates (or for operators with an SVD, with
+            ``"lowrank"`` at any size) ``Sigma`` is low rank plus isotropic, from 256 of the
+            prior's own draws (:mod:`posterior.samplers.exact.lowrank_twist`: no ``d x d``
+            matrix, ``O(n m r)`` per call), so the twist keeps the prior's correlations at any
+            image size; an operator without an SVD falls back to ``"auto"`` there. ``"auto"``:
+            ``V`` in ``r_t^2`` (module docstring) is the mean of the prior's per-coordinate
+            variances (``prior.moments()``: exact for the Gaussian mixture, estimated once from the
+            prior's own draws otherwise). A positive float or ``math.inf``: that ``V``.
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.
         threshold: resample when ESS ``< threshold * N`` (default ``0.5``), or ``"always"``/``"never"``.
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
@@ -97,11 +103,18 @@ class TDS(TwistedSampler):
             with the covariance twist, at most 32 runs of at least 4 particles
             (:func:`~posterior.samplers.exact.particle_sampler.auto_runs`: 128 particles -> 32
             runs of 4, 2000 -> 25 runs of 80); with the isotropic twist, one run
-            (:meth:`auto_runs`). The draws are every run's particles, each weighted within its
-            run; the number of runs stays bounded, so each run grows with ``num_particles`` and
-            the draws converge as one run's do. The runs are the chains of ``Result.to_arviz()``
-            (R-hat and ESS across runs); ``Result.one_per_run()`` keeps one draw of each run.
-            ``1``: one particle system.
+            (:meth:`auto_runs`). ``1``: one particle system. The runs are the chains of
+            ``Result.to_arviz()`` (R-hat and ESS across runs; ``stats["run_samples"]`` holds
+            each run's own draws); ``Result.one_per_run()`` keeps one draw of each run.
+        merge: how the runs combine (:func:`~posterior.samplers.exact.particle_sampler.merge_runs`).
+            ``"evidence"`` (default): each run's weighted particles count in proportion to its
+            evidence estimate ``Z_r`` (the island particle filter), which converges to the chain's
+            posterior as the runs grow in size or in number; where the runs' evidences spread by
+            many nats the weight falls on about one run (``stats["effective_runs"]``,
+            ``stats["merge_ess"]``, and a ``ParticleDegeneracyWarning``). ``"equal"``: every run
+            counts ``1 / runs``, an approximation: at a fixed run size its draws keep the bias of
+            one run of that size (on a 1-D two-mode mixture, 16 runs of 4: posterior mean 0.51
+            where the chain's is 0.84), however many runs.
 
     Why the defaults (``benchmarks/README.md``, issue 17): one system of 128 particles on an MNIST
     problem collapses onto one or two ancestors in the middle steps, where the twist stops
@@ -128,10 +141,11 @@ class TDS(TwistedSampler):
         rejuvenate: int = 0,
         runs: int | str = "auto",
         cg_iters: int = 2,
+        merge: str = "evidence",
     ) -> None:
         if isinstance(rejuvenate, bool) or not isinstance(rejuvenate, int) or rejuvenate < 0:
             raise ValueError(f"rejuvenate must be an integer >= 0 (Metropolis steps), got {rejuvenate!r}")
-        self.prior_covariance = prior_var == "covariance"
+        self.prior_covariance = prior_var in ("covariance", "lowrank")
         super().__init__(
             resampling,
             threshold,
@@ -140,6 +154,7 @@ class TDS(TwistedSampler):
             move,
             "auto" if self.prior_covariance else prior_var,
             runs=runs,
+            merge=merge,
         )
         self.prior_var, self.rejuvenate = prior_var, rejuvenate
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):
@@ -160,7 +175,7 @@ class TDS(TwistedSampler):
             and self.twist_var == "gaussian"
             and problem.operator.linear
             and problem.gaussian
-            and math.prod(problem.prior.event_shape) <= COVARIANCE_MAX_DIM
+            and (not self.lowrank(problem) or problem.operator.has_svd)
         )
 
     def auto_runs(self, problem: InverseProblem, num_particles: int) -> int:
@@ -171,10 +186,26 @@ class TDS(TwistedSampler):
         some mixture and non-Gaussian-noise problems, where one run is at 1.5-2x)."""
         return auto_runs(num_particles) if self.uses_covariance(problem) else 1
 
+    def prior_gaussian(self, problem: InverseProblem) -> tuple[Tensor | None, float]:
+        """As :meth:`TwistedSampler.prior_gaussian`; ``"lowrank"`` takes ``V`` as ``"auto"`` does."""
+        if self.prior_var != "lowrank":
+            return super().prior_gaussian(problem)
+        mean, var = problem.prior.moments()
+        return mean, float(var.mean())
+
+    def lowrank(self, problem: InverseProblem) -> bool:
+        """Whether the covariance twist is the low-rank one (``"lowrank"``, or events of more
+        than :data:`COVARIANCE_MAX_DIM` coordinates)."""
+        return self.prior_var == "lowrank" or math.prod(problem.prior.event_shape) > COVARIANCE_MAX_DIM
+
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> TDSModel:
         _, V = self.prior_gaussian(problem)
-        covariance = problem.prior.covariance() if self.uses_covariance(problem) else None
-        if covariance is not None:
+        covariance = None
+        if self.uses_covariance(problem) and self.lowrank(problem):
+            covariance = lowrank_covariance(problem.prior)
+            check_finite(covariance.lam, f"{self.name}: the prior's draws (or pass prior_var='auto')")
+        elif self.uses_covariance(problem):
+            covariance = problem.prior.covariance()
             what = "the prior's covariance (prior.covariance(); or pass prior_var='auto')"
             check_finite(covariance, f"{self.name}: {what}")
         return TDSModel(
