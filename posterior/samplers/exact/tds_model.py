@@ -20,6 +20,7 @@ from posterior.priors.base import Denoised
 from posterior.problem import InverseProblem
 from posterior.samplers.exact.covariance_twist import CovarianceTwist
 from posterior.samplers.exact.diffusion_model import DiffusionModel
+from posterior.samplers.exact.lowrank_twist import LowRankCovariance, LowRankTwist
 from posterior.samplers.exact.tweedie_twist import tweedie_twist
 from posterior.schedule import CLEAN
 
@@ -53,7 +54,7 @@ class TDSModel(DiffusionModel):
         prior_var: float,
         twist_var: str = "gaussian",
         tempering: float | None = None,
-        covariance: Tensor | None = None,
+        covariance: Tensor | LowRankCovariance | None = None,
         rejuvenate: int = 0,
         cg_iters: int = 2,
     ) -> None:
@@ -70,7 +71,8 @@ class TDSModel(DiffusionModel):
         self.cov_twist = None
         if covariance is not None:  # TDS.model passes it where it applies
             op = problem.require_linear("tds")
-            self.cov_twist = CovarianceTwist(op, covariance, self.event, self.prior.schedule, scale)
+            twist = LowRankTwist if isinstance(covariance, LowRankCovariance) else CovarianceTwist
+            self.cov_twist = twist(op, covariance, self.event, self.prior.schedule, scale)
 
     def r2(self, t: int) -> Tensor | float:
         """``r_t^2`` (before ``twist_scale``): a float, or ``Tensor[m]`` per observed coordinate
