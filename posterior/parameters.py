@@ -151,8 +151,10 @@ class Parameters:
             total = total + torch.where(inside, lp.double(), torch.full_like(v, -math.inf))
         return total  # type: ignore[return-value]
 
-    def to_unconstrained(self, values: dict[str, Tensor]) -> Tensor:
-        """``u: Tensor[*shape, P]`` with ``transform(u) = values``."""
+    def to_unconstrained(self, values: dict[str, Tensor], shape: tuple[int, ...] = ()) -> Tensor:
+        """``u: Tensor[*shape, P]`` with ``transform(u) = values`` (``shape`` for ``P = 0``)."""
+        if not self.entries:
+            return torch.zeros(*shape, 0, dtype=torch.float64)
         return torch.stack([e.unknown.transform.inv(values[e.name].double()) for e in self.entries], -1)
 
     def from_unconstrained(self, u: Tensor) -> tuple[dict[str, Tensor], Tensor]:

@@ -131,6 +131,17 @@ def to_arviz(
         # samples [B, N, *event] -> [N, B, *event] so that dims read (chain, draw, problem, *event)
         x = stack(lambda r: r.samples[sel].movedim(0, 1) if keep_problem else r.samples[sel])
     posterior = xr.Dataset({var_name: (("chain", "draw", *pdim, *ev), x)})
+    for name in runs[0].parameters or {}:  # unknown parameters of a joint sampler, chains as x's
+        key = f"chain.{name}"
+        if mcmc and all(key in r.stats for r in runs):
+            value = np.concatenate(
+                [_np(r.stats[key][sel].movedim(0, 2) if keep_problem else r.stats[key][sel]) for r in runs]
+            )
+        else:
+            value = stack(
+                lambda r, n=name: r.parameters[n][sel].movedim(0, 1) if keep_problem else r.parameters[n][sel]
+            )
+        posterior[name] = (("chain", "draw", *pdim), value)
     run = "run" if mcmc else "chain"  # per-run statistics: one run holds many MCMC chains
 
     stats: dict[str, Any] = {}
@@ -147,7 +158,7 @@ def to_arviz(
     for name in ("num_evals", "num_vjps", "wall_time"):
         stats[name] = ((run,), np.asarray([float(getattr(r, name)) for r in runs]))
     for key in runs[0].stats:
-        if key == "chain" and mcmc:
+        if (key == "chain" or key.startswith("chain.")) and mcmc:
             continue
         try:
             value = stack(lambda r, k=key: r.stats[k][sel] if k in r.stats else None)

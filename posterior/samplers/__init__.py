@@ -4,6 +4,6 @@ from posterior.samplers.base import METHODS, Sampler, get_method, register, samp
 from posterior.samplers.result import Result
 
 # Importing the method modules registers them in METHODS.
-from posterior.samplers import approximate, exact  # noqa: F401  isort: skip
+from posterior.samplers import approximate, exact, joint  # noqa: F401  isort: skip
 
 __all__ = ["METHODS", "Result", "Sampler", "get_method", "register", "sample"]

@@ -28,6 +28,7 @@ __all__ = ["FORMAT", "load_fields", "save_result"]
 FORMAT = "posterior.result"
 _VERSION = 1
 _TENSOR_FIELDS = ("samples", "log_evidence", "ess", "log_weights", "resampled", "acceptance", "truth")
+_TENSOR_FIELDS += ("latents",)  # a latent prior's draws behind the decoded samples
 _PLAIN_FIELDS = ("method", "num_evals", "num_vjps", "wall_time", "batched")
 
 
@@ -88,6 +89,10 @@ def save_result(result: Result, path: str | Path) -> Path:
     meta["stats"] = list(result.stats)
     for k, v in result.stats.items():
         tensors[f"stats.{k}"] = v
+    parameters = getattr(result, "parameters", None)
+    meta["parameters"] = None if parameters is None else list(parameters)
+    for k, v in (parameters or {}).items():
+        tensors[f"parameters.{k}"] = v
     meta["options"] = _encode(dict(result.options), "options", tensors, lossy)
     if lossy:
         warnings.warn(
@@ -133,5 +138,7 @@ def load_fields(path: str | Path, device: torch.device | str | None = None) -> d
     for name in _PLAIN_FIELDS:
         fields[name] = _decode(meta[name], tensors)
     fields["stats"] = {k: tensors[f"stats.{k}"] for k in meta["stats"]}
+    names = meta.get("parameters")
+    fields["parameters"] = None if names is None else {k: tensors[f"parameters.{k}"] for k in names}
     fields["options"] = _decode(meta["options"], tensors)
     return fields

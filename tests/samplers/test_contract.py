@@ -126,6 +126,19 @@ CASES: dict[str, Case] = {
         lambda b, n, k: b * n * (k * 3 * 2 + 3),  # per iteration a forward and a VJP pass of 3 DDIM steps
         lambda b, n, k: b * n * k * 3,
     ),
+    "pmmh": Case(
+        (
+            ({"particles": 0}, "particles"),
+            ({"burn_in": 60}, "burn_in"),
+            ({"inner": "dps"}, "inner"),
+            ({"target_acceptance": 1.0}, "target_acceptance"),
+            ({"scale": -1.0}, "scale"),
+        ),
+        # on a problem without unknowns, particle independent MH: ceil(N / 30) chains, each 1 + 60
+        # inner TDS runs of 32 particles, one evaluation and one VJP per particle and step
+        lambda b, n, k: b * -(-n // 30) * 61 * 32 * k,
+        lambda b, n, k: b * -(-n // 30) * 61 * 32 * k,
+    ),
 }
 METHODS = sorted(CASES)
 
@@ -169,6 +182,8 @@ def test_shapes_batching_and_counters(method: str) -> None:
     assert r.wall_time is not None and r.wall_time > 0
     if cls.interacting:  # particle samplers: evidence and ESS per problem
         assert r.log_evidence.shape == (B,) and r.ess.shape == (B, K)
+    elif method == "pmmh":  # Metropolis-Hastings chains: acceptance per iteration, x per kept one
+        assert r.acceptance.shape == (B, 60) and r.stats["chain"].shape == (B, 1, 30, 4)
     elif method == "pgas":  # chains of conditional SMC sweeps: the particle ESS and the moves
         assert r.ess.shape == (B, K) and r.stats["moved"].shape == (B, 4)
         assert r.stats["chain"].shape == (B, 2, 4, 4)
