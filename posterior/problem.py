@@ -86,7 +86,9 @@ class InverseProblem:
         self.y, self.y_batch, self.obs_shape = y, y_batch, obs_shape
 
         self.noise = model.bind(self.batch_size, len(obs_shape), prior.dtype, prior.device)
-        self.noise.validate(y_batch)
+        cleaned = self.noise.validate(y_batch)
+        if cleaned is not None:  # e.g. counts rounded
+            self.y, self.y_batch = (cleaned if self.batched else cleaned[0]), cleaned
         # what the caller passed: a float / tensor std for Gaussian noise, else the noise model
         self.noise_std = noise if noise_std is _MISSING else noise_std
         self.truth: Tensor | None = None  # the x behind y, when a builder knows it

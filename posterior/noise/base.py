@@ -132,8 +132,9 @@ class NoiseModel:
         return elementwise.sum(tuple(range(-k, 0))) if k else elementwise
 
     # ------------------------------------------------------------------ the protocol
-    def validate(self, y: Tensor) -> None:
-        """A one-line ``ValueError`` if ``y: [B, *obs_shape]`` cannot come from this model."""
+    def validate(self, y: Tensor) -> Tensor | None:
+        """A one-line ``ValueError`` if ``y: [B, *obs_shape]`` cannot come from this model; else
+        the observations to use (``y`` cleaned, e.g. counts rounded) or ``None`` (``y`` as is)."""
 
     def log_prob_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
         """``log p(y_i | mean_i)`` per observation entry, broadcast of ``y`` and ``mean``."""

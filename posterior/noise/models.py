@@ -29,7 +29,7 @@ class Gaussian(NoiseModel):
         if unknown is not None:
             check_positive_support(unknown, "Gaussian: std")
         self.unknowns = {} if unknown is None else {"std": unknown}
-        self.params = {"std": as_parameter(std, _name, positive=False)}
+        self.params = {"std": as_parameter(std, self._arg("std"), positive=False)}
 
     def _arg(self, key: str) -> str:
         return self._name if self._name != "std" else "Gaussian: std"
@@ -111,13 +111,17 @@ class Poisson(NoiseModel):
         """``gain * mean + background``, broadcast against ``mean``."""
         return self.param("gain", mean) * mean + self.param("background", mean)
 
-    def validate(self, y: Tensor) -> None:
+    def validate(self, y: Tensor) -> Tensor:
+        """``y`` rounded to integer counts; counts off an integer by float rounding (at most
+        ``1e-4 max(1, |y|)``, e.g. ``3.0000002`` after arithmetic) are accepted."""
         if (y < 0).any():
             raise ValueError(f"Poisson: y must hold counts >= 0, got a minimum of {y.min().item():g}")
-        frac = (y - y.round()).abs()
-        if (frac > 0).any():
-            bad = y.reshape(-1)[frac.reshape(-1).argmax()].item()
+        counts = y.round()
+        off = (y - counts).abs() / y.abs().clamp_min(1)
+        if (off > 1e-4).any():
+            bad = y.reshape(-1)[off.reshape(-1).argmax()].item()
             raise ValueError(f"Poisson: y must hold integer counts, got {bad:g}")
+        return counts
 
     def log_prob_elementwise(self, y: Tensor, mean: Tensor) -> Tensor:
         rate = self.rate(mean)

@@ -96,18 +96,32 @@ def test_poisson_validates_counts(y: list[float], match: str) -> None:
         ps.InverseProblem(prior, torch.eye(2), torch.tensor(y), ps.noise.Poisson(3.0))
 
 
+def test_poisson_counts_off_by_float_rounding_are_accepted_and_rounded() -> None:
+    """Counts that went through float arithmetic (``0.1 * 30``, ``3.0000002``) are integers within
+    ``1e-4 max(1, |y|)``; they are accepted and rounded, so the likelihood is that of the count."""
+    prior = ps.problems.gmm_benchmark(2, 1, 0).prior
+    y = torch.tensor([[3.0000002, 0.1 * 30], [1e6 + 0.01, 0.0]])
+    problem = ps.InverseProblem(prior, torch.eye(2), y, ps.noise.Poisson(3.0))
+    assert torch.equal(problem.y, torch.tensor([[3.0, 3.0], [1e6, 0.0]]))
+    assert torch.equal(problem.y_batch, problem.y)
+    single = ps.InverseProblem(prior, torch.eye(2), y[0], ps.noise.Poisson(3.0))
+    assert torch.equal(single.y, torch.tensor([3.0, 3.0])) and single.y_batch.shape == (1, 2)
+    with pytest.raises(ValueError, match=r"integer counts, got 3\.001"):
+        ps.InverseProblem(prior, torch.eye(2), torch.tensor([3.001, 1.0]), ps.noise.Poisson(3.0))
+
+
 @pytest.mark.parametrize(
     ("make", "match", "error"),
     [
-        (lambda: Gaussian(-0.1), "std must be >= 0", ValueError),
-        (lambda: Gaussian(None), "std must be a real number", TypeError),
-        (lambda: Poisson(0.0), "gain must be > 0", ValueError),
-        (lambda: Poisson("2"), "gain must be a real number", TypeError),
-        (lambda: Poisson(1.0, background=-0.1), "background must be >= 0", ValueError),
-        (lambda: StudentT(0.0, 1.0), "df must be > 0", ValueError),
-        (lambda: StudentT(3.0, math.inf), "scale must be finite", ValueError),
-        (lambda: Laplace(torch.ones(2, 2)), "scale must be a scalar or a Tensor", ValueError),
-        (lambda: Laplace(True), "scale must be a real number", TypeError),
+        (lambda: Gaussian(-0.1), "^Gaussian: std must be >= 0", ValueError),
+        (lambda: Gaussian(None), "^Gaussian: std must be a real number", TypeError),
+        (lambda: Poisson(0.0), "^Poisson: gain must be > 0", ValueError),
+        (lambda: Poisson("2"), "^Poisson: gain must be a real number", TypeError),
+        (lambda: Poisson(1.0, background=-0.1), "^Poisson: background must be >= 0", ValueError),
+        (lambda: StudentT(0.0, 1.0), "^StudentT: df must be > 0", ValueError),
+        (lambda: StudentT(3.0, math.inf), "^StudentT: scale must be finite", ValueError),
+        (lambda: Laplace(torch.ones(2, 2)), "^Laplace: scale must be a scalar or a Tensor", ValueError),
+        (lambda: Laplace(True), "^Laplace: scale must be a real number", TypeError),
     ],
 )
 def test_bad_parameters_name_the_model_and_parameter(make, match: str, error: type) -> None:

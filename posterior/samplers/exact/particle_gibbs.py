@@ -84,9 +84,8 @@ class ParticleGibbs(Sampler):
         eta: float = 1.0,
         exact_start: bool = True,
     ) -> None:
-        self.particles = check_int(particles, "particles")
-        if self.particles < 2:
-            raise ValueError(f"particles must be at least 2 (one is the reference path), got {particles!r}")
+        # at least 2: one is the reference path
+        self.particles = check_int(particles, "particles", minimum=2)
         self.sweeps = check_positive_int(sweeps, "sweeps")
         self.burn_in = check_int(burn_in, "burn_in")
         if not 0 <= self.burn_in < self.sweeps:
@@ -103,6 +102,7 @@ class ParticleGibbs(Sampler):
             eta=eta,
             exact_start=exact_start,
         )
+        self.tds.name = self.name  # its errors name the method the user called
         # the values TDS validated (and converted)
         self.twist_scale, self.prior_var, self.twist_var = self.tds.twist_scale, prior_var, self.tds.twist_var
         self.cg_iters, self.eta, self.exact_start = self.tds.cg_iters, self.tds.eta, self.tds.exact_start

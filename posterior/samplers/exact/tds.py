@@ -220,4 +220,5 @@ class TDS(TwistedSampler):
             covariance,
             self.rejuvenate,
             self.cg_iters,
+            self.name,
         )

@@ -57,20 +57,22 @@ class TDSModel(DiffusionModel):
         covariance: Tensor | LowRankCovariance | None = None,
         rejuvenate: int = 0,
         cg_iters: int = 2,
+        name: str = "tds",
     ) -> None:
         super().__init__(problem, pairs, eta, exact_start)
+        self.name = name  # the method its errors name ("pgas" runs this model too)
         self.rejuvenate, self.cg_iters = rejuvenate, cg_iters
         if twist_var == "tweedie":
-            problem.require_linear("tds with twist_var='tweedie'")
+            problem.require_linear(f"{name} with twist_var='tweedie'")
             if not problem.gaussian:
-                raise ValueError("tds: twist_var='tweedie' needs Gaussian noise")
+                raise ValueError(f"{name}: twist_var='tweedie' needs Gaussian noise")
         self.prior_var = prior_var
-        problem.require_noise("tds")
-        problem.require_differentiable("tds")
+        problem.require_noise(name)
+        problem.require_differentiable(name)
         self.scale, self.twist_var, self.tempering = scale, twist_var, tempering
         self.cov_twist = None
         if covariance is not None:  # TDS.model passes it where it applies
-            op = problem.require_linear("tds")
+            op = problem.require_linear(name)
             twist = LowRankTwist if isinstance(covariance, LowRankCovariance) else CovarianceTwist
             self.cov_twist = twist(op, covariance, self.event, self.prior.schedule, scale)
 

@@ -53,3 +53,13 @@ def test_draws_are_chains_in_arviz() -> None:
     one = ps.InverseProblem(problem.prior, problem.operator, problem.y_batch[0], problem.sigma[0])
     data = ps.sample(one, "pgas", 8, K, seed=0).to_arviz()
     assert data["posterior"]["x"].shape[:2] == (2, 4)
+
+
+def test_errors_name_pgas_and_what_it_needs() -> None:
+    base = ps.problems.gmm_benchmark(4, 2, seed=0)
+    noiseless = ps.InverseProblem(base.prior, base.operator, base.y, 0.0)
+    with pytest.raises(ValueError, match=r"^'pgas' needs noise_std > 0"):
+        ps.sample(noiseless, "pgas", num_particles=4, num_steps=4, seed=0)
+    for particles in (2.0, 1, True):
+        with pytest.raises(ValueError, match=r"^particles must be an integer >= 2, got"):
+            ps.sample(base, "pgas", num_particles=4, num_steps=4, particles=particles)
