@@ -4,8 +4,10 @@ The tensors (samples, traces, ``stats``, tensors among the options) are the file
 rest (method, counters, wall time, options, which fields are absent) is JSON in the file's
 metadata under ``"posterior.result"``. No pickle: loading a file runs no code. Round trip: every
 tensor comes back with its dtype and values (on the CPU, or ``device``), numbers, strings, lists,
-tuples, dicts, ``None`` and non-finite floats come back equal; an option that is none of these (a
-callable, a kernel object) comes back as its ``repr`` string, and saving says so with a warning.
+tuples, dicts, ``None`` and non-finite floats come back equal (NumPy scalars as Python numbers,
+NumPy arrays as arrays); an option that is none of these (a callable, a kernel object) comes back
+as its ``repr`` string, and saving says so with a warning. A tensor's name in the file is its path
+(``options.a.b``), made unique with ``#n`` where keys holding dots would make two paths equal.
 """
 
 from __future__ import annotations
@@ -32,15 +34,31 @@ _TENSOR_FIELDS += ("latents",)  # a latent prior's draws behind the decoded samp
 _PLAIN_FIELDS = ("method", "num_evals", "num_vjps", "wall_time", "batched")
 
 
+def _unique(key: str, tensors: dict[str, Tensor]) -> str:
+    """``key``, or ``key#n`` if a tensor already has that name (keys with dots: ``a.b`` / ``a: {b}``)."""
+    name, n = key, 1
+    while name in tensors:
+        name, n = f"{key}#{n}", n + 1
+    return name
+
+
 def _encode(value: Any, key: str, tensors: dict[str, Tensor], lossy: list[str]) -> Any:
     """JSON for ``value``; tensors go to ``tensors`` under ``key`` and leave a reference."""
+    if type(value).__module__ == "numpy":  # NumPy scalars as numbers, arrays as tagged tensors
+        if getattr(value, "ndim", None) == 0:
+            value = value.item()
+        elif value.dtype.kind in "biuf":
+            name = _unique(key, tensors)
+            tensors[name] = torch.from_numpy(value.copy())
+            return {"__numpy__": name}
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):  # JSON has no inf / nan: tag them
         return value if value == value and abs(value) != float("inf") else {"__float__": repr(value)}
     if isinstance(value, Tensor):
-        tensors[key] = value
-        return {"__tensor__": key}
+        name = _unique(key, tensors)
+        tensors[name] = value
+        return {"__tensor__": name}
     if isinstance(value, tuple):
         return {"__tuple__": [_encode(v, f"{key}.{i}", tensors, lossy) for i, v in enumerate(value)]}
     if isinstance(value, list):
@@ -61,6 +79,8 @@ def _decode(value: Any, tensors: dict[str, Tensor]) -> Any:
         return float(inner)
     if tag == "__tensor__":
         return tensors[inner]
+    if tag == "__numpy__":
+        return tensors[inner].cpu().numpy()
     if tag == "__tuple__":
         return tuple(_decode(v, tensors) for v in inner)
     if tag == "__dict__":
@@ -125,13 +145,22 @@ def load_fields(path: str | Path, device: torch.device | str | None = None) -> d
         raise ValueError(
             f"{str(path)!r} is a safetensors file but not a saved Result (no {FORMAT!r} metadata)"
         )
-    meta = json.loads(metadata[FORMAT])
+    if device is not None:
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+    try:
+        return _fields(json.loads(metadata[FORMAT]), tensors, path)
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as err:
+        if str(err).startswith(repr(str(path))):  # a version mismatch, already one line
+            raise
+        what = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise ValueError(f"{str(path)!r} holds malformed {FORMAT!r} metadata ({what})") from None
+
+
+def _fields(meta: Any, tensors: dict[str, Tensor], path: Path) -> dict[str, Any]:
     if meta.get("version") != _VERSION:
         raise ValueError(
             f"{str(path)!r} holds a saved Result of version {meta.get('version')}, not {_VERSION}"
         )
-    if device is not None:
-        tensors = {k: v.to(device) for k, v in tensors.items()}
     fields: dict[str, Any] = {name: tensors.get(name) for name in _TENSOR_FIELDS}
     for name in meta["present"]:
         fields[name] = tensors[name]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,51 @@ def test_load_errors(tmp_path: Path) -> None:
         ps.Result.load(tmp_path / "weights.safetensors")
     with pytest.raises(TypeError, match="must be a Result"):
         save_result("nope", tmp_path / "x.safetensors")
+
+
+def test_option_keys_with_dots_keep_their_own_tensors(tmp_path: Path) -> None:
+    """``{"a.b": t1, "a": {"b": t2}}`` and ``{"x.0": t3, "x": [t4]}`` would share a tensor name if
+    names were the dotted paths alone; each option gets its own tensor back."""
+    t = [torch.full((2,), float(i)) for i in range(4)]
+    options = {"a.b": t[0], "a": {"b": t[1]}, "x.0": t[2], "x": [t[3]]}
+    r = ps.Result(samples=torch.zeros(2, 3), method="x", options=options, stats={"a.b": t[0]}, batched=False)
+    back = ps.Result.load(r.save(tmp_path / "r.safetensors"))
+    assert torch.equal(back.options["a.b"], t[0]) and torch.equal(back.options["a"]["b"], t[1])
+    assert torch.equal(back.options["x.0"], t[2]) and torch.equal(back.options["x"][0], t[3])
+    assert torch.equal(back.stats["a.b"], t[0])
+
+
+def test_numpy_scalars_and_arrays_come_back_as_numbers_and_arrays(tmp_path: Path) -> None:
+    import numpy as np
+
+    options = {"f": np.float32(0.5), "i": np.int64(3), "b": np.bool_(True), "arr": np.arange(3.0)}
+    r = ps.Result(samples=torch.zeros(2, 3), method="x", options=options, batched=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # all of them are data: no "saved as its repr" warning
+        back = ps.Result.load(r.save(tmp_path / "r.safetensors"))
+    assert back.options["f"] == 0.5 and type(back.options["f"]) is float
+    assert back.options["i"] == 3 and type(back.options["i"]) is int
+    assert back.options["b"] is True
+    assert isinstance(back.options["arr"], np.ndarray) and np.array_equal(back.options["arr"], np.arange(3.0))
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"version": 1}',
+        '{"version": 1, "present": ["samples"], "method": "x", "num_evals": 0, "num_vjps": 0, '
+        '"wall_time": 0.0, "batched": false, "stats": [], "options": {"__what__": 1}}',
+        '{"version": 1, "present": ["samples"], "method": "x", "num_evals": 0, "num_vjps": 0, '
+        '"wall_time": 0.0, "batched": false, "stats": ["gone"], "options": {"__dict__": {}}}',
+    ],
+)
+def test_malformed_metadata_is_one_line_naming_the_file(tmp_path: Path, metadata: str) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    save_file({"samples": torch.zeros(2, 3)}, str(path), metadata={FORMAT: metadata})
+    with pytest.raises(ValueError, match=r"bad\.safetensors.*malformed") as err:
+        ps.Result.load(path)
+    assert "\n" not in str(err.value)
