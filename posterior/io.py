@@ -5,13 +5,15 @@ the range the image priors draw in, and back.
 >>> x = ps.io.load_image("photo.png", shape=(1, 28, 28))  # grayscale, resized to 28 x 28
 >>> ps.io.save_image(result.mean(), "mean.png")
 
-Pixel ``v`` of an 8-bit image maps to ``v / 127.5 - 1`` (16-bit: ``v / 32767.5 - 1``), so that
-``0`` is ``-1`` and the brightest value is ``1``; :func:`save_image` rounds back to 8 bits, and an
-8-bit image read, saved and read again is unchanged.
+Pixel ``v`` of an 8-bit image maps to ``v / 127.5 - 1`` (16-bit: ``v / 32767.5 - 1``; 32-bit
+integers, e.g. TIFF: ``2 v / (2^31 - 1) - 1``), so that ``0`` is ``-1`` and the brightest value is
+``1``; :func:`save_image` rounds back to 8 bits, and an 8-bit image read, saved and read again is
+unchanged. A file's EXIF orientation (phone photos) is applied, so the image reads as displayed.
 """
 
 from __future__ import annotations
 
+import operator
 from pathlib import Path
 
 import numpy as np
@@ -22,19 +24,24 @@ __all__ = ["load_image", "save_image"]
 
 # Pillow modes read as one channel, and the largest value of the integer ones.
 _GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
-_SIXTEEN_BIT = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+_SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N"}
+#: the largest 32-bit integer pixel (Pillow's mode "I" holds signed 32-bit integers)
+_INT32_MAX = 2**31 - 1
 
 
 def _shape(shape: tuple[int, ...] | None) -> tuple[int | None, tuple[int, int] | None]:
     """``(channels or None, (H, W) or None)`` from ``None``, ``(H, W)`` or ``(C, H, W)``."""
     if shape is None:
         return None, None
-    try:
-        dims = tuple(int(s) for s in shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"shape must be (H, W) or (C, H, W) of positive integers, got {shape!r}") from None
+    bad = ValueError(f"shape must be (H, W) or (C, H, W) of positive integers, got {shape!r}")
+    try:  # integers only: 4.5 (or True) is not a size
+        dims = tuple(operator.index(s) for s in shape)
+    except TypeError:
+        raise bad from None
+    if any(isinstance(s, bool) for s in shape):
+        raise bad
     if len(dims) not in (2, 3) or any(s < 1 for s in dims):
-        raise ValueError(f"shape must be (H, W) or (C, H, W) of positive integers, got {shape!r}")
+        raise bad
     if len(dims) == 3:
         if dims[0] not in (1, 3):
             raise ValueError(f"shape: images have 1 (grayscale) or 3 (RGB) channels, got {dims[0]}")
@@ -56,7 +63,7 @@ def load_image(path: str | Path, shape: tuple[int, ...] | None = None) -> Tensor
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not an image Pillow can read, or ``shape`` is malformed.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     channels, size = _shape(shape)
     path = Path(path)
@@ -65,9 +72,15 @@ def load_image(path: str | Path, shape: tuple[int, ...] | None = None) -> Tensor
     try:
         with Image.open(path) as img:
             img.load()
+            fmt, img = img.format, ImageOps.exif_transpose(img)  # as displayed
             mode = img.mode
-            if mode in _SIXTEEN_BIT:
-                arr = np.clip(np.asarray(img, dtype=np.float64) / 65535.0, 0, 1)  # [H, W]
+            if mode in _SIXTEEN_BIT or (mode == "I" and fmt == "PNG"):  # older Pillow: 16-bit PNG as "I"
+                arr = np.asarray(img, dtype=np.float64) / 65535.0  # [H, W]
+            elif mode == "I":
+                arr = np.asarray(img, dtype=np.float64)
+                if arr.min() < 0:
+                    raise ValueError(f"{str(path)!r} holds negative 32-bit pixels, of unknown range")
+                arr = arr / _INT32_MAX
             elif mode == "F":
                 raise ValueError(f"{str(path)!r} holds floating-point pixels of unknown range")
             else:

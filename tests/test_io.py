@@ -95,3 +95,35 @@ def test_load_errors(tmp_path: Path) -> None:
         ps.io.load_image(tmp_path / "g.png", shape=(2, 4, 4))
     with pytest.raises(ValueError, match="shape"):
         ps.io.load_image(tmp_path / "g.png", shape=(0, 4))
+
+
+def test_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A phone photo stores its pixels sideways with EXIF orientation 6 ("rotate 90 degrees
+    clockwise to display"): the stored left columns are the displayed top rows."""
+    stored = np.zeros((8, 16), np.uint8)
+    stored[:, :8] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    x = ps.io.load_image(tmp_path / "phone.jpg")
+    assert x.shape == (1, 16, 8)
+    assert x[0, :6].min() > 0.9 and x[0, 10:].max() < -0.9  # top half white, bottom half black
+
+
+def test_thirty_two_bit_integers_are_scaled_by_their_range(tmp_path: Path) -> None:
+    u = np.array([[0, 2**16, 2**30], [2**31 - 1, 12345678, 2**20]], dtype=np.int32)
+    Image.fromarray(u).save(tmp_path / "g32.tif")
+    x = ps.io.load_image(tmp_path / "g32.tif")
+    assert torch.allclose(x.double()[0], torch.from_numpy(u / (2**31 - 1) * 2 - 1), atol=1e-6)
+    assert len(torch.unique(x)) == 6  # nothing clipped to the same value
+    Image.fromarray(-u).save(tmp_path / "neg.tif")
+    with pytest.raises(ValueError, match=r"neg\.tif.*negative 32-bit pixels"):
+        ps.io.load_image(tmp_path / "neg.tif")
+
+
+@pytest.mark.parametrize("shape", [(4.5, 4), (4, 4.0), (True, 4, 4), ("4", 4)])
+def test_shape_must_hold_integers(tmp_path: Path, shape: tuple) -> None:
+    Image.fromarray(np.zeros((2, 2), np.uint8)).save(tmp_path / "g.png")
+    with pytest.raises(ValueError, match=r"^shape must be \(H, W\) or \(C, H, W\) of positive integers"):
+        ps.io.load_image(tmp_path / "g.png", shape=shape)
+    assert ps.io.load_image(tmp_path / "g.png", shape=(np.int64(3), 3)).shape == (1, 3, 3)
