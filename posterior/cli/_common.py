@@ -14,8 +14,10 @@ __all__ = [
     "UsageError",
     "add_common",
     "add_options",
+    "add_overwrite",
     "add_sampling",
     "check_device",
+    "check_out",
     "first_line",
     "method_options",
     "nonneg_float",
@@ -67,6 +69,25 @@ def add_common(parser: argparse.ArgumentParser, command: str) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars, only the final line")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default cpu)")
+
+
+def add_overwrite(parser: argparse.ArgumentParser) -> None:
+    """``--overwrite``: allow writing into an existing, non-empty ``--out``."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into --out even if it exists and holds files (default: refuse)",
+    )
+
+
+def check_out(out: Path, overwrite: bool) -> Path:
+    """``out`` if the command may write there: not an existing file, and not a folder holding
+    files unless ``overwrite`` (a :class:`UsageError` otherwise, before any work is done)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        raise UsageError(f"--out {str(out)!r} is not empty; pass --overwrite to write into it")
+    return out
 
 
 def add_sampling(parser: argparse.ArgumentParser, particles: int, steps: int) -> None:

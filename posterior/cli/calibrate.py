@@ -1,5 +1,6 @@
 """``posterior calibrate``: simulation-based calibration and coverage of methods on simulated
-problems; writes ``calibration.md``, ``calibration.json``, ``ranks.png`` and ``coverage.png``.
+problems; writes ``report.md``, ``report.json`` (as ``posterior compare`` does), ``ranks.png`` and
+``coverage.png``. A non-empty ``--out`` is refused unless ``--overwrite``.
 
 A method that refuses the problem is reported on stderr (``--quiet`` or not) and the command exits
 with status 2; nothing is written when no method ran.
@@ -15,7 +16,9 @@ from typing import Any
 from posterior.cli._common import (
     add_common,
     add_options,
+    add_overwrite,
     add_sampling,
+    check_out,
     first_line,
     method_options,
     nonneg_float,
@@ -33,6 +36,7 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     cal = sub.add_parser("calibrate", help="simulation-based calibration and coverage")
     add_common(cal, "calibrate")
+    add_overwrite(cal)
     cal.add_argument(
         "--method", action="append", default=None, help="a method (repeatable; default: demo set)"
     )
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.method)
     options = method_options(args.option, methods)
     base = make_problem(args.problem, 1, args.seed, args.device, prior=args.prior, noise=args.noise)
-    out = args.out or Path("out/calibrate")
+    out = check_out(args.out or Path("out/calibrate"), args.overwrite)
     mode = None if args.mode == "auto" else args.mode
     results, rows = {}, []
     for m in methods:
@@ -110,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
     }
     if options:
         settings["options"] = options
-    (out / "calibration.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
-    (out / "calibration.md").write_text(_calibration_markdown(settings, rows, figures))
+    (out / "report.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
+    (out / "report.md").write_text(_calibration_markdown(settings, rows, figures))
     for r in rows:
         if "error" not in r:
             sbc, cov = r["sbc"], r["coverage"]
@@ -119,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             c90_text = "" if c90 is None else f", 90% coverage {c90:.3f}"
             say(args, f"  {r['method']}: SBC p = {sbc['p_value']:.3g}{c90_text}, {r['wall_time']:.1f}s")
     refused = report_refusals(rows)
-    print(f"calibration written to {out / 'calibration.md'}")
+    print(f"calibration report written to {out / 'report.md'}")
     return 2 if refused else 0
 
 

@@ -3,7 +3,8 @@
 A method that refuses a problem (``--steps`` beyond the prior's schedule, a linear-only method on
 a nonlinear problem, ...) is reported on stderr, ``--quiet`` or not, one ``posterior: error:``
 line per distinct error, and the command exits with status 2; the report of the methods that ran
-is still written, and nothing is written when none ran.
+is still written, and nothing is written when none ran. A non-empty ``--out`` is refused unless
+``--overwrite``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from typing import Any
 from posterior.cli._common import (
     add_common,
     add_options,
+    add_overwrite,
     add_sampling,
+    check_out,
     method_options,
     nonneg_float,
     positive_int,
@@ -33,6 +36,7 @@ __all__ = ["add_parser", "print_rows", "run", "run_report"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     comp = sub.add_parser("compare", help="run methods on problems and write a report")
     add_common(comp, "compare")
+    add_overwrite(comp)
     comp.add_argument(
         "--method", action="append", default=None, help="a method (repeatable; default: demo set)"
     )
@@ -89,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         s: make_problem(s, args.num_problems, args.seed, args.device, prior=args.prior, noise=args.noise)
         for s in specs
     }
-    out = args.out or Path("out/compare")
+    out = check_out(args.out or Path("out/compare"), args.overwrite)
     status, written = run_report(args, problems, methods, out, args.particles, args.steps, options)
     if written:
         print(f"report written to {out / 'report.md'}")

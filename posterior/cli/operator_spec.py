@@ -117,15 +117,34 @@ def _load_npy(path: Path, what: str) -> Any:
     return arr
 
 
-def _load_image(path: Path, what: str, channels: int | None = None) -> Any:
+def _load_image(
+    path: Path,
+    what: str,
+    channels: int | None = None,
+    size: tuple[int, int] | None = None,
+    notes: list[str] | None = None,
+) -> Any:
+    """The image at ``path`` in ``[-1, 1]``, converted to ``channels`` (colour <-> grayscale, as
+    the prior draws) and resized to ``size`` ``(H, W)`` where given; each conversion is appended
+    to ``notes`` in words."""
     import posterior as ps
 
     try:
         x = ps.io.load_image(path)
     except (ValueError, OSError) as err:
         raise UsageError(f"{what}: {first_line(err)}") from None
-    if channels is not None and x.shape[0] != channels:  # colour <-> grayscale, as the prior draws
-        x = ps.io.load_image(path, shape=(channels, *x.shape[1:]))
+    c = x.shape[0] if channels is None else channels
+    hw = tuple(x.shape[1:]) if size is None else tuple(size)
+    if (c, *hw) != tuple(x.shape):
+        if notes is not None and c != x.shape[0]:
+            kind = "grayscale (luminance, ITU-R 601-2)" if c == 1 else "RGB (the gray value repeated)"
+            notes.append(
+                f"{what}: {str(path)!r} has {x.shape[0]} channels and the prior draws {c}; "
+                f"it was converted to {kind}"
+            )
+        if notes is not None and hw != tuple(x.shape[1:]):
+            notes.append(f"{what}: {str(path)!r} was resized from {_size(x.shape)} to {_size(hw)} (--resize)")
+        x = ps.io.load_image(path, shape=(c, *hw))
     return x
 
 
@@ -133,8 +152,11 @@ def _size(shape: Any) -> str:
     return "x".join(str(s) for s in tuple(shape)[-2:])
 
 
-def build_operator(spec: OperatorSpec, prior: Any) -> Any:
-    """The operator of ``spec`` bound to the prior's draws (images ``[C, H, W]``)."""
+def build_operator(
+    spec: OperatorSpec, prior: Any, resize: bool = False, notes: list[str] | None = None
+) -> Any:
+    """The operator of ``spec`` bound to the prior's draws (images ``[C, H, W]``); ``resize``: an
+    image mask of another size is resized to the prior's (noted in ``notes``)."""
     import torch
 
     import posterior as ps
@@ -162,13 +184,15 @@ def build_operator(spec: OperatorSpec, prior: Any) -> Any:
             if spec.path.suffix.lower() == ".npy":
                 mask = torch.as_tensor(_load_npy(spec.path, "--operator inpaint mask") != 0)
             else:  # an 8-bit value >= 1 in any channel is observed
-                mask = _load_image(spec.path, "--operator inpaint mask").amax(0) > -1 + 0.5 / 127.5
+                size = shape[1:] if resize else None
+                mask = _load_image(spec.path, "--operator inpaint mask", size=size, notes=notes)
+                mask = mask.amax(0) > -1 + 0.5 / 127.5
             if mask.dim() == 3 and mask.shape[0] == 1:
                 mask = mask[0]
             if tuple(mask.shape[-2:]) != shape[1:]:
                 raise UsageError(
                     f"--operator {spec.text!r}: the mask is {_size(mask.shape)} but the prior draws "
-                    f"{_size(shape)} images"
+                    f"{_size(shape)} images (pass --resize to resize an image mask)"
                 )
             return ops.Inpainting(mask.to(dev)).bind(shape)
         d = int(torch.tensor(shape).prod())
@@ -185,10 +209,19 @@ def build_operator(spec: OperatorSpec, prior: Any) -> Any:
         raise UsageError(f"--operator {spec.text!r}: {first_line(err)}") from None
 
 
-def load_observation(path: Path, spec: OperatorSpec, operator: Any, prior: Any) -> Any:
+def load_observation(
+    path: Path,
+    spec: OperatorSpec,
+    operator: Any,
+    prior: Any,
+    resize: bool = False,
+    notes: list[str] | None = None,
+) -> Any:
     """``y`` in the operator's output space: from an image (the operator's image-shaped output,
     or, for inpainting, the full-size image whose observed pixels are kept) or from a ``.npy``
-    holding ``y`` itself (its shape, or flat with as many values)."""
+    holding ``y`` itself (its shape, or flat with as many values). An RGB image for a grayscale
+    prior is converted to its luminance (and the other way round), and with ``resize`` an image of
+    another size is resized to what the operator observes; both are appended to ``notes``."""
     import torch
 
     shape = tuple(prior.event_shape)
@@ -216,11 +249,13 @@ def load_observation(path: Path, spec: OperatorSpec, operator: Any, prior: Any) 
             f"--observation: {str(path)!r} is neither an image ({', '.join(sorted(_IMAGE_SUFFIXES))}) "
             "nor a .npy array"
         )
-    x = _load_image(path, "--observation", channels=image_shape[0]).to(**placed)
+    size = image_shape[1:] if resize else None
+    x = _load_image(path, "--observation", channels=image_shape[0], size=size, notes=notes)
+    x = x.to(**placed)
     if tuple(x.shape) != image_shape:
         prior_size = f"; the prior draws {_size(shape)} images" if image_shape != shape else ""
         raise UsageError(
             f"--observation: the image is {_size(x.shape)} but this operator's observation is "
-            f"{_size(image_shape)}{prior_size} (resize it, e.g. ps.io.load_image(path, shape=...))"
+            f"{_size(image_shape)}{prior_size} (pass --resize to resize it)"
         )
     return operator.A(x[None])[0] if inpainting else x

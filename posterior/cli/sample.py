@@ -16,8 +16,10 @@ from pathlib import Path
 from posterior.cli._common import (
     UsageError,
     add_common,
+    add_overwrite,
     add_sampling,
     check_device,
+    check_out,
     first_line,
     nonneg_float,
     positive_int,
@@ -36,8 +38,10 @@ from posterior.schedule import TIME_GRIDS
 
 __all__ = ["DEFAULT_METHOD", "add_parser", "run"]
 
-#: Works with every operator above (all have an SVD) and with noise 0.
-DEFAULT_METHOD = "mcgdiff"
+#: The method the README recommends for images: its defaults (independent runs of a few particles,
+#: the covariance twist) are the measured configuration for coverage on MNIST. It needs a positive
+#: noise level; ``--method mcgdiff`` (or ``smc``) also takes ``--noise 0``.
+DEFAULT_METHOD = "tds"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,7 +67,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     samp.add_argument(
         "--noise", type=nonneg_float, required=True, help="noise standard deviation (in [-1, 1] units)"
     )
-    samp.add_argument("--method", default=DEFAULT_METHOD, help=f"a method (default {DEFAULT_METHOD})")
+    samp.add_argument(
+        "--method",
+        default=DEFAULT_METHOD,
+        help=f"a method (default {DEFAULT_METHOD}; `posterior methods` lists them, "
+        "`posterior methods NAME` gives a method's options)",
+    )
+    samp.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize an image observation (and an image mask) of another size to the size the "
+        "operator observes (bicubic); without it a size mismatch is an error",
+    )
     samp.add_argument(
         "--time-grid",
         default="leading",
@@ -79,6 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "particles and keeps all their draws)",
     )
     add_common(samp, "sample")
+    add_overwrite(samp)
     add_sampling(samp, 64, 50)
     samp.set_defaults(func=run)
 
@@ -93,12 +109,13 @@ def run(args: argparse.Namespace) -> int:
     (method,) = resolve_methods([args.method])
     if args.runs is not None and args.particles % args.runs:
         raise UsageError(f"--runs {args.runs} must divide --particles {args.particles}")
-    out = args.out or Path("out/sample")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {str(out)!r} exists and is not a folder")
+    out = check_out(args.out or Path("out/sample"), args.overwrite)
     prior = image_prior(args.prior, check_device(args.device))
-    operator = build_operator(spec, prior)
-    y = load_observation(obs_path, spec, operator, prior)
+    notes: list[str] = []  # what was done to the inputs, for the report
+    operator = build_operator(spec, prior, resize=args.resize, notes=notes)
+    y = load_observation(obs_path, spec, operator, prior, resize=args.resize, notes=notes)
+    for text in notes:
+        print(f"posterior: note: {text}", file=sys.stderr)
     try:
         problem = ps.InverseProblem(prior, operator, y, args.noise)
     except (ValueError, TypeError) as err:
@@ -144,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
         "steps": args.steps,
         "seed": args.seed,
         "out": str(out),
+        "resize": args.resize,
+        "overwrite": args.overwrite,
     }
-    write_outputs(out, problem, result, settings, degenerate)
+    write_outputs(out, problem, result, settings, degenerate, notes)
     print(f"posterior samples written to {out} (report: {out / 'report.md'})", file=sys.stdout)
     return 0

@@ -18,7 +18,7 @@ __all__ = ["FILES", "sample_report", "write_outputs"]
 FILES = {
     "mean.png": "posterior mean, at the prior's resolution",
     "std.png": "posterior standard deviation per pixel, with its colour bar",
-    "samples.png": "the first 16 posterior draws",
+    "samples.png": "16 posterior draws, spread over the independent runs (one per run) where there are runs",
     "observation.png": "what was observed, as an image (A^+ y: the pseudo-inverse of the operator)",
     "traces.png": "ESS over the steps and the final weights (methods with weights)",
     "samples.npy": "all draws, float32 [N, C, H, W]",
@@ -30,16 +30,22 @@ FILES = {
 
 
 def write_outputs(
-    out: Path, problem: Any, result: Any, settings: Mapping[str, Any], degenerate: Sequence[str]
+    out: Path,
+    problem: Any,
+    result: Any,
+    settings: Mapping[str, Any],
+    degenerate: Sequence[str],
+    notes: Sequence[str] = (),
 ) -> Path:
-    """Write every file of :data:`FILES` that applies into ``out`` (created if needed)."""
+    """Write every file of :data:`FILES` that applies into ``out`` (created if needed); ``notes``:
+    what was done to the inputs (a conversion to grayscale, a resize), quoted in the report."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        written = _write_all(tmp, problem, result, settings, degenerate)
+        written = _write_all(tmp, problem, result, settings, degenerate, notes)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -52,8 +58,32 @@ def write_outputs(
     return out
 
 
+def grid_draws(result: Any, count: int = 16) -> tuple[list[int], str]:
+    """Which draws ``samples.png`` shows and its caption: with ``R > 1`` independent runs whose
+    particles are all kept (``R`` blocks of ``n`` on the draw dim), the first draw of each of
+    ``min(count, R)`` runs spread evenly over the runs; otherwise ``count`` draws spread evenly over
+    the ``N`` draws (one run's particles share ancestors, so neighbouring draws are often copies)."""
+    n_draws = result.num_samples
+    runs, size = _runs(result)
+    if runs > 1 and result.options.get("draws_per_run") != 1 and n_draws == runs * size:
+        k = min(count, runs)
+        picked = sorted({round(i * (runs - 1) / max(k - 1, 1)) for i in range(k)})
+        return [
+            r * size for r in picked
+        ], f"{len(picked)} draws, one from each of {len(picked)} of the {runs} runs"
+    k = min(count, n_draws)
+    idx = sorted({round(i * (n_draws - 1) / max(k - 1, 1)) for i in range(k)})
+    per_run = " (one per run)" if runs > 1 else ""
+    return idx, f"{len(idx)} of the {n_draws} draws{per_run}, spread evenly over them"
+
+
 def _write_all(
-    folder: Path, problem: Any, result: Any, settings: Mapping[str, Any], degenerate: Sequence[str]
+    folder: Path,
+    problem: Any,
+    result: Any,
+    settings: Mapping[str, Any],
+    degenerate: Sequence[str],
+    notes: Sequence[str] = (),
 ) -> list[str]:
     import numpy as np
 
@@ -64,8 +94,10 @@ def _write_all(
     samples = result.samples  # [N, C, H, W]
     ps.io.save_image(result.mean().clamp(-1, 1), folder / "mean.png")
     plots.save_figure(plots.plot_pixel_std(result.std()), folder / "std.png")
+    idx, caption = grid_draws(result)
     plots.save_figure(
-        plots.plot_sample_grid(samples, 16, title=f"{result.method}: posterior draws"), folder / "samples.png"
+        plots.plot_sample_grid(samples[idx], len(idx), title=f"{result.method}: {caption}"),
+        folder / "samples.png",
     )
     names = ["mean.png", "std.png", "samples.png"]
     observed = _observation_image(problem)
@@ -78,8 +110,12 @@ def _write_all(
     np.save(folder / "samples.npy", samples.detach().float().cpu().numpy())
     save_netcdf(to_arviz(result, problem=problem), folder / "posterior.nc")
     result.save(folder / "result.safetensors")
+    umask = os.umask(0)  # safetensors creates its file 0600: give it the mode of the other files
+    os.umask(umask)
+    os.chmod(folder / "result.safetensors", 0o666 & ~umask)
     names += ["samples.npy", "posterior.nc", "result.safetensors", "report.md"]
-    (folder / "report.md").write_text(sample_report(problem, result, settings, degenerate, names))
+    report = sample_report(problem, result, settings, degenerate, names, notes)
+    (folder / "report.md").write_text(report)
     return names
 
 
@@ -186,10 +222,13 @@ def sample_report(
     settings: Mapping[str, Any],
     degenerate: Sequence[str],
     files: Sequence[str],
+    notes: Sequence[str] = (),
 ) -> str:
-    """``report.md`` of ``posterior sample``: the settings, log-evidence, network calls, the ESS
-    trace and any degeneracy in words, and the files."""
+    """``report.md`` of ``posterior sample``: the settings, what was done to the inputs
+    (``notes``), log-evidence and what it is worth, network calls, the ESS trace and any
+    degeneracy in words, and the files."""
     import posterior as ps
+    from posterior.diagnostics.report import evidence_spread
 
     cls = ps.METHODS[result.method]
     n, steps = result.num_samples, settings["steps"]
@@ -198,6 +237,7 @@ def sample_report(
     for key in _ARGV_KEYS:
         if key in settings and not (key == "runs" and settings[key] is None):
             argv += [f"--{key}", str(settings[key])]
+    argv += [f"--{flag}" for flag in ("resize", "overwrite") if settings.get(flag)]
     particles = f"{runs * size} in {runs} runs of {size}, {_kept(result)}" if runs > 1 else str(n)
     kind = (
         f"exact: converges, as particles grow, to the posterior of the {steps}-step chain it simulates"
@@ -220,13 +260,17 @@ def sample_report(
         f"| method | {result.method} ({kind}) |",
         f"| particles, steps, seed | {particles}; {steps}; {settings['seed']} |",
         "",
-        "## Result",
-        "",
     ]
+    if notes:
+        lines += ["**Inputs converted:** " + " ".join(t.rstrip(". ") + "." for t in notes), ""]
+    lines += ["## Result", ""]
     if result.log_evidence is not None:
         value = float(result.log_evidence)
         text = f"{value:.3f}" if math.isfinite(value) else str(value)
         lines.append(f"- log-evidence: log p(y) estimated at {text} nats")
+        spread = evidence_spread(result)
+        if spread:
+            lines.append(f"  ({spread})")
     else:
         lines.append(f"- log-evidence: `{result.method}` does not estimate it")
     lines.append(

@@ -13,6 +13,7 @@ import pytest
 
 import posterior as ps
 from posterior.cli import make_problem
+from posterior.cli.methods import option_help
 from tests.cli._run import run_cli
 from tests.diagnostics._samplers import oracle_samplers_registered
 
@@ -83,10 +84,13 @@ def test_methods_name_prints_every_option_with_its_default_and_help(name: str, c
     assert out.startswith(f"{name} (") and cls.summary in out
     params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
     assert params
-    for p in params:  # each option, its default, then an indented description
+    helps = option_help(cls)
+    assert {"dps": 3, "tds": 10, "mcgdiff": 6}[name] <= len(helps)
+    for p in params:  # each option and its default, then its description where the docstring has one
         head = f"  {p.name} = {p.default!r}\n"
         assert head in out
-        assert out.split(head, 1)[1].startswith("      "), p.name
+        if p.name in helps:
+            assert out.split(head, 1)[1].startswith("      " + helps[p.name][:20]), p.name
 
 
 def test_methods_unknown_name_is_one_line(capsys) -> None:
@@ -125,10 +129,30 @@ def test_calibrate_writes_figures(tmp_path: Path, capsys) -> None:
     argv += ["--particles", "16", "--steps", "1", "--quiet", "--out", str(tmp_path)]
     status, _, err = _run(argv, capsys)
     assert status == 0, err
-    data = json.loads((tmp_path / "calibration.json").read_text())
+    data = json.loads((tmp_path / "report.json").read_text())
     row = data["rows"][0]
     assert row["method"] == "test_oracle" and row["sbc"]["num_problems"] == 60
     assert (tmp_path / "ranks.png").exists() and (tmp_path / "coverage.png").exists()
+    assert (tmp_path / "report.md").read_text().startswith("# posterior calibration")
+
+
+@pytest.mark.parametrize("command", ["compare", "calibrate"])
+def test_rerun_into_non_empty_out_refuses_unless_overwrite(command: str, tmp_path: Path, capsys) -> None:
+    argv = [command, "--method", "test_oracle", "--problem", "gmm:2:1", "--particles", "8", "--steps", "1"]
+    argv += ["--quiet", "--out", str(tmp_path)]
+    if command == "calibrate":
+        argv += ["--num-problems", "20", "--draws", "3"]
+    (tmp_path / "keep.txt").write_text("from before")
+    status, _, err = _run(argv, capsys)
+    assert (
+        status == 2
+        and err.strip()
+        == f"posterior: error: --out {str(tmp_path)!r} is not empty; pass --overwrite to write into it"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    status, _, err = _run([*argv, "--overwrite"], capsys)
+    assert status == 0, err
+    assert (tmp_path / "report.md").exists() and (tmp_path / "keep.txt").exists()
 
 
 def test_make_problem_batches_with_truth() -> None:

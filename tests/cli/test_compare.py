@@ -79,9 +79,11 @@ def test_calibrate_passes_method_options(tmp_path: Path, capsys) -> None:
     argv += ["--particles", "4", "--steps", "4", "--quiet", "--out", str(tmp_path)]
     status, _, err = _run([*argv, "--option", "tds:twist_scale=0.5"], capsys)
     assert status == 0, err
-    settings = json.loads((tmp_path / "calibration.json").read_text())["settings"]
+    settings = json.loads((tmp_path / "report.json").read_text())["settings"]
     assert settings["options"] == {"tds": {"twist_scale": 0.5}}
-    status, _, err = _run([*argv, "--option", "tds:twist_scale=-1"], capsys)  # reaches the sampler
+    status, _, err = _run(
+        [*argv, "--option", "tds:twist_scale=-1", "--overwrite"], capsys
+    )  # reaches the sampler
     assert status == 2 and "twist_scale must be a finite number >= 0" in err
 
 

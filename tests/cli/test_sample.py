@@ -147,7 +147,7 @@ def test_matrix_on_the_flattened_image(files, tmp_path: Path, capsys) -> None:
     [
         ("missing", "denoise", [], "--observation: no such file"),
         ("junk", "denoise", [], "cannot read"),
-        ("big", "denoise", [], "the image is 32x32 but this operator's observation is 28x28"),
+        ("big", "denoise", [], "the image is 32x32 but this operator's observation is 28x28 (pass --resize"),
         ("digit", "sr:4", [], "this operator's observation is 7x7"),
         ("digit", "inpaint:BIG_MASK", [], "the mask is 32x32 but the prior draws 28x28 images"),
         ("digit", "inpaint:EMPTY_MASK", [], "observes no pixel"),
@@ -174,7 +174,7 @@ def test_bad_input_one_line_status_2_nothing_written(files, tmp_path, obs, op, e
     (out / "keep.txt").write_text("from before")
     obs_path = files.get(obs, tmp_path / "missing.png")
     argv = ["sample", "--observation", str(obs_path), "--operator", op, "--noise", "0.1"]
-    status, _, err = _run([*argv, *FAST, *extra, "--out", str(out)], capsys)
+    status, _, err = _run([*argv, *FAST, *extra, "--out", str(out), "--overwrite"], capsys)
     assert status == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("posterior: error: "), err
@@ -191,3 +191,49 @@ def test_help_describes_every_operator(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     for spec, description in OPERATORS.items():
         assert spec in text and " ".join(description.split())[:30] in text
+
+
+def test_default_method_is_tds() -> None:
+    from posterior.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["sample", "--observation", "y.png", "--operator", "denoise", "--noise", "0.1"]
+    )
+    assert args.method == "tds"
+
+
+def test_rerun_into_a_non_empty_out_refuses_unless_overwrite(files, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "again"
+    status, _, err = _sample(files, out, "low", "sr:4", capsys)
+    assert status == 0, err
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    status, _, err = _sample(files, out, "low", "sr:4", capsys, "--seed", "1")
+    lines = err.strip().splitlines()
+    assert status == 2 and len(lines) == 1 and "is not empty; pass --overwrite" in lines[0]
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    status, _, err = _sample(files, out, "low", "sr:4", capsys, "--seed", "1", "--overwrite")
+    assert status == 0, err
+    assert "--seed 1" in (out / "report.md").read_text()
+    # every file is written with the same permissions (safetensors alone would make its file 0600)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert len(set(modes.values())) == 1, modes
+
+
+def test_resize_and_rgb_are_done_and_reported(files, tmp_path: Path, capsys) -> None:
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[8:24, 12:20] = (255, 128, 0)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    out = tmp_path / "resized"
+    argv = ["sample", "--observation", str(tmp_path / "rgb.png"), "--operator", "denoise", "--noise", "0.1"]
+    status, _, err = _run([*argv, *FAST, "--out", str(out), "--resize"], capsys)
+    assert status == 0, err
+    notes = [ln for ln in err.splitlines() if ln.startswith("posterior: note: ")]
+    assert len(notes) == 2 and "converted to grayscale" in notes[0] and "from 32x32 to 28x28" in notes[1]
+    report = (out / "report.md").read_text()
+    assert "**Inputs converted:**" in report and "converted to grayscale" in report and "--resize" in report
+    # the observation is the resized luminance of the file (Pillow, independently of ps.io; 8 bits)
+    expected = np.asarray(Image.open(tmp_path / "rgb.png").convert("L").resize((28, 28), Image.BICUBIC))
+    tree = xr.open_datatree(out / "posterior.nc")
+    y = tree["observed_data"].to_dataset()["y"].values
+    tree.close()
+    np.testing.assert_allclose(y[0], expected / 127.5 - 1, atol=1.5 / 127.5)  # 8-bit rounding

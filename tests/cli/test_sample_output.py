@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 import posterior as ps
-from posterior.cli.sample_output import sample_report
+from posterior.cli.sample_output import grid_draws, sample_report
 from tests.cli._markdown import assert_tables_well_formed
 
 SETTINGS = {"prior": "p", "observation": "y.npy", "operator": "denoise", "noise": 0.1, "method": "tds"}
@@ -36,3 +36,33 @@ def test_degeneracy_warning_is_quoted_and_approximate_methods_are_named() -> Non
     approx = ps.Result(samples=torch.randn(8, 2), method="dps", batched=False)
     md = sample_report(_problem(), approx, {**SETTINGS, "method": "dps"}, [], ["report.md"])
     assert "`dps` does not estimate it" in md and "approximate method" in md and "## ESS trace" not in md
+
+
+def _runs_result(runs: int, size: int, draws_per_run: int | None = None) -> ps.Result:
+    n = runs if draws_per_run == 1 else runs * size
+    options = {"runs": runs, "num_particles": runs * size}
+    if draws_per_run == 1:
+        options["draws_per_run"] = 1
+    z = torch.zeros(1, runs)
+    r = ps.Result(samples=torch.randn(n, 2), method="tds", options=options, stats={"run_log_evidence": z})
+    r.batched = False
+    return r
+
+
+def test_samples_png_shows_one_draw_per_run_spread_over_the_runs() -> None:
+    idx, caption = grid_draws(_runs_result(32, 4))
+    assert len(idx) == 16 and len({i // 4 for i in idx}) == 16  # 16 different runs
+    assert idx[0] == 0 and idx[-1] == 31 * 4  # spread from the first run to the last
+    assert caption == "16 draws, one from each of 16 of the 32 runs"
+    idx, caption = grid_draws(_runs_result(8, 4))
+    assert idx == [0, 4, 8, 12, 16, 20, 24, 28] and "one from each of 8 of the 8 runs" in caption
+    idx, caption = grid_draws(_runs_result(32, 4, draws_per_run=1))  # already one per run
+    assert len(idx) == 16 and idx[-1] == 31 and "(one per run)" in caption
+    single = ps.Result(samples=torch.randn(256, 2), method="mcgdiff", batched=False)
+    idx, caption = grid_draws(single)
+    assert (
+        len(idx) == 16
+        and idx[0] == 0
+        and idx[-1] == 255
+        and caption == "16 of the 256 draws, spread evenly over them"
+    )

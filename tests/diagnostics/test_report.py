@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 import posterior as ps
 from posterior.diagnostics import plots
 from posterior.diagnostics.calibration import coverage, sbc_ranks, sbc_test
-from posterior.diagnostics.report import Report, compare, evaluate
+from posterior.diagnostics.report import MIN_COVERAGE_COORDS, Report, compare, evaluate, evidence_spread
 from posterior.samplers.result import Result
 from tests.cli._markdown import assert_tables_well_formed
 from tests.diagnostics._samplers import oracle_samplers_registered
@@ -136,3 +136,43 @@ class _FlatImagePrior(ps.DiffusionPrior):
     @property
     def dtype(self) -> torch.dtype:
         return torch.float32
+
+
+def test_coverage_needs_enough_coordinates_to_discriminate() -> None:
+    one = ps.problems.simulate(*_demo_parts(), num_problems=1, seed=0)  # 2 true coordinates
+    result = ps.sample(one, "test_oracle", num_particles=64, num_steps=3, seed=0)
+    assert "coverage90" not in evaluate(one, result) and "sw" in evaluate(one, result)
+    many = ps.problems.simulate(*_demo_parts(), num_problems=MIN_COVERAGE_COORDS // 2, seed=0)
+    assert "coverage90" in evaluate(many, ps.sample(many, "test_oracle", 64, 3, seed=0))
+
+
+def _with_runs(run_log_z: list[float]) -> Result:
+    R = len(run_log_z)
+    z = torch.tensor([run_log_z], dtype=torch.float64)
+    return Result(
+        samples=torch.randn(1, 4 * R, 2),
+        method="tds",
+        log_evidence=torch.logsumexp(z, 1) - torch.log(torch.tensor(float(R))),
+        options={"runs": R, "num_particles": 4 * R},
+        stats={"run_log_evidence": z},
+    )
+
+
+def test_evidence_spread_between_runs_and_a_dominating_run() -> None:
+    even = _with_runs([-10.0, -10.5, -9.5, -10.0])
+    text = evidence_spread(even)
+    assert "over 4 independent runs: sd 0.41 nats" in text and "range -10.50 to -9.50" in text
+    assert "dominates" not in text  # the largest run holds 0.42 of the sum
+    lopsided = _with_runs([-10.0, -30.0, -25.0, -12.0])
+    text = evidence_spread(lopsided)
+    share = torch.softmax(torch.tensor([-10.0, -30.0, -25.0, -12.0]), 0)[0]
+    assert f"which run 0 dominates ({100 * float(share):.0f}% of the sum)" in text
+    row = evaluate(ps.problems.gmm_benchmark(dim=2, obs_dim=1, seed=0), lopsided)
+    assert row["evidence_top_share"] == pytest.approx(float(share))
+    assert row["log_evidence_run_sd"] == pytest.approx(
+        float(torch.tensor([-10.0, -30.0, -25.0, -12.0]).std())
+    )
+    single = Result(samples=torch.randn(1, 8, 2), method="tds", log_evidence=torch.zeros(1))
+    assert evidence_spread(single) == "" and "evidence_top_share" not in evaluate(
+        ps.problems.gmm_benchmark(dim=2, obs_dim=1, seed=0), single
+    )

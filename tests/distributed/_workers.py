@@ -167,5 +167,5 @@ def command_line(rank: int, world_size: int, out: str) -> dict[str, Tensor]:
     report = base / "compare" / "report.json"
     return {
         "status": torch.tensor([compare, calibrate]),
-        "written": torch.tensor([report.exists(), (base / "cal" / "calibration.json").exists()]),
+        "written": torch.tensor([report.exists(), (base / "cal" / "report.json").exists()]),
     }
