@@ -18,9 +18,10 @@ __all__ = ["FILES", "sample_report", "write_outputs"]
 FILES = {
     "mean.png": "posterior mean, at the prior's resolution",
     "std.png": "posterior standard deviation per pixel, with its colour bar",
-    "samples.png": "16 posterior draws, spread over the independent runs (one per run) where there are runs",
+    "samples.png": "16 posterior draws spread evenly over all of them (over the runs, where there are runs)",
     "observation.png": "what was observed, as an image (A^+ y: the pseudo-inverse of the operator)",
     "traces.png": "ESS over the steps and the final weights (methods with weights)",
+    "parameters.png": "the posterior of the unknown parameters (--noise ?, blur:gaussian:?)",
     "samples.npy": "all draws, float32 [N, C, H, W]",
     "posterior.nc": "the ArviZ data as NetCDF-4 (arviz.from_netcdf on arviz 0.x, "
     "xarray.open_datatree on either)",
@@ -59,22 +60,28 @@ def write_outputs(
 
 
 def grid_draws(result: Any, count: int = 16) -> tuple[list[int], str]:
-    """Which draws ``samples.png`` shows and its caption: with ``R > 1`` independent runs whose
-    particles are all kept (``R`` blocks of ``n`` on the draw dim), the first draw of each of
-    ``min(count, R)`` runs spread evenly over the runs; otherwise ``count`` draws spread evenly over
-    the ``N`` draws (one run's particles share ancestors, so neighbouring draws are often copies)."""
+    """Which draws ``samples.png`` shows and its caption: ``count`` draws spread evenly over the
+    ``N`` draws, never the first ``count`` (one particle system's neighbouring draws are often
+    copies of one ancestor, and a result of ``R`` runs keeps its draws in run order, so the first
+    ones come from one or two runs). The caption says where the draws come from."""
     n_draws = result.num_samples
-    runs, size = _runs(result)
-    if runs > 1 and result.options.get("draws_per_run") != 1 and n_draws == runs * size:
-        k = min(count, runs)
-        picked = sorted({round(i * (runs - 1) / max(k - 1, 1)) for i in range(k)})
-        return [
-            r * size for r in picked
-        ], f"{len(picked)} draws, one from each of {len(picked)} of the {runs} runs"
     k = min(count, n_draws)
     idx = sorted({round(i * (n_draws - 1) / max(k - 1, 1)) for i in range(k)})
-    per_run = " (one per run)" if runs > 1 else ""
-    return idx, f"{len(idx)} of the {n_draws} draws{per_run}, spread evenly over them"
+    runs, _ = _runs(result)
+    where = ""
+    if runs > 1 and result.options.get("draws_per_run") == 1:
+        where = f"; one draw per run of {runs}"
+    elif runs > 1:
+        eff = result.as_batched().stats.get("effective_runs")
+        weighted = result.options.get("merge", "evidence") == "evidence"
+        how = "pooled by their evidence" if weighted else "pooled with equal weights"
+        carried = (
+            f", about {float(eff.reshape(-1)[0]):.1f} runs carrying it"
+            if weighted and eff is not None
+            else ""
+        )
+        where = f"; in run order, {runs} runs {how}{carried}"
+    return idx, f"{len(idx)} of the {n_draws} draws, spread evenly{where}"
 
 
 def _write_all(
@@ -107,6 +114,11 @@ def _write_all(
     if result.ess is not None or result.log_weights is not None:
         plots.save_figure(plots.plot_traces({result.method: result}), folder / "traces.png")
         names.append("traces.png")
+    if result.parameters:
+        from posterior.diagnostics.parameters import plot_parameters
+
+        plots.save_figure(plot_parameters(result), folder / "parameters.png")
+        names.append("parameters.png")
     np.save(folder / "samples.npy", samples.detach().float().cpu().numpy())
     save_netcdf(to_arviz(result, problem=problem), folder / "posterior.nc")
     result.save(folder / "result.safetensors")
@@ -256,7 +268,7 @@ def sample_report(
         f"| prior | {settings['prior']}: draws {list(problem.event_shape)} |",
         f"| observation | `{settings['observation']}`: y of shape {list(problem.obs_shape)} |",
         f"| operator | `{settings['operator']}`: {problem.operator!r} |",
-        f"| noise std | {settings['noise']:g} |",
+        f"| noise std | {_noise_text(settings['noise'])} |",
         f"| method | {result.method} ({kind}) |",
         f"| particles, steps, seed | {particles}; {steps}; {settings['seed']} |",
         "",
@@ -264,6 +276,10 @@ def sample_report(
     if notes:
         lines += ["**Inputs converted:** " + " ".join(t.rstrip(". ") + "." for t in notes), ""]
     lines += ["## Result", ""]
+    if result.parameters:
+        from posterior.diagnostics.parameters import parameter_lines
+
+        lines += parameter_lines(result)
     if result.log_evidence is not None:
         value = float(result.log_evidence)
         text = f"{value:.3f}" if math.isfinite(value) else str(value)
@@ -300,3 +316,7 @@ def sample_report(
     lines += [f"- `{name}`: {FILES[name]}" for name in files]
     lines += ["", "![posterior mean](mean.png) ![posterior std](std.png)", "", "![draws](samples.png)", ""]
     return "\n".join(lines)
+
+
+def _noise_text(noise: Any) -> str:
+    return "unknown (sampled)" if noise == "?" else f"{noise:g}"

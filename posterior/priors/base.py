@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -132,17 +133,36 @@ class DiffusionPrior(ABC):
 
     def _estimate_moments(self) -> None:
         """Mean, variance and covariance from the prior's own draws: a one-off cost, kept out of
-        the samplers' counters."""
+        the samplers' counters, and stored on disk for a network prior
+        (:mod:`posterior.priors.moment_cache`: :attr:`moment_file` beside shipped weights, else the
+        user cache, keyed by a hash of the weights), so that the next process reads it back."""
+        from posterior.priors import moment_cache
+
+        key = moment_cache.fingerprint(self)
+        user = None if key is None else moment_cache.cache_path(key)
+        if key is not None:
+            for path in (self.moment_file, user):
+                found = None if path is None else moment_cache.load_moments(Path(path), key, self)
+                if found is not None:
+                    self._moments, self._covariance = found[:2], found[2]
+                    return
+        self._moments, self._covariance = self.estimate_moments()
+        if key is not None and user is not None:
+            moment_cache.save_moments(user, key, *self._moments, self._covariance)
+
+    def estimate_moments(self) -> tuple[tuple[Tensor, Tensor], Tensor]:
+        """``((mean, var), covariance)`` estimated from :attr:`moment_draws` ancestral draws of
+        :attr:`moment_steps` DDPM steps (seed 0), always computed (no cache); the covariance is
+        shrunk a tenth of the way to its diagonal."""
         counts = self.num_evals, self.num_vjps
         gen = torch.Generator(device=self.device).manual_seed(0)
         x = self.sample(self.moment_draws, gen, num_steps=self.moment_steps)
-        self._moments = (x.mean(0), x.var(0))
         flat = x.reshape(x.shape[0], -1).double()
         cov = torch.cov(flat.T).reshape(flat.shape[1], flat.shape[1])
         shrink = 0.1
         cov = (1 - shrink) * cov + shrink * torch.diag(cov.diagonal())
-        self._covariance = cov.to(self.dtype)
         self.num_evals, self.num_vjps = counts
+        return (x.mean(0), x.var(0)), cov.to(self.dtype)
 
     def set_moments(self, mean: Tensor, var: Tensor, covariance: Tensor | None = None) -> None:
         """Give the prior's per-coordinate mean and variance (``Tensor[*event_shape]`` or scalars)
@@ -163,6 +183,8 @@ class DiffusionPrior(ABC):
     _covariance: Tensor | None = None
     moment_draws: int = 256
     moment_steps: int = 25
+    #: a stored estimate checked before the user cache (a shipped prior's ``moments.safetensors``)
+    moment_file: Path | None = None
 
     def denoiser_reference(self, t: int) -> tuple[Tensor, Tensor]:
         """Draws ``x_0`` of the prior and the denoiser's ``x0_hat`` at their forward-noised

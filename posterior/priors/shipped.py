@@ -1,7 +1,9 @@
 """Priors shipped with the package (``ps.load_prior``) and the held-out MNIST digits.
 
 The weights live in ``posterior/priors/weights/<name>/`` as diffusers folders (``unet/`` +
-``scheduler/``, safetensors only), trained by ``scripts/train_mnist_prior.py``; the 500 digits
+``scheduler/``, safetensors only), trained by ``scripts/train_mnist_prior.py``, with the estimate
+of the prior's moments that TDS's covariance twist uses (``moments.safetensors``, written by
+``scripts/prior_moments.py``; :mod:`posterior.priors.moment_cache`); the 500 digits
 the MNIST prior never saw are in ``posterior/data/mnist_heldout.npz`` (MIT licence notice in
 ``mnist_heldout.LICENSE``).
 """
@@ -17,7 +19,7 @@ from torch import Tensor
 from posterior._utils import check_device, check_dtype
 from posterior.priors.diffusers import DiffusersPrior
 
-__all__ = ["available_priors", "load_prior", "mnist_heldout", "weights_path"]
+__all__ = ["available_priors", "load_prior", "mnist_heldout", "moments_path", "weights_path"]
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = _PACKAGE / "priors" / "weights"
@@ -63,7 +65,15 @@ def load_prior(
     device = check_device(device)
     path = weights_path(name)
     options = {**_DEFAULTS.get(name, {}), **kwargs}
-    return DiffusersPrior.from_pretrained(path, device=device, dtype=dtype, **options)
+    prior = DiffusersPrior.from_pretrained(path, device=device, dtype=dtype, **options)
+    prior.moment_file = moments_path(name)  # used where its fingerprint matches this prior's
+    return prior
+
+
+def moments_path(name: str = "mnist") -> Path:
+    """Where a shipped prior's moment estimate is stored, beside its weights
+    (``moments.safetensors``; written by ``python scripts/prior_moments.py NAME``)."""
+    return weights_path(name) / "moments.safetensors"
 
 
 def mnist_heldout(

@@ -38,31 +38,31 @@ def test_degeneracy_warning_is_quoted_and_approximate_methods_are_named() -> Non
     assert "`dps` does not estimate it" in md and "approximate method" in md and "## ESS trace" not in md
 
 
-def _runs_result(runs: int, size: int, draws_per_run: int | None = None) -> ps.Result:
+def _runs_result(
+    runs: int, size: int, draws_per_run: int | None = None, merge: str = "evidence"
+) -> ps.Result:
     n = runs if draws_per_run == 1 else runs * size
-    options = {"runs": runs, "num_particles": runs * size}
+    options = {"runs": runs, "num_particles": runs * size, "merge": merge}
     if draws_per_run == 1:
         options["draws_per_run"] = 1
-    z = torch.zeros(1, runs)
-    r = ps.Result(samples=torch.randn(n, 2), method="tds", options=options, stats={"run_log_evidence": z})
+    stats = {"run_log_evidence": torch.zeros(1, runs), "effective_runs": torch.tensor([3.25])}
+    r = ps.Result(samples=torch.randn(n, 2), method="tds", options=options, stats=stats)
     r.batched = False
     return r
 
 
-def test_samples_png_shows_one_draw_per_run_spread_over_the_runs() -> None:
+def test_samples_png_spreads_its_draws_and_says_where_they_come_from() -> None:
     idx, caption = grid_draws(_runs_result(32, 4))
-    assert len(idx) == 16 and len({i // 4 for i in idx}) == 16  # 16 different runs
-    assert idx[0] == 0 and idx[-1] == 31 * 4  # spread from the first run to the last
-    assert caption == "16 draws, one from each of 16 of the 32 runs"
-    idx, caption = grid_draws(_runs_result(8, 4))
-    assert idx == [0, 4, 8, 12, 16, 20, 24, 28] and "one from each of 8 of the 8 runs" in caption
+    assert len(idx) == 16 and idx[0] == 0 and idx[-1] == 127  # not the first 16 (runs 0-3)
+    assert len({i // 4 for i in idx}) == 16  # in run order: 16 different blocks of 4
+    assert (
+        caption == "16 of the 128 draws, spread evenly; in run order, 32 runs pooled by their evidence, "
+        "about 3.2 runs carrying it"
+    )
+    _, caption = grid_draws(_runs_result(32, 4, merge="equal"))
+    assert caption.endswith("32 runs pooled with equal weights")
     idx, caption = grid_draws(_runs_result(32, 4, draws_per_run=1))  # already one per run
-    assert len(idx) == 16 and idx[-1] == 31 and "(one per run)" in caption
+    assert len(idx) == 16 and idx[-1] == 31 and caption.endswith("; one draw per run of 32")
     single = ps.Result(samples=torch.randn(256, 2), method="mcgdiff", batched=False)
     idx, caption = grid_draws(single)
-    assert (
-        len(idx) == 16
-        and idx[0] == 0
-        and idx[-1] == 255
-        and caption == "16 of the 256 draws, spread evenly over them"
-    )
+    assert len(idx) == 16 and idx[-1] == 255 and caption == "16 of the 256 draws, spread evenly"
