@@ -25,12 +25,17 @@ OPERATORS = {
     "observation: the full-size image",
     "sr:F": "super-resolution, the mean over FxF blocks; observation: the image at 1/F of the size",
     "blur:gaussian:S": "Gaussian blur of S pixels std (zero-padded); observation: the blurred image",
+    "blur:gaussian:?": "Gaussian blur of unknown width, prior LogNormal(log 1.5, 0.4) pixels, sampled "
+    "with the image by a joint method (pmmh by default)",
     "blur:KERNEL.npy": "blur with a 2-D kernel of odd sizes; observation: the blurred image",
     "denoise": "the identity; observation: the noisy image",
     "matrix:A.npy": "a matrix [m, C*H*W] on the row-major flattened image; observation: a .npy of m values",
     "cs:M[:SEED]": "M seeded random Gaussian measurements of the flattened image (A_ij ~ N(0, 1/M)); "
     "observation: a .npy of M values",
 }
+
+#: ``blur:gaussian:?``: the width's prior, ``LogNormal(log m, s)`` in pixels, as ``(m, s)``.
+UNKNOWN_WIDTH = (1.5, 0.4)
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".pgm", ".ppm"}
 
@@ -44,6 +49,7 @@ class OperatorSpec:
     path: Path | None = None
     number: float = 0.0
     seed: int = 0
+    unknown: bool = False  # blur:gaussian:? (the width is sampled)
 
 
 def readable_file(text: str, what: str) -> Path:
@@ -82,6 +88,8 @@ def parse_operator(text: str) -> OperatorSpec:
         return OperatorSpec(text, "sr", number=factor)
     if kind == "blur" and rest:
         shape, _, sigma = rest.partition(":")
+        if shape == "gaussian" and sigma == "?":
+            return OperatorSpec(text, "blur", unknown=True)
         if shape == "gaussian":
             try:
                 s = float(sigma)
@@ -172,6 +180,13 @@ def build_operator(
             return ops.Identity().bind(shape)
         if spec.kind == "sr":
             return ops.SuperResolution(int(spec.number)).bind(shape)
+        if spec.kind == "blur" and spec.unknown:
+            import math
+
+            import pyro.distributions as dist
+
+            width = ps.Unknown(dist.LogNormal(math.log(UNKNOWN_WIDTH[0]), UNKNOWN_WIDTH[1]), name="width")
+            return ops.Blur.gaussian(width, shape=shape, dtype=dtype, device=dev)
         if spec.kind == "blur":
             if spec.path is None:
                 kernel = ops.gaussian_kernel(spec.number, dtype=dtype, device=dev)

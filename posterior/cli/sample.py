@@ -36,7 +36,18 @@ from posterior.cli.operator_spec import (
 from posterior.cli.problems import image_prior
 from posterior.schedule import TIME_GRIDS
 
-__all__ = ["DEFAULT_METHOD", "add_parser", "run"]
+__all__ = ["DEFAULT_METHOD", "JOINT_METHOD", "UNKNOWN_NOISE", "add_parser", "noise_level", "run"]
+
+#: The method for a problem with unknown parameters (``--noise ?``, ``blur:gaussian:?``).
+JOINT_METHOD = "pmmh"
+#: ``--noise ?``: the noise level's prior, ``LogNormal(log m, s)``, as ``(m, s)``.
+UNKNOWN_NOISE = (0.1, 1.0)
+
+
+def noise_level(text: str) -> float | str:
+    """``--noise``: a finite number >= 0, or ``?`` (unknown)."""
+    return "?" if text.strip() == "?" else nonneg_float(text)
+
 
 #: The method the README recommends for images: its defaults (independent runs of a few particles,
 #: the covariance twist) are the measured configuration for coverage on MNIST. It needs a positive
@@ -65,12 +76,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     samp.add_argument("--operator", required=True, help="the forward operator A (one of the operators below)")
     samp.add_argument(
-        "--noise", type=nonneg_float, required=True, help="noise standard deviation (in [-1, 1] units)"
+        "--noise",
+        type=noise_level,
+        required=True,
+        help="noise standard deviation (in [-1, 1] units), or ? for an unknown one (prior "
+        f"LogNormal(log {UNKNOWN_NOISE[0]:g}, {UNKNOWN_NOISE[1]:g})) sampled with the image",
     )
     samp.add_argument(
         "--method",
         default=DEFAULT_METHOD,
-        help=f"a method (default {DEFAULT_METHOD}; `posterior methods` lists them, "
+        help=f"a method (default {DEFAULT_METHOD}; {JOINT_METHOD} in its place where --noise or "
+        "--operator has a ?, as tds needs every parameter known; `posterior methods` lists them, "
         "`posterior methods NAME` gives a method's options)",
     )
     samp.add_argument(
@@ -106,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     # everything that needs no model first: the cheapest checks fail fastest
     spec = parse_operator(args.operator)
     obs_path = readable_file(args.observation, "--observation")
-    (method,) = resolve_methods([args.method])
+    unknown = args.noise == "?" or spec.unknown
+    (method,) = resolve_methods([JOINT_METHOD if unknown and args.method == DEFAULT_METHOD else args.method])
     if args.runs is not None and args.particles % args.runs:
         raise UsageError(f"--runs {args.runs} must divide --particles {args.particles}")
     out = check_out(args.out or Path("out/sample"), args.overwrite)
@@ -117,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     for text in notes:
         print(f"posterior: note: {text}", file=sys.stderr)
     try:
-        problem = ps.InverseProblem(prior, operator, y, args.noise)
+        problem = ps.InverseProblem(prior, operator, y, _noise(args.noise))
     except (ValueError, TypeError) as err:
         raise UsageError(first_line(err)) from None
     runs = {} if args.runs is None else {"runs": args.runs}
@@ -167,3 +184,17 @@ def run(args: argparse.Namespace) -> int:
     write_outputs(out, problem, result, settings, degenerate, notes)
     print(f"posterior samples written to {out} (report: {out / 'report.md'})", file=sys.stdout)
     return 0
+
+
+def _noise(value: float | str) -> object:
+    """The noise of the problem: a level, or a Gaussian of unknown level (``--noise ?``)."""
+    if value != "?":
+        return value
+    import math
+
+    import pyro.distributions as dist
+
+    import posterior as ps
+
+    prior = dist.LogNormal(math.log(UNKNOWN_NOISE[0]), UNKNOWN_NOISE[1])
+    return ps.noise.Gaussian(ps.Unknown(prior, name="noise_std"))

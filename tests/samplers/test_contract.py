@@ -139,6 +139,19 @@ CASES: dict[str, Case] = {
         lambda b, n, k: b * -(-n // 30) * 61 * 32 * k,
         lambda b, n, k: b * -(-n // 30) * 61 * 32 * k,
     ),
+    "pgibbs": Case(
+        (
+            ({"particles": 1}, "particles"),
+            ({"burn_in": 40}, "burn_in"),
+            ({"theta_steps": 0}, "theta_steps"),
+            ({"threshold": 0.0}, "threshold"),
+            ({"scale": 0.0}, "scale"),
+        ),
+        # on a problem without unknowns, pgas's chain: ceil(N / 20) chains, each 1 + 40 sweeps of 16
+        # particles, one evaluation and one VJP per particle and step
+        lambda b, n, k: b * -(-n // 20) * 41 * 16 * k,
+        lambda b, n, k: b * -(-n // 20) * 41 * 16 * k,
+    ),
 }
 METHODS = sorted(CASES)
 
@@ -184,6 +197,8 @@ def test_shapes_batching_and_counters(method: str) -> None:
         assert r.log_evidence.shape == (B,) and r.ess.shape == (B, K)
     elif method == "pmmh":  # Metropolis-Hastings chains: acceptance per iteration, x per kept one
         assert r.acceptance.shape == (B, 60) and r.stats["chain"].shape == (B, 1, 30, 4)
+    elif method == "pgibbs":  # Gibbs chains: the x sweeps' ESS, x per kept sweep
+        assert r.ess.shape == (B, K) and r.stats["chain"].shape == (B, 1, 20, 4)
     elif method == "pgas":  # chains of conditional SMC sweeps: the particle ESS and the moves
         assert r.ess.shape == (B, K) and r.stats["moved"].shape == (B, 4)
         assert r.stats["chain"].shape == (B, 2, 4, 4)
