@@ -9,7 +9,7 @@ from posterior import io, noise, operators, problems
 from posterior.distributions import GaussianMixture
 from posterior.parameters import Unknown
 from posterior.particles import ParticleDegeneracyWarning
-from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, load_prior
+from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, LatentPrior, load_prior
 from posterior.problem import InverseProblem
 from posterior.samplers import METHODS, Result, sample
 from posterior.schedule import EDMSchedule, FlowSchedule, NoiseSchedule, VPSchedule
@@ -25,6 +25,7 @@ __all__ = [
     "GaussianMixture",
     "GaussianMixturePrior",
     "InverseProblem",
+    "LatentPrior",
     "NoiseSchedule",
     "ParticleDegeneracyWarning",
     "Result",

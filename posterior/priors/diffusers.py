@@ -143,6 +143,12 @@ class DiffusersPrior(DiffusionPrior):
         root = Path(path)
         if not root.is_dir():
             raise FileNotFoundError(f"no such model folder: {root}")
+        latent = [p for p in ("vae", "vqvae") if (root / p).is_dir()]
+        if latent:
+            raise ValueError(
+                f"{root} is a latent diffusion folder (unet/ + {latent[0]}/): load it with "
+                "ps.LatentPrior.from_pretrained"
+            )
         if (root / "unet").is_dir():
             unet_dir = root / "unet"
             candidates = [root / "scheduler"]
