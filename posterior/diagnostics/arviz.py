@@ -1,8 +1,22 @@
 """Results as ArviZ data, on arviz 0.x (``InferenceData``) and arviz >= 1 (``xarray.DataTree``).
 
 Layout (both lines): group ``posterior`` holds the variable ``x`` with dims ``(chain, draw,
-*event_dims)``, where a chain is one independent run (or one MCMC chain) and the draws are its
-equally weighted samples; image samples keep ``(channel, row, col)``. Batched results add a
+*event_dims)``, where a chain is one result (one call of a sampler; a list of results, e.g. from
+:func:`run_chains`, gives several chains) or one MCMC chain, and the draws are its equally weighted
+samples; image samples keep ``(channel, row, col)``.
+
+A particle sampler's result with ``runs = R > 1`` independent runs is one chain of ``R`` draws,
+one from each run (:meth:`Result.one_per_run`): the runs are independent, so these draws are,
+and ``az.ess`` counts about ``R`` of them. Its per-run statistics sit on the ``draw`` dim of
+``sample_stats``: ``log_evidence`` ``(chain, draw)``, ``ess`` ``(chain, draw, step)`` and
+``log_weight`` ``(chain, draw, particle)`` (each run's normalised final weights); the merged
+estimate is ``total_log_evidence`` ``(chain,)``. The particles of one run descend from few
+ancestors, so taking them all as a chain's draws would make ``az.ess`` count copies and R-hat
+measure how much runs differ rather than convergence (``one_per_run=False`` gives that layout:
+one chain per run, its particles as the draws). A result of one particle system is one chain of
+its ``N`` particles (correlated through their common ancestors: read its ``ess`` trace rather
+than ``az.ess``). R-hat needs at least two chains: pass several results (:func:`run_chains`); on
+one chain arviz returns NaN with a shape warning. Batched results add a
 ``problem`` dim after ``draw``. Group ``sample_stats`` holds what the method reports: ``log_weight``
 (``(chain, particle)``, before the final resampling), ``ess``, ``resampled`` and ``acceptance``
 (``(chain, step)``), ``log_evidence``, ``num_evals``, ``num_vjps`` and ``wall_time`` (``(chain,)``)
@@ -74,10 +88,13 @@ def to_arviz(
     var_name: str = "x",
     problem_index: int | None = None,
     use_mcmc_chains: bool = True,
+    one_per_run: bool = True,
+    seed: int = 0,
 ) -> Any:
     """Convert one result (one chain) or a list of results (independent runs: one chain each).
 
-    A particle sampler's result with ``runs = R > 1`` is ``R`` chains (:meth:`Result.split_runs`).
+    A particle sampler's result with ``runs = R > 1`` is one chain of ``R`` draws, one per run
+    (the module docstring says how to read it).
 
     Args:
         results: a :class:`~posterior.Result` or a sequence of them with equal sample shapes
@@ -89,6 +106,11 @@ def to_arviz(
             ``[B, N, D, *event]``, e.g. ``"mala"`` / ``"gibbs"`` with ``keep_chain``), use the
             ``N`` chains x ``D`` draws of each run as the posterior (chains of several runs are
             concatenated) and put the per-run statistics on a ``run`` dim instead of ``chain``.
+        one_per_run: a result of ``R > 1`` independent runs gives one chain of ``R`` draws, one
+            picked uniformly from each run's equally weighted particles (``seed``), with the runs'
+            statistics per draw; ``False``: one chain per run, all its particles as the draws
+            (:meth:`Result.split_runs`).
+        seed: picks each run's draw for ``one_per_run``.
 
     Returns:
         ``arviz.InferenceData`` on arviz 0.x, ``xarray.DataTree`` on arviz >= 1.
@@ -98,7 +120,11 @@ def to_arviz(
     runs = [results] if isinstance(results, Result) else list(results)
     if not runs or not all(isinstance(r, Result) for r in runs):
         raise TypeError("to_arviz expects a Result or a non-empty sequence of Results")
-    runs = [part for r in runs for part in r.split_runs()]  # a particle sampler's runs: chains
+    if one_per_run:  # each result with independent runs: one chain of one draw per run
+        runs = [_one_per_run(r, seed) for r in runs]
+    else:
+        runs = [part for r in runs for part in r.split_runs()]  # each run a chain of its particles
+    per_draw = one_per_run and all(_has_runs(r) for r in runs)
     keep_problem = any(r.batched for r in runs) and problem_index is None
     runs = [r.as_batched() for r in runs]
     shapes = {tuple(r.samples.shape) for r in runs}
@@ -145,20 +171,36 @@ def to_arviz(
     run = "run" if mcmc else "chain"  # per-run statistics: one run holds many MCMC chains
 
     stats: dict[str, Any] = {}
+    if per_draw:  # the runs' statistics on the draw dim: [B, R, ...] -> (draw, problem, ...)
+
+        def by_draw(t: Tensor) -> Tensor:
+            return t[sel].movedim(0, 1) if keep_problem else t[sel]
+
+        log_zr = stack(lambda r: by_draw(r.stats["run_log_evidence"]))
+        stats["log_evidence"] = (("chain", "draw", *pdim), log_zr)
+        if all("run_ess" in r.stats for r in runs):
+            stats["ess"] = (("chain", "draw", *pdim, "step"), stack(lambda r: by_draw(r.stats["run_ess"])))
+        weights = stack(
+            lambda r: None if "run_log_weights" not in r.stats else by_draw(r.stats["run_log_weights"])
+        )
+        if weights is not None:
+            stats["log_weight"] = (("chain", "draw", *pdim, "particle"), weights)
     per_particle = stack(lambda r: None if r.log_weights is None else r.log_weights[sel])
-    if per_particle is not None:
+    if per_particle is not None and not per_draw:
         stats["log_weight"] = ((run, *pdim, "particle"), per_particle)
     for name in ("ess", "resampled", "acceptance"):
+        if name in stats:
+            continue
         value = stack(lambda r, n=name: None if getattr(r, n) is None else getattr(r, n)[sel])
         if value is not None:
             stats[name] = ((run, *pdim, "step"), value)
     log_z = stack(lambda r: None if r.log_evidence is None else r.log_evidence[sel])
     if log_z is not None:
-        stats["log_evidence"] = ((run, *pdim), log_z)
+        stats["total_log_evidence" if per_draw else "log_evidence"] = ((run, *pdim), log_z)
     for name in ("num_evals", "num_vjps", "wall_time"):
         stats[name] = ((run,), np.asarray([float(getattr(r, name)) for r in runs]))
     for key in runs[0].stats:
-        if (key == "chain" or key.startswith("chain.")) and mcmc:
+        if ((key == "chain" or key.startswith("chain.")) and mcmc) or (per_draw and key.startswith("run_")):
             continue
         try:
             value = stack(lambda r, k=key: r.stats[k][sel] if k in r.stats else None)
@@ -181,6 +223,25 @@ def to_arviz(
     for ds in groups.values():
         ds.attrs.update(attrs)
     return _container(groups)
+
+
+def _has_runs(result: Result) -> bool:
+    """Whether ``result`` holds ``R > 1`` independent runs of a particle sampler."""
+    return int(result.options.get("runs", 1)) > 1 and "run_log_evidence" in result.stats
+
+
+def _one_per_run(result: Result, seed: int) -> Result:
+    """One draw of each run (``Result.one_per_run``), or the result itself (one run, or already
+    one draw per run)."""
+    if not _has_runs(result) or result.options.get("draws_per_run") == 1:
+        return result
+    one = result.one_per_run(seed)
+    lw, R = result.as_batched().log_weights, int(result.options["runs"])
+    if lw is not None and lw.shape[1] % R == 0:  # pooled [B, R * n] -> each run's own [B, R, n]
+        lw = lw.reshape(lw.shape[0], R, -1)
+        weights = lw - torch.logsumexp(lw, -1, keepdim=True)
+        one.stats = {**one.stats, "run_log_weights": weights if result.batched else weights[0]}
+    return one
 
 
 def _container(groups: dict[str, Any]) -> Any:

@@ -128,7 +128,7 @@ def test_runs_keep_one_draw_of_each(files, tmp_path: Path, capsys) -> None:
     assert result.options["draws_per_run"] == 1
     report = (out / "report.md").read_text()
     assert_tables_well_formed(report)
-    assert "--particles 8 --runs 4" in report and "4 independent runs of 2 particles" in report
+    assert "--particles 8 --runs 4" in report and "8 in 4 runs of 2, one draw of each" in report
     assert "| ESS / run size |" in report
     tree = xr.open_datatree(out / "posterior.nc")
     assert tree["posterior"].to_dataset()["x"].values.size == draws.size

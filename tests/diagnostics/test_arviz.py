@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -95,7 +96,7 @@ def test_rhat_flags_runs_that_disagree(problem) -> None:
         Result(samples=r.samples + 2.0 * i, method=r.method, batched=False) for i, r in enumerate(runs)
     ]
     rhat = torch.as_tensor(az.rhat(to_arviz(shifted))["x"].values)
-    assert (rhat > 1.5).all(), rhat
+    assert (rhat > 1.3).all(), rhat
 
 
 def test_same_seed_same_chains(problem) -> None:
@@ -209,3 +210,67 @@ def test_netcdf_round_trip_on_either_arviz_line(problem, tmp_path) -> None:
                 np.testing.assert_array_equal(got[name].values, want[name].values)
     with pytest.raises(TypeError, match="to_arviz"):
         save_netcdf(result, tmp_path / "x.nc")
+
+
+def _runs_result(R: int, n: int, shift: float = 0.0, copies: bool = False, seed: int = 0) -> Result:
+    """A result of ``R`` independent runs of ``n`` particles of N(shift, 1) in 3-D, laid out as a
+    particle sampler's (``stats["run_samples"]`` run by run, per-run log Z and ESS). ``copies``:
+    every particle of a run is one draw repeated (a run that ended on one ancestor)."""
+    gen = torch.Generator().manual_seed(seed)
+    draws = torch.randn(R, 1 if copies else n, 3, generator=gen).expand(R, n, 3) + shift
+    draws = draws.reshape(1, R * n, 3)
+    stats = {
+        "run_samples": draws.clone(),
+        "run_log_evidence": torch.randn(1, R, generator=gen),
+        "run_ess": torch.full((1, R, 5), float(n)),
+    }
+    return Result(
+        samples=draws.clone(),
+        method="tds",
+        log_evidence=torch.zeros(1),
+        log_weights=torch.full((1, R * n), -math.log(R * n)),
+        options={"runs": R, "num_particles": R * n},
+        stats=stats,
+    )
+
+
+def test_runs_are_one_chain_of_one_draw_per_run_with_per_run_stats() -> None:
+    R, n = 64, 4
+    res = _runs_result(R, n, copies=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no shape warning, no NaN
+        data = to_arviz(res, problem_index=0)
+    x = _group(data, "posterior")["x"]
+    assert x.dims == ("chain", "draw", "x_dim") and x.shape == (1, R, 3)
+    runs = res.stats["run_samples"][0].reshape(R, n, 3)
+    assert torch.equal(torch.as_tensor(x.values[0]).float(), runs[:, 0])  # each run's (only) draw
+    stats = _group(data, "sample_stats")
+    assert stats["log_evidence"].dims == ("chain", "draw") and stats["ess"].dims == ("chain", "draw", "step")
+    torch.testing.assert_close(
+        torch.as_tensor(stats["log_evidence"].values[0]), res.stats["run_log_evidence"][0].double()
+    )
+    assert stats["log_weight"].shape == (1, R, n)
+    torch.testing.assert_close(
+        torch.as_tensor(stats["log_weight"].values).exp().sum(-1), torch.ones(1, R, dtype=torch.float64)
+    )
+    # independent draws: arviz counts about R of them (the particles' copies are not counted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one chain: arviz warns that R-hat needs two
+        ess = torch.as_tensor(az.ess(data)["x"].values)
+    assert ((ess > 0.5 * R) & (ess < 2 * R)).all(), ess
+
+
+def test_rhat_is_one_for_identical_runs_and_large_for_a_shifted_one() -> None:
+    """Four results of 64 independent runs each: R-hat over the four chains is 1 up to
+    O(1/sqrt(256)) noise when they share a distribution, and far above the usual 1.01 mark when one
+    is shifted by 3 standard deviations (about 1.8 on the raw draws; arviz's rank-normalised R-hat
+    saturates near 1.5 once the shifted chain holds all the top ranks)."""
+    same = [_runs_result(64, 4, copies=True, seed=s) for s in range(4)]
+    rhat = torch.as_tensor(az.rhat(to_arviz(same))["x"].values)
+    assert (rhat < 1.05).all(), rhat
+    shifted = [*same[:3], _runs_result(64, 4, shift=3.0, copies=True, seed=3)]
+    rhat = torch.as_tensor(az.rhat(to_arviz(shifted))["x"].values)
+    assert (rhat > 1.3).all(), rhat
+    # all particles of each run as its chain: copies make identical runs look unconverged
+    rhat = torch.as_tensor(az.rhat(to_arviz(same[0], one_per_run=False))["x"].values)
+    assert (rhat > 1.5).all(), rhat

@@ -92,10 +92,13 @@ def test_split_runs_and_arviz_chains(problem):
         assert torch.equal(part.samples, res.stats["run_samples"][r * n : (r + 1) * n])
         assert torch.equal(part.log_evidence, res.stats["run_log_evidence"][r])
         assert torch.allclose(part.log_weights.exp().sum(), torch.tensor(1.0))
-    data = res.to_arviz()
+    data = res.to_arviz(one_per_run=False)  # each run a chain of its particles
     x = data["posterior"]["x"]
     assert x.sizes["chain"] == R and x.sizes["draw"] == n
     assert data["sample_stats"]["log_evidence"].sizes["chain"] == R
+    data = res.to_arviz()  # the default: one chain, one draw per run, the runs' log Z per draw
+    assert data["posterior"]["x"].sizes["chain"] == 1 and data["posterior"]["x"].sizes["draw"] == R
+    assert data["sample_stats"]["log_evidence"].sizes["draw"] == R
     assert ps.sample(problem, "mcgdiff", 6, 6, seed=0).split_runs()[0].samples.shape == (6, 4)
 
 
