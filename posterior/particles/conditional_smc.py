@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from posterior.distributed.context import LOCAL
-from posterior.particles.engine import _gather, _reweight
+from posterior.particles.engine import _gather, _reweight_rows
 from posterior.particles.feynman_kac import Extras, FeynmanKacModel
 from posterior.particles.resampling import ess
 
@@ -60,12 +60,15 @@ class Sweep(NamedTuple):
         ess: ``Tensor[B, K]`` after each step's reweighting.
         changed: ``BoolTensor[B, K + 1]``, which states of the path differ from the reference's
             (all ``True`` without one).
+        failed: ``BoolTensor[B]``, the problems whose every particle's weight became zero (their
+            path is not a draw of the target; see :func:`~posterior.particles.engine.run_smc`).
     """
 
     path: Tensor
     log_evidence: Tensor
     ess: Tensor
     changed: Tensor
+    failed: Tensor | None = None
 
 
 def conditional_smc(
@@ -112,7 +115,8 @@ def conditional_smc(
         x, extras, log_g = _join(reference[:, :1], *model.start_at(reference[:, :1]), x, extras, log_g)
     what = name or model.name
     uniform = log_g.new_full((B, N), -math.log(N))
-    log_w, log_z = _reweight(uniform, log_g, f"{what}: conditional SMC start", LOCAL)
+    failed = torch.zeros(B, dtype=torch.bool, device=x.device)
+    log_w, log_z, failed = _reweight_rows(uniform, log_g, f"{what}: conditional SMC start", LOCAL, failed)
     identity = torch.arange(N, device=x.device).expand(B, N)
     states, ancestry = [x], []
     ess_trace = x.new_empty(B, K)
@@ -144,7 +148,8 @@ def conditional_smc(
             )
             e_ref, g_ref = model.weigh(t, s, x_t[:, :1], _rows(e_t, slice(0, 1)), ref_s)
             x, extras, log_g = _join(ref_s, e_ref, g_ref, x_new, e_new, g_new)
-        log_w, inc = _reweight(base, log_g, f"{what}: conditional SMC step {k} (t={t})", LOCAL)
+        step = f"{what}: conditional SMC step {k} (t={t})"
+        log_w, inc, failed = _reweight_rows(base, log_g, step, LOCAL, failed)
         log_z = log_z + inc
         ess_trace[:, k] = ess(log_w)
         states.append(x)
@@ -161,7 +166,7 @@ def conditional_smc(
         if reference is None
         else (out != reference).flatten(2).any(-1)
     )
-    return Sweep(out, log_z, ess_trace, changed)
+    return Sweep(out, log_z, ess_trace, changed, failed)
 
 
 def _rows(extras: Extras, part: slice) -> Extras:

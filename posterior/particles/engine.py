@@ -123,28 +123,14 @@ def check_resampling_options(resampling: str, threshold: float | str) -> None:
         raise ValueError(f"threshold must be a float in [0, 1], 'always' or 'never', got {threshold!r}")
 
 
-def _reweight(
-    log_weights: Tensor, log_potential: Tensor, what: str, comm: Communicator
-) -> tuple[Tensor, Tensor]:
-    """New normalised log-weights and the log-evidence increment; errors on NaN / all-zero weights."""
-    if comm.any(torch.isnan(log_potential).any() or (log_potential == math.inf).any()):
-        raise FloatingPointError(f"{what}: NaN or +inf log-weight")
-    unnorm = log_weights + log_potential
-    increment = comm.logsumexp(unnorm)  # log sum_i W_i G_i, W normalised
-    if not torch.isfinite(increment).all():
-        bad = (~torch.isfinite(increment)).nonzero().flatten()[:5].tolist()
-        raise FloatingPointError(f"{what}: all particle weights are zero (problems {bad})")
-    return unnorm - increment[:, None], increment
-
-
 def _reweight_rows(
     log_weights: Tensor, log_potential: Tensor, what: str, comm: Communicator, failed: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`_reweight` that lets a problem fail alone: where every particle's weight became zero
-    the problem joins ``failed: BoolTensor[B]`` (its increment is ``-inf``, so its ``log Z`` is
+    """New normalised log-weights and the log-evidence increment, batched over problems; NaN or
+    ``+inf`` potentials are an error. A problem fails alone: where every particle's weight became zero
+    it joins ``failed: BoolTensor[B]`` (its increment is ``-inf``, so its ``log Z`` is
     ``-inf``: the estimate ``Z = 0``); a failed problem is carried along at uniform weights and
-    potential ``0`` so that the others go on. NaN or ``+inf`` potentials are still an error.
-    Returns ``(log_weights, increment, failed)``."""
+    potential ``0`` so that the others go on. Returns ``(log_weights, increment, failed)``."""
     log_potential = log_potential.masked_fill(failed[:, None], 0.0)
     if comm.any(torch.isnan(log_potential).any() or (log_potential == math.inf).any()):
         raise FloatingPointError(f"{what}: NaN or +inf log-weight")

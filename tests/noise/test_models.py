@@ -181,7 +181,13 @@ def test_tempered_twist_ends_at_the_likelihood_and_flattens_early(model: ps.nois
     assert flat.abs().max() < 1e-4 * nm.log_prob(y, mean).abs().max() + 1e-6
     mid = nm.twist_log_prob(y, mean, 1.0)
     v = nm.variance(y, mean)
-    want = (v / (v + 1.0) * nm.log_prob_elementwise(y, mean)).sum(-1)
+    at = mean
+    if isinstance(model, Poisson):  # at the smoothed rate E[max(rate + s e, 0)], s = gain * 1
+        gain, bg = (nm.params[k].reshape(-1, 1, 1).to(mean) for k in ("gain", "background"))
+        z = (gain * mean + bg) / gain
+        smooth = gain * (z * td.Normal(0.0, 1.0).cdf(z) + td.Normal(0.0, 1.0).log_prob(z).exp())
+        at = (smooth - bg) / gain
+    want = (v / (v + 1.0) * nm.log_prob_elementwise(y, at)).sum(-1)
     torch.testing.assert_close(mid, want)
 
 
@@ -221,14 +227,28 @@ def test_deviance_is_the_log_density_gap_to_the_saturated_mean(model: ps.noise.N
     assert torch.isfinite(g).all()
 
 
-def test_poisson_twist_is_finite_where_an_estimated_rate_is_negative() -> None:
-    """A twist at a negative (estimated) mean is finite and equals the twist at rate 1e-3."""
+def test_poisson_twist_is_smooth_where_an_estimated_rate_is_negative() -> None:
+    """The twist at an (estimated) mean is the tempered likelihood at the smoothed rate
+    ``s h(rate / s)``: finite, with a finite gradient, at negative means, falling off as
+    ``-y z^2 / 2`` far below 0 rather than staying flat at a floor, and continuous through 0."""
     nm = bound(Poisson(4.0), B=1)
-    y = torch.tensor([[[0.0, 3.0]]], dtype=torch.float64)
-    mean = torch.tensor([[[-0.2, -0.1], [0.5, 1.0]]], dtype=torch.float64)
-    tw = nm.twist_log_prob(y, mean, 0.3)
-    assert torch.isfinite(tw).all()
-    floor = torch.full_like(mean[:, :1], 1e-3 / 4)
-    torch.testing.assert_close(tw[:, :1], nm.twist_log_prob(y, floor, 0.3))
-    torch.testing.assert_close(tw[:, 1:], nm.twist_log_prob(y, mean[:, 1:], 0.3))
-    assert nm.log_prob(y, mean)[0, 0] == -math.inf  # the likelihood itself stays exact
+    y = torch.tensor([[[3.0]]], dtype=torch.float64)
+    mean = torch.linspace(-5.0, 1.0, 601, dtype=torch.float64).reshape(1, -1, 1).requires_grad_(True)
+    tw = nm.twist_log_prob(y, mean, 0.25)  # s = gain * 0.5 = 2
+    (grad,) = torch.autograd.grad(tw.sum(), mean)
+    assert torch.isfinite(tw).all() and torch.isfinite(grad).all()
+    assert (grad[:, :500] > 0).all()  # below a rate of y: up towards it
+    assert (tw.diff(dim=1).abs() < 0.5).all()  # no jump between neighbouring means 0.01 apart
+    lam = (3 / 16) / (3 / 16 + 0.25)  # v / (v + extra): v = y / gain^2
+    z = 4.0 * mean.detach() / 2.0  # rate / s, down to -10
+    # log h(z) = log int_0^inf u phi(u - z) du by quadrature, in log space (no cancellation)
+    u = torch.linspace(0.0, 12.0, 24_001, dtype=torch.float64)[1:]
+    log_terms = u.log() - 0.5 * (u - z.reshape(-1, 1)) ** 2 - 0.5 * math.log(2 * math.pi)
+    log_smooth = math.log(2.0) + torch.logsumexp(log_terms, 1) + math.log(float(u[1] - u[0]))
+    want = lam * (3.0 * log_smooth - log_smooth.exp() - math.lgamma(4.0))
+    torch.testing.assert_close(tw, want.reshape(1, -1), rtol=1e-4, atol=0)
+    assert tw[0, 0] < lam * 3.0 * -0.5 * 10.0**2  # -y z^2 / 2 and below at z = -10, not a floor
+    far = nm.twist_log_prob(y, torch.full((1, 1, 1), 50.0, dtype=torch.float64), 0.25)
+    want = lam * nm.log_prob(y, torch.full((1, 1, 1), 50.0, dtype=torch.float64))
+    torch.testing.assert_close(far, want, rtol=1e-6, atol=0)  # many s above 0: the rate itself
+    assert nm.log_prob(y, mean.detach())[0, 0] == -math.inf  # the likelihood itself stays exact

@@ -19,11 +19,15 @@ path's states that changed) show how far each sweep went.
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import Tensor
 
 from posterior._utils import check_bool, check_int, check_positive_int, progress_bar
 from posterior.distributed.context import current_communicator
 from posterior.particles.conditional_smc import conditional_smc
+from posterior.particles.degeneracy import warn_if_failed
 from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.exact.tds import TDS
@@ -123,7 +127,8 @@ class ParticleGibbs(Sampler):
         pairs = self.tds.time_pairs(problem, num_steps)
         model = self.tds.model(problem.repeat(C), pairs)  # rows b * C + c: chain c of problem b
         run = {"threshold": self.threshold, "name": self.name}
-        path = conditional_smc(model, pairs, B * C, N, generator, **run).path
+        start = conditional_smc(model, pairs, B * C, N, generator, **run)
+        path, failed = _restart_failed_chains(start.path, start.failed, B, C)
         draws, renewed, moved, ess = [], [], [], []
         for i in progress_bar(range(self.sweeps), enabled=progress, desc=self.name):
             sweep = conditional_smc(model, pairs, B * C, N, generator, path, self.ancestor_sampling, **run)
@@ -135,9 +140,28 @@ class ParticleGibbs(Sampler):
                 moved.append(changed[..., -1].mean(1))
                 ess.append(sweep.ess.reshape(B, C, -1).amin(1))
         chain = torch.stack(draws, 2)  # [B, C, D, *event]
+        stats = {"chain": chain, "moved": torch.stack(moved, 1), "renewed": torch.stack(renewed, 2)}
+        if failed.any():  # no chain of these problems found a path of positive likelihood
+            chain = chain.masked_fill(failed.view(B, *([1] * (chain.dim() - 1))), math.nan)
+            stats["chain"], stats["failed"] = chain, failed
+            warn_if_failed(failed, self.name)
         return Result(
             samples=chain.reshape(B, C * D, *chain.shape[3:])[:, :num_particles],
             method=self.name,
             ess=torch.stack(ess, 1).amin(1),
-            stats={"chain": chain, "moved": torch.stack(moved, 1), "renewed": torch.stack(renewed, 2)},
+            stats=stats,
         )
+
+
+def _restart_failed_chains(path: Tensor, failed: Tensor | None, B: int, C: int) -> tuple[Tensor, Tensor]:
+    """The chains' start paths ``[B * C, K + 1, ...]`` (rows ``b * C + c``) with every chain whose
+    start run failed (every weight zero) started from the path of a chain of the same problem that
+    did not (a start of positive density: the chain stays exact), and the problems ``[B]`` where
+    none did."""
+    if failed is None or not failed.any():
+        return path, torch.zeros(B, dtype=torch.bool, device=path.device)
+    bad = failed.reshape(B, C)
+    donor = torch.arange(B, device=path.device) * C + (~bad).to(torch.int8).argmax(1)  # [B]
+    rows = bad.reshape(-1)
+    path = torch.where(rows.view(-1, *([1] * (path.dim() - 1))), path[donor.repeat_interleave(C)], path)
+    return path, bad.all(1)
