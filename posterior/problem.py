@@ -293,9 +293,15 @@ class InverseProblem:
             self.gaussian
             and self.prior.distribution is not None
             and isinstance(self.operator, LinearOperator)
+            and not getattr(self.noise, "unknowns", None)
         )
 
     def _require_exact(self, what: str) -> tuple[GaussianMixture, Tensor]:
+        if getattr(self.noise, "unknowns", None):
+            raise ValueError(
+                f"{what} depends on the unknown {', '.join(self.noise.unknowns)}: compute it at given "
+                "values (posterior.parameters.Parameters(problem).instantiate)"
+            )
         if not self.gaussian:
             raise ValueError(
                 f"{what} is known in closed form only for Gaussian noise; this problem's noise is "

@@ -61,6 +61,13 @@ def test_registry_names_transforms_and_log_jacobian() -> None:
     assert not Parameters(_base())  # nothing unknown
 
 
+def test_closed_forms_refuse_unknowns() -> None:
+    problem = _unknown_noise()
+    assert not problem.has_exact_posterior
+    with pytest.raises(ValueError, match="unknown std"):
+        problem.exact_log_evidence()
+
+
 def test_known_samplers_refuse_a_problem_with_unknowns() -> None:
     with pytest.raises(ValueError, match=r"'tds' needs every parameter known.*unknown std.*pmmh") as err:
         ps.sample(_unknown_noise(), "tds", 4, 4)
