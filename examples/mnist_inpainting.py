@@ -5,7 +5,7 @@ Writes one figure (truth, observation, each method's posterior mean, pixel-wise 
 deviation, a few samples, ESS traces) and the per-method numbers (PSNR of the posterior mean,
 coverage of the true image by the pixel-wise 90% intervals, wall time) as JSON next to it::
 
-    python examples/mnist_inpainting.py                      # docs/figures/mnist_inpainting.png/.json
+    python examples/mnist_inpainting.py                      # out/mnist_inpainting.png/.json
     python examples/mnist_inpainting.py --task sr4 --out /tmp/mnist_sr4.png
 
 About 1.5 minutes on one CPU thread (64 particles, 50 steps, four methods).
@@ -29,7 +29,14 @@ import torch
 import posterior as ps
 
 METHODS = ("tds", "smc", "mcgdiff", "dps")
-ROOT = Path(__file__).resolve().parent.parent
+#: where the figure goes unless ``--out`` says otherwise (relative to the working folder)
+DEFAULT_OUT = Path("out") / "mnist_inpainting.png"
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``0 .. n - 1`` (first and last included)."""
+    k = min(k, n)
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
 
 
 def psnr(estimate: torch.Tensor, truth: torch.Tensor) -> float:
@@ -54,7 +61,8 @@ def observation_image(problem: ps.InverseProblem) -> torch.Tensor:
     return problem.y
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The example's options (``--out``: under ``out/`` unless given)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--task", choices=["half", "sr4"], default="half", help="bottom half hidden or 4x downsampling"
@@ -66,8 +74,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "mnist_inpainting.png")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"the figure (PNG; the numbers go beside it as .json); default {DEFAULT_OUT}",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
@@ -85,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         problem = ps.problems.mnist_superresolution(4, args.index, args.noise_std, args.seed, prior=prior)
         task = "4x average-pooled"
     truth = problem.truth
+    digit = int(ps.priors.mnist_heldout(args.index)[1][0])  # its class, 0..9
     print(
         f"{problem}\n{args.particles} particles, {args.steps} steps, seed {args.seed}, {args.threads} threads"
     )
@@ -130,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     ncols = 2 + n_samples
     fig = plt.figure(figsize=(1.6 * ncols + 1.2, 1.7 * (len(results) + 1.4)))
     gs = fig.add_gridspec(len(results) + 1, ncols, height_ratios=[1.4] + [1] * len(results))
-    show(fig.add_subplot(gs[0, 0]), truth, f"truth (digit {args.index})")
+    show(fig.add_subplot(gs[0, 0]), truth, f"truth: a {digit} (held-out #{args.index})")
     show(fig.add_subplot(gs[0, 1]), observation_image(problem), f"observation\n{task}, σ={args.noise_std}")
     ax = fig.add_subplot(gs[0, 2:])
     for name, r in results.items():
@@ -158,12 +176,9 @@ def main(argv: list[str] | None = None) -> int:
             vmin=0.0,
             vmax=std_max,
         )
-        for j in range(n_samples):
-            show(
-                fig.add_subplot(gs[i, 2 + j]),
-                r.samples[j],
-                f"sample {j + 1}" + (f"\n{n['wall_time_s']:.0f} s" if j == 0 else ""),
-            )
+        N = r.samples.shape[0]
+        for j, k in enumerate(spread(N, n_samples)):  # not the first draws: copies of one ancestor
+            show(fig.add_subplot(gs[i, 2 + j]), r.samples[k], f"draw {k + 1} of {N}")
     fig.suptitle(
         f"MNIST posterior, {args.particles} particles, {args.steps} steps (shipped prior); "
         f"std maps share one colour scale, 0 to {std_max:.2f}",

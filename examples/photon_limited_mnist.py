@@ -15,7 +15,7 @@ Writes a figure (truth, counts, each method's posterior mean, pixel-wise standar
 a few samples) and the numbers (PSNR of the posterior mean, coverage of the true image by the
 pixel-wise 90% intervals over all 784 pixels, wall time) as JSON next to it::
 
-    python examples/photon_limited_mnist.py          # docs/figures/photon_limited_mnist.png/.json
+    python examples/photon_limited_mnist.py          # out/photon_limited_mnist.png/.json
 
 About a minute and a half on one CPU thread (64 particles, 50 steps, two methods). TDS's twist tempers the
 Poisson likelihood of ``x0_hat`` by ``v / (v + twist_scale * r_t^2)`` per pixel, ``v`` the count
@@ -37,7 +37,14 @@ import torch
 import posterior as ps
 
 METHODS = ("tds", "dps")
-ROOT = Path(__file__).resolve().parent.parent
+#: where the figure goes unless ``--out`` says otherwise (relative to the working folder)
+DEFAULT_OUT = Path("out") / "photon_limited_mnist.png"
+
+
+def spread(n: int, k: int) -> list[int]:
+    """``k`` indices spread evenly over ``0 .. n - 1`` (first and last included)."""
+    k = min(k, n)
+    return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)})
 
 
 def psnr(estimate: torch.Tensor, truth: torch.Tensor) -> float:
@@ -68,7 +75,8 @@ def photon_problem(
     return problem
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The example's options (``--out``: under ``out/`` unless given)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--index", type=int, default=0, help="which held-out digit (0..499)")
     p.add_argument("--gain", type=float, default=4.0, help="mean photon count at a white pixel")
@@ -79,8 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--methods", nargs="+", default=list(METHODS))
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "figures" / "photon_limited_mnist.png")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"the figure (PNG; the numbers go beside it as .json); default {DEFAULT_OUT}",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     args.threads = torch.get_num_threads()
@@ -93,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     prior = ps.load_prior("mnist")
     problem = photon_problem(prior, args.index, args.gain, args.background, args.seed)
     truth, counts = problem.truth, problem.y
+    digit = int(ps.priors.mnist_heldout(args.index)[1][0])  # its class, 0..9
     print(
         f"{problem}\ncounts: mean {counts.mean():.2f}, max {counts.max():.0f}, "
         f"{(counts == 0).float().mean():.0%} zeros\n"
@@ -134,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     n_samples = 3
     ncols = 2 + n_samples
     fig, axes = plt.subplots(len(results) + 1, ncols, figsize=(1.7 * ncols, 1.9 * (len(results) + 1)))
-    show(axes[0, 0], truth, f"truth (digit {args.index})")
+    show(axes[0, 0], truth, f"truth: a {digit} (held-out #{args.index})")
     top = counts.max().item()
     show(axes[0, 1], counts, f"photon counts\ngain {args.gain:g}", cmap="magma", vmin=0, vmax=top)
     show(axes[0, 2], naive, f"counts inverted\nPSNR {psnr(naive, truth):.1f} dB")
@@ -145,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         n = numbers[name]
         show(axes[i, 0], r.mean(), f"{name} mean\nPSNR {n['psnr_mean_db']:.1f} dB")
         show(axes[i, 1], r.std(), f"{name} std\ncover90 {n['coverage_90']:.2f}", "viridis", 0.0, std_max)
-        for j in range(n_samples):
-            title = f"sample {j + 1}" + (f"\n{n['wall_time_s']:.0f} s" if j == 0 else "")
-            show(axes[i, 2 + j], r.samples[j], title)
+        N = r.samples.shape[0]
+        for j, k in enumerate(spread(N, n_samples)):  # not the first draws: copies of one ancestor
+            show(axes[i, 2 + j], r.samples[k], f"draw {k + 1} of {N}")
     fig.suptitle(
         f"Poisson counts, gain {args.gain:g}: {args.particles} particles, {args.steps} steps; "
         f"std maps 0 to {std_max:.2f}",
