@@ -157,3 +157,14 @@ def test_pmmh_result_parameters_shapes_save_and_errors(tmp_path) -> None:  # typ
     ):
         with pytest.raises(ValueError, match=match):
             ps.sample(problem, "pmmh", 2, 2, **options)
+
+
+def test_pmmh_on_an_unknown_poisson_gain() -> None:
+    """Counts through a non-negative intensity: the gain's draws stay positive, one per draw."""
+    base = _base()
+    op = ps.operators.Nonlinear(lambda x: (x[:, :2] / 8).exp())
+    counts = torch.tensor([3.0, 0.0])
+    noise = ps.noise.Poisson(ps.Unknown(dist.Gamma(20.0, 2.0)))
+    problem = ps.InverseProblem(base.prior, op, counts, noise)
+    r = ps.sample(problem, "pmmh", 4, 3, seed=0, particles=4, iterations=4, burn_in=2)
+    assert r.parameters["gain"].shape == (4,) and (r.parameters["gain"] > 0).all()
