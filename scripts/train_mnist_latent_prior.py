@@ -260,6 +260,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vae-minutes", type=float, default=1e9, help="stage 1 ends at its steps or minutes")
     p.add_argument("--vae-lr", type=float, default=1e-3)
     p.add_argument("--vae-channels", default="16,32,32")
+    p.add_argument("--vae-from", default=None, help="skip stage 1: take the VAE of this saved folder")
     p.add_argument("--kl-weight", type=float, default=1e-3, help="KL weight per latent entry vs MSE")
     p.add_argument("--unet-steps", type=int, default=8000)
     p.add_argument("--unet-minutes", type=float, default=1e9, help="stage 2 ends at its steps or minutes")
@@ -280,7 +281,14 @@ def main(argv: list[str] | None = None) -> None:
     x = load_train_images(args.data)
     out = Path(args.out)
 
-    vae, vae_info = train_vae(args, x, gen)
+    if args.vae_from is None:
+        vae, vae_info = train_vae(args, x, gen)
+    else:  # stage 1 from an earlier run: its VAE (the scaling factor is recomputed below)
+        vae = AutoencoderKL.from_pretrained(Path(args.vae_from) / "vae", use_safetensors=True)
+        vae.eval().requires_grad_(False)
+        earlier = json.loads((Path(args.vae_from) / "training.json").read_text())
+        vae_info = {**earlier["vae"], "from": args.vae_from, "command": earlier["command"]}
+        print(f"stage 1 from {args.vae_from} ({vae_info['steps']} steps)", flush=True)
     mean, std = encode_all(vae, x)
     second_moment = float((mean**2 + std**2).mean() - mean.mean() ** 2)
     scaling = 1.0 / math.sqrt(second_moment)

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from posterior._utils import check_device, check_dtype
 from posterior.priors.diffusers import DiffusersPrior
+from posterior.priors.latent import LatentPrior
 
 __all__ = ["available_priors", "load_prior", "mnist_heldout", "moments_path", "weights_path"]
 
@@ -52,12 +53,14 @@ def load_prior(
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
     **kwargs: Any,
-) -> DiffusersPrior:
+) -> DiffusersPrior | LatentPrior:
     """A prior shipped with the package, loaded offline from its safetensors weights.
 
     Args:
         name: the prior's name (``"mnist"``: a small DDPM UNet on ``[1, 28, 28]`` digits in
-            ``[-1, 1]``, v-prediction, 1000 linear steps).
+            ``[-1, 1]``, v-prediction, 1000 linear steps; ``"mnist-latent"``: a
+            :class:`~posterior.LatentPrior`, a DDPM UNet on ``[4, 7, 7]`` latents and the decoder
+            of a small VAE to ``[1, 28, 28]``, trained by ``scripts/train_mnist_latent_prior.py``).
         device, dtype: where to put the network (default: CPU, float32).
         **kwargs: passed to :meth:`DiffusersPrior.from_pretrained` (``clip_denoised`` defaults to
             ``(-1, 1)`` for image priors, ``max_batch_size``).
@@ -65,6 +68,8 @@ def load_prior(
     device = check_device(device)
     path = weights_path(name)
     options = {**_DEFAULTS.get(name, {}), **kwargs}
+    if (path / "vae").is_dir():  # a latent model: unet/ + scheduler/ on latents, vae/
+        return LatentPrior.from_pretrained(path, device=device, dtype=dtype, **options)
     prior = DiffusersPrior.from_pretrained(path, device=device, dtype=dtype, **options)
     prior.moment_file = moments_path(name)  # used where its fingerprint matches this prior's
     return prior
