@@ -19,8 +19,9 @@ __all__ = ["InnerRun", "draw_one", "inner_sampler"]
 
 
 def inner_sampler(inner: str, options: dict[str, Any] | None, owner: str) -> ParticleSampler:
-    """The exact particle sampler ``inner`` (a registered name, e.g. ``"tds"``) with ``options``;
-    a one-line ``ValueError`` naming ``owner``'s option otherwise."""
+    """The exact particle sampler ``inner`` (a registered name, e.g. ``"tds"``) with ``options``
+    (resampling at every step unless ``options`` set ``threshold``); a one-line ``ValueError``
+    naming ``owner``'s option otherwise."""
     if not isinstance(inner, str):
         raise ValueError(f"{owner}: inner must be the name of an exact particle sampler, got {inner!r}")
     try:
@@ -37,7 +38,10 @@ def inner_sampler(inner: str, options: dict[str, Any] | None, owner: str) -> Par
     unknown = set(options or {}) - set(cls.option_names())
     if unknown:
         raise ValueError(f"{owner}: inner_options: {inner!r} has no option {', '.join(sorted(unknown))}")
-    return cls(**(options or {}))  # type: ignore[return-value]
+    # resampling at every step keeps the evidence estimate unbiased (an ESS-triggered schedule
+    # depends on the particles, and its estimate is only consistent: Del Moral, Doucet & Jasra 2012)
+    fixed = {"threshold": "always"} if "threshold" in cls.option_names() else {}
+    return cls(**{**fixed, **(options or {})})  # type: ignore[return-value]
 
 
 def draw_one(result: Result, generator: torch.Generator) -> Tensor:

@@ -68,7 +68,10 @@ class PMMH(Sampler):
             posterior).
         inner: the exact particle sampler whose evidence the chain uses (default ``"tds"``; also
             ``"smc"``, ``"mcgdiff"``).
-        inner_options: its options, a dict (default: its defaults).
+        inner_options: its options, a dict (default: its defaults, except ``threshold="always"``:
+            resampling at every step, so that the evidence estimate is unbiased; an ESS-triggered
+            schedule depends on the particles and gives a consistent but biased one, Del Moral,
+            Doucet & Jasra 2012).
         target_acceptance: the acceptance rate the burn-in adapts the scale to (default ``0.25``).
         scale: the initial proposal scale, a multiple of each unknown's prior spread in the
             unconstrained space (default ``0.5``).
