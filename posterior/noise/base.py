@@ -84,6 +84,9 @@ class NoiseModel:
     params: dict[str, Tensor]
     obs_ndim: int | None = None  # set by bind()
     batch_size: int | None = None
+    #: the likelihood is zero on part of the space (Poisson: a negative rate), which a method that
+    #: never weighs its draws by it (``"gibbs"``'s prior step) cannot respect
+    vanishes: bool = False
 
     # ------------------------------------------------------------------ binding to a problem
     def bind(self: _N, batch_size: int, obs_ndim: int, dtype: torch.dtype, device: torch.device) -> _N:
@@ -171,6 +174,12 @@ class NoiseModel:
         if sat is None:
             raise ValueError(f"{self!r} has no saturated mean, so no misfit for guidance")
         return 2 * (self.log_prob_elementwise(y, sat) - self.log_prob_elementwise(y, mean))
+
+    def loss(self, y: Tensor, mean: Tensor) -> Tensor:
+        """``-log p(y | mean)`` summed over the observation dims, ``Tensor[*lead]``: the data term
+        of optimisation-based methods (CSGM, RED-diff). Models whose likelihood vanishes (Poisson
+        at a negative rate) continue it finitely, with a gradient back into its support."""
+        return -self.log_prob(y, mean)
 
     def misfit(self, y: Tensor, mean: Tensor) -> Tensor:
         """A squared misfit on the scale of ``mean``, summed over the observation dims:

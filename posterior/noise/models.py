@@ -92,6 +92,8 @@ class Poisson(NoiseModel):
         background: a float, or ``Tensor[B]``.
     """
 
+    vanishes = True  # at a negative rate
+
     def __init__(self, gain: float | Tensor | Unknown, background: float | Tensor = 0.0) -> None:
         gain, unknown = split_unknown(gain)
         if unknown is not None:
@@ -179,6 +181,35 @@ class Poisson(NoiseModel):
         dev = 2 * torch.where(positive, rate, torch.zeros_like(rate)) * h
         possible = positive | ((rate == 0) & ~counted)
         return torch.where(possible, dev, torch.full_like(dev, math.inf))
+
+    def _continued(self, y: Tensor, mean: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(y, at, below, excess)``: ``y`` and ``mean`` broadcast, ``mean`` raised to a rate of
+        ``r0 = 0.01 max(y, 1)`` where the rate is below it (``below``), and ``(y / r0 + 1) (r0 -
+        rate)`` there (else 0): the continuation of ``-log p`` below ``r0`` by a line whose slope
+        points back to a positive rate."""
+        y, mean = torch.broadcast_tensors(y, mean)
+        gain, background = self.param("gain", mean), self.param("background", mean)
+        rate, r0 = gain * mean + background, 0.01 * y.clamp_min(1.0)
+        below = rate < r0
+        at = torch.where(below, (r0 - background) / gain, mean)
+        excess = torch.where(below, (y / r0 + 1) * (r0 - rate), torch.zeros_like(rate))
+        return y, at, below, excess
+
+    def loss(self, y: Tensor, mean: Tensor) -> Tensor:
+        """``-log p(y | mean)`` where the rate is at least ``r0 = 0.01 max(y, 1)``, continued below
+        by a line of slope ``-(y / r0 + 1)`` in the rate: finite, with a gradient back to a
+        positive rate, where ``-log p`` itself is infinite (an optimised ``A(x)`` that crosses
+        below zero would otherwise stop CSGM or RED-diff with an infinite loss)."""
+        y, at, _, excess = self._continued(y, mean)
+        return self._sum_obs(excess - self.log_prob_elementwise(y, at))
+
+    def misfit(self, y: Tensor, mean: Tensor) -> Tensor:
+        """The variance-weighted deviance (:meth:`NoiseModel.misfit`), continued below the rate
+        ``r0`` as :meth:`loss` is (twice its slope): finite, with a gradient that points guidance
+        back to a positive rate, where the deviance itself is infinite."""
+        y, at, _, excess = self._continued(y, mean)
+        dev = self.deviance_elementwise(y, at).clamp_min(0) + 2 * excess
+        return self._sum_obs(self.variance(y, mean).detach() * dev)
 
     def variance(self, y: Tensor, mean: Tensor) -> Tensor:
         # Var(y / gain) = rate / gain^2, with rate ~ y (at least one count)

@@ -78,8 +78,8 @@ def csgm_loss_and_grad(
         x = x0.detach().requires_grad_(True)
         if problem.gaussian:
             data = 0.5 * problem.residual(x).pow(2).sum(-1) * scale  # [B, N]
-        else:  # any noise model: -log p(y | x)
-            data = -problem.log_likelihood(x)
+        else:  # any noise model: -log p(y | x), finite where it vanishes
+            data = problem.noise.loss(problem.y_batch.unsqueeze(1), problem.forward(x))
         (cot,) = torch.autograd.grad(data.sum(), x)
     cot = flat(cot)
     # adjoint recursion: cot_t = (d x_s / d x_t)^T cot_s, the network re-evaluated at each input

@@ -72,8 +72,8 @@ def reddiff_gradient(
         if problem.gaussian:
             resid = problem.residual(m)  # [B, N, m]
             data = resid.pow(2).sum(-1) / (2 * problem.sigma.to(mu.dtype).pow(2)[:, None])
-        else:  # any noise model: -log p(y | mu) (the Gaussian term above up to a constant)
-            data = -problem.log_likelihood(m)
+        else:  # any noise model: -log p(y | mu), finite where it vanishes
+            data = problem.noise.loss(problem.y_batch.unsqueeze(1), problem.forward(m))
         (data_grad,) = torch.autograd.grad(data.sum(), m)
     reg = (reg_grad * mu).reshape(*mu.shape[:2], -1).sum(-1)
     return data.detach() + reg, data_grad + reg_grad

@@ -8,8 +8,10 @@ converges to. ``N`` chains per problem run as one tensor.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+import torch
 from torch import Tensor
 
 from posterior._utils import check_bool, check_fraction, check_positive, check_positive_int
@@ -17,6 +19,7 @@ from posterior.kernels.gibbs import GibbsState, SplitGibbs
 from posterior.problem import InverseProblem
 from posterior.samplers.base import register
 from posterior.samplers.exact._chains import ChainSampler
+from posterior.samplers.result import Result
 
 __all__ = ["GibbsSampler"]
 
@@ -35,7 +38,9 @@ class GibbsSampler(ChainSampler):
 
     Nonlinear operators and non-Gaussian noise models (:mod:`posterior.noise`) take MALA steps for
     ``z`` on PnP-DM's original split, whose ``x``-marginal is the posterior only as ``rho -> 0``
-    (biased by ``O(rho^2)``).
+    (biased by ``O(rho^2)``). Where the likelihood is zero somewhere (``noise.vanishes``: Poisson
+    at a negative rate) and some draws land there (the prior step never sees it), ``run`` refuses
+    the result with a ``ValueError`` rather than return impossible draws.
 
     ``num_particles`` chains per problem, ``num_steps`` Gibbs sweeps (burn-in included). Each
     sweep costs up to ``prior_steps`` network evaluations per chain.
@@ -89,6 +94,26 @@ class GibbsSampler(ChainSampler):
         self.z_steps = check_positive_int(z_steps, "z_steps")
         self.exact_prior_step = check_bool(exact_prior_step, "exact_prior_step")
         self._chain_options(burn_in, thin, init, init_pool, keep_chain)
+
+    def run(
+        self,
+        problem: InverseProblem,
+        num_particles: int,
+        num_steps: int,
+        generator: torch.Generator,
+        progress: bool,
+    ) -> Result:
+        result = super().run(problem, num_particles, num_steps, generator, progress)
+        if problem.noise is not None and problem.noise.vanishes:
+            impossible = problem.log_likelihood(result.samples) == -math.inf  # [B, N]
+            if impossible.any():
+                raise ValueError(
+                    f"'gibbs' drew {float(impossible.float().mean()):.1%} of its draws where the "
+                    f"likelihood is zero under {problem.noise!r} noise (a negative rate): its prior "
+                    "step p(x | z) never sees where the likelihood vanishes; use 'tds' or 'mala', or a "
+                    "forward model whose rate cannot be negative"
+                )
+        return result
 
     def kernel(self, problem: InverseProblem) -> SplitGibbs:
         return SplitGibbs(
