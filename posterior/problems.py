@@ -243,8 +243,10 @@ def _first_line(err: BaseException) -> str:
 
 
 def prior_from_spec(spec: str, device: torch.device | str | None = None) -> DiffusionPrior:
-    """A shipped prior by name (``mnist``) or a diffusers folder; :class:`SpecError` otherwise."""
+    """A shipped prior by name (``mnist``, ``mnist-latent``) or a diffusers folder (a latent one:
+    ``unet/`` + ``vae/`` or ``vqvae/``); :class:`SpecError` otherwise."""
     from posterior.priors.diffusers import DiffusersPrior
+    from posterior.priors.latent import LatentPrior
     from posterior.priors.shipped import load_prior
 
     path = Path(spec)
@@ -258,6 +260,8 @@ def prior_from_spec(spec: str, device: torch.device | str | None = None) -> Diff
                 f"cannot load a diffusers prior from {spec!r}: no unet/ subfolder and no config.json"
             )
         try:
+            if (path / "vae").is_dir() or (path / "vqvae").is_dir():  # a latent diffusion folder
+                return LatentPrior.from_pretrained(path, device=device)
             return DiffusersPrior.from_pretrained(path, device=device)
         except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
             raise SpecError(f"cannot load a diffusers prior from {spec!r}: {_first_line(err)}") from None
