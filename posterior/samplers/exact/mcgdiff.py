@@ -106,9 +106,13 @@ class MCGdiff(TwistedSampler):
             prior's mean (``prior.moments()``) for finite ``V``.
         runs: split the ``num_particles`` particles into this many independent particle systems
             of ``num_particles / runs`` particles each, run as one batch (default ``1``). The
-            draws are every run's particles; each run converges as its own size grows, and the
-            runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across runs).
-            ``Result.one_per_run()`` keeps one draw of each run: ``runs`` independent draws.
+            runs are the chains of ``Result.to_arviz()`` (R-hat and ESS across runs;
+            ``stats["run_samples"]`` holds each run's own draws); ``Result.one_per_run()`` keeps
+            one draw of each run.
+        merge: how the runs combine (:func:`~posterior.samplers.exact.particle_sampler.merge_runs`):
+            ``"evidence"`` (default) weighs each run's particles by its evidence estimate, which
+            converges as the runs grow in size or in number; ``"equal"`` counts every run
+            ``1 / runs``, an approximation that keeps one run's bias at a fixed run size.
     """
 
     name = "mcgdiff"
