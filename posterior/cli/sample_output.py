@@ -169,10 +169,10 @@ def _ess_sentence(result: Any, degenerate: Sequence[str]) -> str:
         return (
             "**The particle system degenerated.** "
             + " ".join(t.rstrip(". ") + "." for t in degenerate)
-            + " At such a step the whole population descends from about one particle, so the draws "
-            "are close copies of a few: `std.png` understates the posterior's spread and intervals "
-            "from these draws are too narrow. More particles (`--particles`) are the remedy; the "
-            "ESS trace below shows where it happened."
+            + " The draws then descend from a few particles (or, with runs, come from a few runs), "
+            "so they are close copies of a few: `std.png` understates the posterior's spread and "
+            "intervals from these draws are too narrow. More particles (`--particles`; with runs, "
+            "more particles per run) are the remedy; the ESS trace below shows where a run's ESS fell."
         )
     if result.ess is None:
         if exact:

@@ -32,7 +32,7 @@ def test_ess_steps_are_indices_of_result_ess() -> None:
 def test_degeneracy_warning_is_quoted_and_approximate_methods_are_named() -> None:
     r = ps.Result(samples=torch.randn(8, 2), method="tds", ess=torch.full((6,), 8.0), batched=False)
     md = sample_report(_problem(), r, SETTINGS, ["tds: it fell below 2 at step 4"], ["report.md"])
-    assert "**The particle system degenerated.** tds: it fell below 2 at step 4. At such a step" in md
+    assert "**The particle system degenerated.** tds: it fell below 2 at step 4. The draws then" in md
     approx = ps.Result(samples=torch.randn(8, 2), method="dps", batched=False)
     md = sample_report(_problem(), approx, {**SETTINGS, "method": "dps"}, [], ["report.md"])
     assert "`dps` does not estimate it" in md and "approximate method" in md and "## ESS trace" not in md
