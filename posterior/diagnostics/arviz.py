@@ -3,7 +3,9 @@
 Layout (both lines): group ``posterior`` holds the variable ``x`` with dims ``(chain, draw,
 *event_dims)``, where a chain is one result (one call of a sampler; a list of results, e.g. from
 :func:`run_chains`, gives several chains) or one MCMC chain, and the draws are its equally weighted
-samples; image samples keep ``(channel, row, col)``.
+samples; image samples keep ``(channel, row, col)``. A latent prior's result (``Result.latents``)
+adds the variable ``z``, its latent draws, with dims ``(chain, draw, *z_dims)`` (image latents:
+``(z_channel, z_row, z_col)``).
 
 A particle sampler's result with ``runs = R > 1`` independent runs is one chain of ``R`` draws,
 one from each run (:meth:`Result.one_per_run`): the runs are independent, so these draws are,
@@ -168,6 +170,17 @@ def to_arviz(
                 lambda r, n=name: r.parameters[n][sel].movedim(0, 1) if keep_problem else r.parameters[n][sel]
             )
         posterior[name] = (("chain", "draw", *pdim), value)
+    if runs[0].latents is not None:  # a latent prior's draws behind x, as the variable z
+        if mcmc and all("chain_latents" in r.stats for r in runs):
+            z = np.concatenate(
+                [_np(r.stats["chain_latents"][sel].movedim(0, 2 if keep_problem else 0)) for r in runs]
+            )
+        else:
+            z = stack(lambda r: r.latents[sel].movedim(0, 1) if keep_problem else r.latents[sel])
+        zdims = tuple(
+            d if d.startswith("z_") else f"z_{d}" for d in event_dims(runs[0].latents.shape[2:], "z")
+        )
+        posterior["z"] = (("chain", "draw", *pdim, *zdims), z)
     run = "run" if mcmc else "chain"  # per-run statistics: one run holds many MCMC chains
 
     stats: dict[str, Any] = {}
@@ -200,7 +213,9 @@ def to_arviz(
     for name in ("num_evals", "num_vjps", "wall_time"):
         stats[name] = ((run,), np.asarray([float(getattr(r, name)) for r in runs]))
     for key in runs[0].stats:
-        if ((key == "chain" or key.startswith("chain.")) and mcmc) or (per_draw and key.startswith("run_")):
+        if ((key in ("chain", "chain_latents") or key.startswith("chain.")) and mcmc) or (
+            per_draw and key.startswith("run_")
+        ):
             continue
         try:
             value = stack(lambda r, k=key: r.stats[k][sel] if k in r.stats else None)

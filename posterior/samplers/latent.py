@@ -82,6 +82,12 @@ def decode_result(result: Result, problem: InverseProblem, decoder_evals_before:
     b.latents = b.samples
     with torch.no_grad():
         b.samples = prior.decode(b.latents)
+        # draws kept in stats (each run's own, stored MCMC chains): decoded too, latents beside
+        k = len(prior.latent_shape)
+        for key, latent_key in (("run_samples", "run_latents"), ("chain", "chain_latents")):
+            value = b.stats.get(key)
+            if value is not None and value.numel() and value.shape[value.dim() - k :] == prior.latent_shape:
+                b.stats = {**b.stats, key: prior.decode(b.stats[key]), latent_key: b.stats[key]}
     check_finite(b.samples, f"{b.method}: decoded samples")
     b.num_evals += prior.num_evals - decoder_evals_before
     b.wall_time += time.perf_counter() - start

@@ -109,6 +109,7 @@ class Result:
             return [self]  # one draw per run: the draws are independent, one chain
         b = self.as_batched()
         own = b.stats.get("run_samples", b.samples)  # [B, R * n, ...], run by run
+        own_latents = b.stats.get("run_latents", b.latents)  # a latent prior's, alike
         n = own.shape[1] // R
         rest = {k: v for k, v in b.stats.items() if not k.startswith("run_")}
         parts = []
@@ -129,6 +130,7 @@ class Result:
                 options={**b.options, "run": r},
                 stats=rest,
                 truth=b.truth,
+                latents=None if own_latents is None else own_latents[:, block],
             )
             parts.append(part if self.batched else part.unbatched())
         return parts
@@ -154,12 +156,16 @@ class Result:
         n = Rn // R
         pick = torch.randint(n, (B, R), generator=as_generator(seed)).to(own.device)
         index = torch.arange(R, device=pick.device) * n + pick  # [B, R] rows of the runs' draws
-        draws = torch.gather(
-            own, 1, index.reshape(B, R, *([1] * (own.dim() - 2))).expand(B, R, *own.shape[2:])
-        )
+
+        def pick_rows(v: Tensor) -> Tensor:
+            return torch.gather(v, 1, index.reshape(B, R, *([1] * (v.dim() - 2))).expand(B, R, *v.shape[2:]))
+
+        draws = pick_rows(own)
+        own_latents = b.stats.get("run_latents", b.latents)  # a latent prior's draws, picked alike
         out = {name: getattr(b, name) for name in self.__dataclass_fields__}
         out.update(
             samples=draws,
+            latents=None if own_latents is None else pick_rows(own_latents),
             log_weights=torch.full((B, R), -math.log(R), dtype=draws.dtype, device=draws.device),
             options={**b.options, "draws_per_run": 1},
         )

@@ -139,6 +139,28 @@ def test_sample_returns_decoded_draws_and_latents(tmp_path) -> None:
     assert r1.samples.shape == (4, 5) and r1.latents.shape == (4, 2) and not r1.batched
 
 
+@pytest.mark.filterwarnings("ignore::posterior.ParticleDegeneracyWarning")
+def test_runs_chains_and_arviz_keep_the_latents() -> None:
+    """Each run's own draws, one draw per run, stored MCMC chains and the ArviZ output carry the
+    decoded draws with their latents (``samples == D(latents)`` everywhere; ``z`` beside ``x``)."""
+    pytest.importorskip("arviz")
+    problem = linear_setup(B=2)
+    decode = problem.prior.decode
+    res = ps.sample(problem, "tds", num_particles=32, num_steps=5, seed=0, runs=4)
+    torch.testing.assert_close(res.stats["run_samples"], decode(res.stats["run_latents"]))
+    one = res.one_per_run(0)
+    assert one.latents.shape == (2, 4, 2)
+    torch.testing.assert_close(one.samples, decode(one.latents))
+    for part in res.split_runs():
+        torch.testing.assert_close(part.samples, decode(part.latents))
+    post = ps.diagnostics.to_arviz(res)["posterior"]
+    assert post["x"].shape == (1, 4, 2, 5) and post["z"].shape == (1, 4, 2, 2)
+    chains = ps.sample(problem, "mala", num_particles=3, num_steps=6, seed=0, keep_chain=True)
+    torch.testing.assert_close(chains.stats["chain"], decode(chains.stats["chain_latents"]))
+    post = ps.diagnostics.to_arviz(chains)["posterior"]
+    assert post["z"].shape[:2] == post["x"].shape[:2] and post["z"].shape[-1] == 2
+
+
 @pytest.mark.parametrize("method", LINEAR_ONLY)
 def test_linear_only_methods_refuse_by_name(method: str) -> None:
     with pytest.raises(ValueError, match=rf"'{method}' needs a linear operator; A o D \(Matrix"):
