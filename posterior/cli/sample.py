@@ -105,9 +105,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--runs",
         type=positive_int,
         default=None,
-        help="split --particles into this many independent runs of a particle sampler and keep one "
-        "draw of each (default: the method's own; tds splits into at most 32 runs of 4 or more "
-        "particles and keeps all their draws)",
+        help="split --particles into this many independent runs of a particle sampler, merged as "
+        "the method merges them (tds, smc, mcgdiff: by their evidence, the exact merge; default: the "
+        "method's own, tds splits into at most 32 runs of 4 or more particles)",
     )
     add_common(samp, "sample")
     add_overwrite(samp)
@@ -159,8 +159,6 @@ def run(args: argparse.Namespace) -> int:
             )
         except (ValueError, TypeError, NotImplementedError) as err:
             raise UsageError(f"method {method!r} refuses this problem: {first_line(err)}") from None
-    if args.runs not in (None, 1):  # one uniformly picked particle of each run: independent draws
-        result = result.one_per_run(args.seed)
     degenerate = [str(w.message) for w in caught if issubclass(w.category, ps.ParticleDegeneracyWarning)]
     for w in caught:  # other warnings as usual
         if not issubclass(w.category, ps.ParticleDegeneracyWarning):

@@ -118,20 +118,21 @@ def test_time_grid_option(files, tmp_path: Path, capsys) -> None:
     assert ps.Result.load(out / "result.safetensors").options["time_grid"] == "trailing"
 
 
-def test_runs_keep_one_draw_of_each(files, tmp_path: Path, capsys) -> None:
+def test_runs_are_merged_as_the_method_merges_them(files, tmp_path: Path, capsys) -> None:
     out = tmp_path / "runs"
     status, _, err = _sample(files, out, "low", "sr:4", capsys, "--particles", "8", "--runs", "4")
     assert status == 0, err
     draws = np.load(out / "samples.npy")
     result = ps.Result.load(out / "result.safetensors")
-    assert draws.shape == (4, 1, 28, 28) and result.options["runs"] == 4
-    assert result.options["draws_per_run"] == 1
+    assert draws.shape == (8, 1, 28, 28) and result.options["runs"] == 4  # the runs merged, all draws
+    assert result.stats["run_log_evidence"].shape == (4,) and "draws_per_run" not in result.options
     report = (out / "report.md").read_text()
     assert_tables_well_formed(report)
-    assert "--particles 8 --runs 4" in report and "8 in 4 runs of 2, one draw of each" in report
+    assert "--particles 8 --runs 4" in report and "8 in 4 runs of 2, all their draws" in report
     assert "| ESS / run size |" in report
     tree = xr.open_datatree(out / "posterior.nc")
-    assert tree["posterior"].to_dataset()["x"].values.size == draws.size
+    assert tree["posterior"].to_dataset()["x"].shape == (1, 4, 1, 28, 28)  # ArviZ: one draw per run
+    assert tree["sample_stats"].to_dataset()["log_evidence"].shape == (1, 4)
     tree.close()
 
 
