@@ -18,6 +18,7 @@ from posterior.cli._common import (
     add_options,
     add_overwrite,
     add_sampling,
+    check_memory,
     check_out,
     first_line,
     method_options,
@@ -76,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         m_mode = mode or ("runs" if ps.METHODS[m].exact else "draws")
         # one run must hold the draws in mode "draws"
         particles = args.particles if m_mode == "runs" else max(args.particles, args.draws)
+        check_memory(base, particles, args.num_problems * (args.draws if m_mode == "runs" else 1))
         try:
             cal = simulation_based_calibration(
                 base.prior,

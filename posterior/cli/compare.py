@@ -20,6 +20,7 @@ from posterior.cli._common import (
     add_options,
     add_overwrite,
     add_sampling,
+    check_memory,
     check_out,
     method_options,
     nonneg_float,
@@ -94,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         for s in specs
     }
     out = check_out(args.out or Path("out/compare"), args.overwrite)
+    for problem in problems.values():
+        check_memory(problem, args.particles)
     status, written = run_report(args, problems, methods, out, args.particles, args.steps, options)
     if written:
         print(f"report written to {out / 'report.md'}")

@@ -160,6 +160,21 @@ def _size(shape: Any) -> str:
     return "x".join(str(s) for s in tuple(shape)[-2:])
 
 
+def _check_blur_width(spec: OperatorSpec, shape: tuple[int, ...]) -> None:
+    """A :class:`UsageError` if ``blur:gaussian:S`` gives a kernel (``2 ceil(3 S) + 1`` pixels wide)
+    wider than twice the image ``[C, H, W]``: its outer taps would touch no pixel (and a kernel of
+    millions of pixels squared cannot be allocated)."""
+    import math
+
+    side = max(shape[1:])
+    size = 2 * math.ceil(3 * spec.number) + 1
+    if size > 2 * side + 1:
+        raise UsageError(
+            f"--operator {spec.text!r}: S = {spec.number:g} pixels gives a {size}-pixel kernel, wider than "
+            f"twice the {shape[1]}x{shape[2]} image; S must be at most {side / 3:.2f} here"
+        )
+
+
 def build_operator(
     spec: OperatorSpec, prior: Any, resize: bool = False, notes: list[str] | None = None
 ) -> Any:
@@ -189,6 +204,7 @@ def build_operator(
             return ops.Blur.gaussian(width, shape=shape, dtype=dtype, device=dev)
         if spec.kind == "blur":
             if spec.path is None:
+                _check_blur_width(spec, shape)
                 kernel = ops.gaussian_kernel(spec.number, dtype=dtype, device=dev)
             else:
                 kernel = torch.as_tensor(

@@ -19,6 +19,7 @@ from posterior.cli._common import (
     add_overwrite,
     add_sampling,
     check_device,
+    check_memory,
     check_out,
     first_line,
     nonneg_float,
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     (method,) = resolve_methods([JOINT_METHOD if unknown and args.method == DEFAULT_METHOD else args.method])
     if args.runs is not None and args.particles % args.runs:
         raise UsageError(f"--runs {args.runs} must divide --particles {args.particles}")
-    out = check_out(args.out or Path("out/sample"), args.overwrite)
+    out = check_out(args.out or Path("out/sample"), args.overwrite, beside=True)
     prior = image_prior(args.prior, check_device(args.device))
     notes: list[str] = []  # what was done to the inputs, for the report
     operator = build_operator(spec, prior, resize=args.resize, notes=notes)
@@ -137,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         problem = ps.InverseProblem(prior, operator, y, _noise(args.noise))
     except (ValueError, TypeError) as err:
         raise UsageError(first_line(err)) from None
+    check_memory(problem, args.particles)
     runs = {} if args.runs is None else {"runs": args.runs}
     split = f" in {args.runs} runs" if args.runs not in (None, 1) else ""
     say(
@@ -158,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
                 **runs,
             )
         except (ValueError, TypeError, NotImplementedError) as err:
-            raise UsageError(f"method {method!r} refuses this problem: {first_line(err)}") from None
+            why = _without_option_hints(method, first_line(err))
+            raise UsageError(f"method {method!r} refuses this problem: {why}") from None
     degenerate = [str(w.message) for w in caught if issubclass(w.category, ps.ParticleDegeneracyWarning)]
     for w in caught:  # other warnings as usual
         if not issubclass(w.category, ps.ParticleDegeneracyWarning):
@@ -196,3 +199,18 @@ def _noise(value: float | str) -> object:
 
     prior = dist.LogNormal(math.log(UNKNOWN_NOISE[0]), UNKNOWN_NOISE[1])
     return ps.noise.Gaussian(ps.Unknown(prior, name="noise_std"))
+
+
+def _without_option_hints(method: str, message: str) -> str:
+    """``message`` without its clauses (after the first) that suggest one of the method's options,
+    which ``posterior sample`` cannot pass (``--runs`` aside), and with what it can do instead."""
+    import re
+
+    import posterior as ps
+
+    names = [n for n in ps.METHODS[method].option_names() if n != "runs"]
+    first, *rest = message.split("; ")
+    kept = [c for c in rest if not any(re.search(rf"\b{n}\b", c) for n in names)]
+    if len(kept) == len(rest):
+        return message
+    return "; ".join([first, *kept, "choose another --method"])
