@@ -19,9 +19,12 @@ from tests.samplers.joint._grid import grid_posterior, noise_problem, std_draws,
 C, STEPS = 64, 30  # chains (one kept draw each), diffusion steps
 
 
-def _pmmh_w1(monkeypatch: pytest.MonkeyPatch, temper: float) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The ratio of pmmh's W1 (std draws vs the grid) to the exact floor, per problem, with the
-    inner evidence ``Z^`` replaced by ``Z^ ** temper``; and the x draws' sliced W1 and floor."""
+def _pmmh_w1(
+    monkeypatch: pytest.MonkeyPatch, temper: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """With the inner evidence ``Z^`` replaced by ``Z^ ** temper``: per problem the ratio of
+    pmmh's W1 (std draws vs the grid) to the exact floor and the ratio of the variances of
+    log std (draws / grid); the x draws' sliced W1 over the exact-vs-exact one; the acceptance."""
     problem = noise_problem(0, num_problems=3)
     grid, weights, at = grid_posterior(problem)
     reference = std_draws(grid, weights, C * 100, seed=1)
@@ -37,26 +40,35 @@ def _pmmh_w1(monkeypatch: pytest.MonkeyPatch, temper: float) -> tuple[torch.Tens
     M = reference.shape[1]
     quantiles = reference.sort(1).values[:, (torch.arange(C) * M) // C + M // (2 * C)]
     ratio = w1(r.parameters["std"].double(), quantiles) / floor
+    var_ratio = r.parameters["std"].double().log().var(1) / reference.log().var(1)
     ref_x, ref_x2 = x_draws(grid, weights, at, C, 2), x_draws(grid, weights, at, C, 3)
     x_ratio = sliced_wasserstein(r.samples, ref_x).mean() / sliced_wasserstein(ref_x2, ref_x).mean()
-    return ratio, x_ratio, float(r.acceptance[:, 30:].mean())
+    return ratio, var_ratio, x_ratio, float(r.acceptance.mean())
+
+
+#: two standard errors of the mean over 3 problems of a variance ratio of 64 independent draws
+VAR_TOLERANCE = 2 * (2 / (C - 1) / 3) ** 0.5
 
 
 @pytest.mark.slow
 def test_pmmh_noise_level_matches_grid_quadrature(monkeypatch: pytest.MonkeyPatch) -> None:
     """64 chains from prior draws of std, 30 adapted iterations, one kept draw each: the std draws
-    are within 2x the exact floor (W1 of 64 independent grid draws, mean over 3 problems), the x
-    draws within 2x the exact-vs-exact sliced W1. Measured: ratios 1.5 and 1.5 on two problems
-    (std), 1.0 (x); acceptance 0.3."""
-    ratio, x_ratio, acc = _pmmh_w1(monkeypatch, 1.0)
+    are within 2x the exact floor (W1 of 64 independent grid draws, mean over 3 problems), the
+    variance of log std within two standard errors of the grid's (mean of the 3 ratios), the x
+    draws within 2x the exact-vs-exact sliced W1. Measured (benchmarks/mixture_unknown_noise.py):
+    W1 ratios 1.74, 0.70, 1.38, variance ratios 0.93, 0.79, 0.86, x 1.0-1.2, acceptance 0.29."""
+    ratio, var_ratio, x_ratio, acc = _pmmh_w1(monkeypatch, 1.0)
     assert ratio.mean() < 2, ratio
+    assert (var_ratio.mean() - 1).abs() < VAR_TOLERANCE, var_ratio
     assert x_ratio < 2, x_ratio
     assert 0.1 < acc < 0.6, acc
 
 
 @pytest.mark.slow
 def test_pmmh_check_fails_with_a_biased_evidence(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The same check with ``Z^ ** 0.5`` (a tempered, biased evidence: the std posterior widens)
-    exceeds 2x the floor: the check above has the power to see a wrong evidence."""
-    ratio, _, _ = _pmmh_w1(monkeypatch, 0.5)
+    """The same checks with ``Z^ ** 0.5`` (a tempered, biased evidence: the std posterior widens)
+    fail: the checks above have the power to see a wrong evidence. Measured: W1 ratios 2.74,
+    2.80, 1.49 (mean 2.34), variance ratios 1.52, 1.52, 1.57."""
+    ratio, var_ratio, _, _ = _pmmh_w1(monkeypatch, 0.5)
     assert ratio.mean() > 2, ratio
+    assert (var_ratio.mean() - 1).abs() > VAR_TOLERANCE, var_ratio
