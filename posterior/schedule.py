@@ -36,7 +36,9 @@ from torch import Tensor
 from posterior._utils import check_int, check_number, check_positive
 
 __all__ = [
+    "AUTO_TIME_GRID",
     "CLEAN",
+    "DEFAULT_TIME_GRID",
     "TIME_GRIDS",
     "EDMSchedule",
     "FlowSchedule",
@@ -50,7 +52,15 @@ __all__ = [
 CLEAN = -1
 
 #: The named time grids of :meth:`NoiseSchedule.timesteps`.
-TIME_GRIDS = ("leading", "trailing", "linspace", "logsnr", "sqrt_abar", "karras")
+TIME_GRIDS = ("auto", "leading", "trailing", "linspace", "logsnr", "sqrt_abar", "karras")
+
+#: What ``"auto"`` walks on every schedule: a grid by noise level (the VP ``abar_t``), not by
+#: integer time, so that equivalent schedules get the same noise levels (see
+#: :meth:`NoiseSchedule.timesteps`; chosen by ``benchmarks/time_grids.py``).
+AUTO_TIME_GRID = "karras"
+
+#: The grid of ``ps.sample`` and of the chain oracles unless told otherwise.
+DEFAULT_TIME_GRID = "auto"
 
 #: A named grid in :data:`TIME_GRIDS` or a strictly decreasing sequence of training times.
 TimeGrid = str | Sequence[int]
@@ -191,7 +201,7 @@ class NoiseSchedule:
         return x / (s.reshape(-1, *([1] * (x.dim() - 1))) if s.dim() else s)
 
     # ----------------------------------------------------------------- time grids
-    def timesteps(self, num_steps: int, spacing: TimeGrid = "leading") -> Tensor:
+    def timesteps(self, num_steps: int, spacing: TimeGrid = DEFAULT_TIME_GRID) -> Tensor:
         """A strictly decreasing sub-sequence of ``num_steps`` training times.
 
         ``"leading"`` (DDIM/diffusers): ``0, k, 2k, ...`` with ``k = T // num_steps`` (tops out at
@@ -206,7 +216,8 @@ class NoiseSchedule:
         coefficient); ``"karras"``: uniform in ``sigma^(1/7)`` with ``sigma = sqrt((1 - abar) /
         abar)``, the noise levels of Karras et al. (2022) with ``rho = 7``. A sequence: those
         times, which must be ``num_steps`` strictly decreasing times in ``0 .. T-1``.
-        Returns ``LongTensor[num_steps]``, largest first. Append ``CLEAN`` for the final step.
+        ``"auto"``: :data:`AUTO_TIME_GRID`. Returns ``LongTensor[num_steps]``, largest first.
+        Append ``CLEAN`` for the final step.
         """
         T = self.num_train_steps
         if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= T:
@@ -221,6 +232,8 @@ class NoiseSchedule:
                 )
             return torch.tensor(ts, dtype=torch.long)
         i = torch.arange(num_steps, dtype=torch.long)
+        if spacing == "auto":
+            spacing = AUTO_TIME_GRID
         if spacing == "leading":
             k = T // num_steps
             ts = i * k if k >= 2 else (i * T) // num_steps
@@ -256,7 +269,7 @@ class NoiseSchedule:
         ts[-1] = min(int(ts[-1]), T - 1)
         return (ts - j).flip(0).cummin(0).values.flip(0) + j
 
-    def time_pairs(self, num_steps: int, spacing: TimeGrid = "leading") -> list[tuple[int, int]]:
+    def time_pairs(self, num_steps: int, spacing: TimeGrid = DEFAULT_TIME_GRID) -> list[tuple[int, int]]:
         """``[(t, s), ...]``: consecutive reverse transitions ``t -> s`` ending at ``s = CLEAN``."""
         ts = self.timesteps(num_steps, spacing).tolist()
         return list(zip(ts, [*ts[1:], CLEAN], strict=True))

@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from posterior.schedule import CLEAN, TIME_GRIDS, EDMSchedule, FlowSchedule, VPSchedule, check_time_grid
+from posterior.schedule import (
+    AUTO_TIME_GRID,
+    CLEAN,
+    DEFAULT_TIME_GRID,
+    TIME_GRIDS,
+    EDMSchedule,
+    FlowSchedule,
+    VPSchedule,
+    check_time_grid,
+)
 
 
 def test_linear_matches_ddpm_definition():
@@ -108,6 +117,18 @@ def test_level_grids_take_the_times_nearest_a_uniform_level_grid(grid, level, sc
     distinct[:-1] &= nearest[:-1] > nearest[1:]
     assert distinct.sum() >= n // 2
     assert torch.equal(ts[distinct], nearest[distinct])
+
+
+def test_auto_grid_and_karras_levels():
+    """ "auto" is AUTO_TIME_GRID on every schedule and the default of timesteps; "karras" walks an
+    EDM schedule's own rho = 7 levels (its times evenly spaced, up to rounding ties)."""
+    for schedule in (VPSchedule.linear(1000), VPSchedule.cosine(1000), FlowSchedule(), EDMSchedule()):
+        auto = schedule.timesteps(50, "auto")
+        assert torch.equal(auto, schedule.timesteps(50, AUTO_TIME_GRID))
+        assert torch.equal(auto, schedule.timesteps(50)) and DEFAULT_TIME_GRID == "auto"
+    s = EDMSchedule()
+    for n in (3, 10, 37, 100, 501):
+        assert (s.timesteps(n, "karras") - s.timesteps(n, "linspace")).abs().max() <= 1, n
 
 
 def test_logsnr_grid_is_uniform_in_log_snr_where_times_allow():

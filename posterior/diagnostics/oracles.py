@@ -21,7 +21,7 @@ from torch import Tensor
 
 from posterior._utils import as_generator
 from posterior.problem import InverseProblem
-from posterior.schedule import CLEAN, TimeGrid
+from posterior.schedule import CLEAN, DEFAULT_TIME_GRID, TimeGrid
 
 __all__ = ["ChainPosterior", "chain_draws", "chain_posterior"]
 
@@ -49,7 +49,7 @@ def chain_draws(
     *,
     eta: float = 1.0,
     exact_start: bool = True,
-    time_grid: TimeGrid = "leading",
+    time_grid: TimeGrid = DEFAULT_TIME_GRID,
 ) -> Tensor:
     """Independent draws of the ``num_steps``-step DDIM(``eta``) chain: ``Tensor[n, *event_shape]``.
 
@@ -83,7 +83,7 @@ def chain_posterior(
     *,
     eta: float = 1.0,
     exact_start: bool = True,
-    time_grid: TimeGrid = "leading",
+    time_grid: TimeGrid = DEFAULT_TIME_GRID,
 ) -> ChainPosterior:
     """The posterior of the ``num_steps``-step chain by importance sampling of its draws.
 

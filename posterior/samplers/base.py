@@ -16,12 +16,9 @@ from posterior.priors.latent import LatentPrior
 from posterior.problem import InverseProblem
 from posterior.samplers.latent import decode_result, latent_problem
 from posterior.samplers.result import Result
-from posterior.schedule import TimeGrid, check_time_grid
+from posterior.schedule import DEFAULT_TIME_GRID, TimeGrid, check_time_grid
 
 __all__ = ["DEFAULT_TIME_GRID", "METHODS", "Sampler", "register", "sample"]
-
-#: The time grid every method walks unless ``ps.sample(..., time_grid=)`` says otherwise.
-DEFAULT_TIME_GRID: TimeGrid = "leading"
 
 #: ``{name: sampler class}`` of every registered method.
 METHODS: dict[str, type[Sampler]] = {}
@@ -130,9 +127,11 @@ def sample(
             the same full result, the same for a seed and a number of ranks. See
             :mod:`posterior.samplers.distributed`.
         time_grid: the training times the reverse diffusion walks, for every method (stored as
-            ``Sampler.time_grid``): ``"leading"`` (the default, :data:`DEFAULT_TIME_GRID`),
-            ``"trailing"``, ``"linspace"``, ``"logsnr"`` (uniform in log signal-to-noise ratio), or
-            a strictly decreasing sequence of ``num_steps`` training times. See
+            ``Sampler.time_grid``): ``"auto"`` (the default, :data:`DEFAULT_TIME_GRID`: chosen from
+            the prior's noise levels, :data:`posterior.schedule.AUTO_TIME_GRID`), ``"leading"``,
+            ``"trailing"``, ``"linspace"``, ``"logsnr"`` (uniform in log signal-to-noise ratio),
+            ``"sqrt_abar"``, ``"karras"`` (Karras et al.'s rho = 7 noise levels), or a strictly
+            decreasing sequence of ``num_steps`` training times. See
             :meth:`posterior.schedule.NoiseSchedule.timesteps`. The MCMC methods (``mala``,
             ``gibbs``), whose ``num_steps`` are iterations, record it and do not use it; ``sdedit``
             walks its own grid below its start ``t0`` and ``csgm`` its inner ``ddim_steps`` grid.

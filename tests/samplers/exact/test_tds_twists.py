@@ -1,7 +1,10 @@
 """TDS's optional twists (the denoiser-error variance, the Tweedie covariance, adaptive tempering)
 stay exact: against the importance-sampling chain oracle
 (:func:`posterior.diagnostics.oracles.chain_posterior`, exact for the K-step chain as its draws
-grow) on the 2-D Gaussian-mixture benchmark."""
+grow) on the 2-D Gaussian-mixture benchmark. The chains walk the ``"leading"`` grid, on which the
+tolerances and the ESS figures below were measured: the tests are about the twists, not the grid
+(on the default grid at K = 5 one of the 8 problems keeps an oracle ESS of 335 of 400,000 draws
+and a TDS ESS of 1.6% of N, beyond the ``N / 4`` allowance of the mean's test)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import pytest
 
 import posterior as ps
 from posterior.diagnostics.oracles import chain_posterior
+
+GRID = "leading"
 
 OPTIONS = [
     {"twist_var": "mse"},
@@ -33,9 +38,9 @@ def test_tds_options_keep_the_chain_posterior(options: dict) -> None:
     (measured: ``Z_hat / Z`` down to 2e-4 on the 8 problems)."""
     K, N = 5, 2048
     problem = few_step_problems()
-    ref = chain_posterior(problem, K, num_draws=400_000, seed=K)
+    ref = chain_posterior(problem, K, num_draws=400_000, seed=K, time_grid=GRID)
     # one particle system: the test is about the twist (the default's runs converge slower)
-    res = ps.sample(problem, "tds", num_particles=N, num_steps=K, seed=0, runs=1, **options)
+    res = ps.sample(problem, "tds", num_particles=N, num_steps=K, seed=0, runs=1, time_grid=GRID, **options)
     ratio = (res.log_evidence.double() - ref.log_evidence.double()).exp()
     se = ratio.std().item() / ratio.numel() ** 0.5
     oracle = 4 / ref.ess.min().sqrt().item()
@@ -53,7 +58,14 @@ def test_tempering_raises_the_ess_of_a_sharp_twist() -> None:
     weights of the proposal itself (``p / q`` of the gradient-shifted kernel) are not tempered, so
     the ESS can still fall."""
     problem = few_step_problems(4)
-    options = {"num_particles": 512, "num_steps": 20, "seed": 0, "twist_scale": 0.0, "runs": 1}
+    options = {
+        "num_particles": 512,
+        "num_steps": 20,
+        "seed": 0,
+        "twist_scale": 0.0,
+        "runs": 1,
+        "time_grid": GRID,
+    }
     with pytest.warns(ps.particles.ParticleDegeneracyWarning):
         plain = ps.sample(problem, "tds", **options)
         tempered = ps.sample(problem, "tds", tempering=0.5, **options)
