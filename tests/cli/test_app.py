@@ -194,7 +194,8 @@ def test_console_script_demo_runs_its_image_part(tmp_path: Path) -> None:
     rows = report["rows"]
     assert [r["method"] for r in rows] == ["tds", "mcgdiff", "dps"]
     assert report["settings"]["options"]["mcgdiff"]["runs"] == 32  # 32 runs of 4 particles
-    assert "options: mcgdiff (runs=32" in (tmp_path / "mnist" / "report.md").read_text()
+    text = (tmp_path / "mnist" / "report.md").read_text()
+    assert "tds (merge='equal')" in text and "mcgdiff (runs=32, merge='equal')" in text  # labelled
     assert rows[0]["runs"] == "32x4"  # tds's defaults: 32 runs of 4 particles
     assert all(math.isfinite(r["psnr"]) for r in rows)
     assert (tmp_path / "mnist" / "mnist-inpaint_images.png").exists()
