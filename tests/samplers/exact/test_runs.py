@@ -223,3 +223,18 @@ def test_evidence_merge_converges_as_runs_grow_at_a_fixed_run_size():
         assert abs(mean - target) < 4 * se, (runs, mean, target, se)
         mean, se = mean_and_se(runs, "equal")
         assert mean < target - 8 * se, (runs, mean, target, se)  # the runs' own bias, > 8 standard errors
+
+
+def test_runs_of_one_particle_need_the_evidence_merge(problem):
+    """Runs of one particle merged equally would be the proposal itself; merged by evidence they
+    are importance sampling over the runs."""
+    with pytest.raises(ValueError, match="runs=8 with merge='equal' leaves one particle per run"):
+        ps.sample(problem, "tds", 8, 4, runs=8, merge="equal")
+    res = ps.sample(problem, "smc", 8, 4, runs=8)
+    assert res.options["merge"] == "evidence" and res.samples.shape == (8, 4)
+
+
+@pytest.mark.parametrize("merge", ["mean", 1, None])
+def test_bad_merge_is_named(problem, merge):
+    with pytest.raises(ValueError, match="merge must be one of"):
+        ps.sample(problem, "tds", 8, 4, merge=merge)
