@@ -65,11 +65,13 @@ def test_last_step_is_data_consistent_for_a_gaussian_prior():
     at t = T - 1 (the denoiser output), i.e. a closed form."""
     problem = gaussian_problem(d=4, m=2, B=2)
     res = ps.sample(problem, "diffpir", num_particles=2, num_steps=1, seed=0, zeta=0.0)
-    # one step: t = 0 ("leading" grid with one step), x_0 = data step of the denoiser at t = 0
+    # one step: t = T - 1 (the default grid's one time), x_0 = data step of the denoiser there
     prior = problem.prior
+    top = prior.schedule.num_train_steps - 1
+    assert prior.schedule.timesteps(1).tolist() == [top]
     x_T = torch.randn(2, 2, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    x0 = prior.x0(x_T.reshape(-1, 4), 0).reshape(2, 2, 4)
-    assert torch.allclose(res.samples, diffpir_data_step(problem, x0, 0, 7.0), atol=1e-10)
+    x0 = prior.x0(x_T.reshape(-1, 4), top).reshape(2, 2, 4)
+    assert torch.allclose(res.samples, diffpir_data_step(problem, x0, top, 7.0), atol=1e-10)
 
 
 def test_bad_input():

@@ -30,12 +30,14 @@ def test_data_step_solves_the_admm_subproblem(svd):
 def test_converges_to_the_map_for_a_gaussian_prior():
     """For a Gaussian prior the MMSE denoiser at level sigmabar is the exact proximal map of
     ``-log p`` with step ``sigmabar^2``, so ADMM converges to the MAP (= the posterior mean); with the
-    annealed penalty the error shrinks as the number of iterations grows (geometric contraction)."""
+    annealed penalty the error shrinks as the number of iterations grows (geometric contraction).
+    The penalty anneals along the "leading" grid, on which the 1e-6 below was measured (the
+    default grid, denser at low noise, leaves 2e-5 relative after 160 iterations)."""
     problem = gaussian_problem(d=4, m=2, B=2)
     mean, _ = posterior_moments(problem)
     errs = []
     for steps in (10, 40, 160):
-        res = ps.sample(problem, "pnp_admm", num_particles=2, num_steps=steps, seed=0)
+        res = ps.sample(problem, "pnp_admm", num_particles=2, num_steps=steps, seed=0, time_grid="leading")
         errs.append((res.samples - mean[:, None]).abs().max().item())
     assert errs[1] < errs[0] / 10 and errs[2] < errs[1] / 10, errs
     # float64 and 160 contractions: what is left is far below any statistical scale
