@@ -5,6 +5,7 @@
     >>> az.summary(run_chains(problem, "tds", num_chains=4))          # R-hat across independent runs
     >>> cal = simulation_based_calibration(prior, operator, 0.1, "tds")  # SBC ranks + coverage
     >>> compare({"demo": problem}, ["tds", "dps"], out="out/report")   # report.md, report.json, PNGs
+    >>> chain_gap(problem, result, floor=True).summary()  # K vs 2K steps: is K enough?
 
 ``posterior.diagnostics.plots`` (matplotlib) is imported on first use.
 """
@@ -26,16 +27,19 @@ from posterior.diagnostics.calibration import (
     sbc_test,
     simulation_based_calibration,
 )
+from posterior.diagnostics.chain_gap import ChainGap, chain_gap
 from posterior.diagnostics.distances import sliced_wasserstein, wasserstein_1d
 from posterior.diagnostics.report import Report, compare, evaluate
 
 __all__ = [
     "LEVELS",
     "Calibration",
+    "ChainGap",
     "Coverage",
     "Report",
     "SBCTest",
     "arviz_major_version",
+    "chain_gap",
     "compare",
     "coverage",
     "credible_interval",
