@@ -299,7 +299,9 @@ def image_mixture_prior(
     )
 
 
-def _image_operator(name: str, shape: tuple[int, int, int], seed: int, device: torch.device | None):
+def _image_operator(
+    name: str, shape: tuple[int, int, int], seed: int, device: torch.device | None
+) -> LinearOperator:
     from posterior.operators.image import Inpainting, half_mask, random_mask
     from posterior.operators.linear import Identity
     from posterior.operators.separable import Blur, SuperResolution, gaussian_kernel
