@@ -247,7 +247,14 @@ class Report:
             "truth's rank among the draws of one run (correlated for resampled particles; "
             "`posterior calibrate` runs the rigorous test). "
             "logZ abs. err.: absolute error of the log-evidence estimate. evals/draw, VJPs/draw: "
-            "network calls per returned draw.",
+            "network calls per returned draw."
+            + (
+                " SW K vs 2K: sliced W1 between these draws and a rerun with twice the steps; SW K vs "
+                "K: the same between two K-step runs (the Monte Carlo floor; far below SW K vs 2K: "
+                "more steps would change the answer); logZ 2K - K: the log-evidence's shift."
+                if any("chain_gap_sw" in r for r in self.rows)
+                else ""
+            ),
             "",
         ]
         for p in self.figures:

@@ -5,7 +5,7 @@ import posterior as ps
 from posterior.diagnostics.chain_gap import chain_gap
 from posterior.diagnostics.distances import sliced_wasserstein
 from posterior.diagnostics.oracles import chain_posterior
-from posterior.diagnostics.report import evaluate
+from posterior.diagnostics.report import compare, evaluate
 
 
 def test_chain_gap_reruns_the_same_method_with_twice_the_steps():
@@ -50,3 +50,11 @@ def test_chain_gap_bad_inputs():
         chain_gap(problem, res)
     with pytest.raises(ValueError, match="floor"):
         chain_gap(problem, ps.sample(problem, "mcgdiff", 50, 3), floor="no")
+
+
+def test_compare_prints_the_chain_gap_only_when_asked():
+    problem = ps.problems.gmm_benchmark(2, 1, 0)
+    plain = compare({"g": problem}, ["mcgdiff"], num_particles=50, num_steps=3, figures=False)
+    assert "SW K vs 2K" not in plain.to_markdown() and "chain_gap_sw" not in plain.rows[0]
+    asked = compare({"g": problem}, ["mcgdiff"], num_particles=50, num_steps=3, figures=False, chain_gap=True)
+    assert "SW K vs 2K" in asked.to_markdown() and asked.rows[0]["chain_gap_sw_floor"] > 0
