@@ -17,9 +17,11 @@ schedules appear through their ``T`` tabulated noise levels (``EDMSchedule.sigma
 * :class:`EDMSchedule`: ``alpha_t = 1``, ``sigma_t`` on Karras et al.'s (2022) ``rho``-spaced levels.
 * :class:`FlowSchedule`: ``x_t = (1 - t) x_0 + t eps`` (rectified flow / flow matching).
 
-Time grids (:meth:`NoiseSchedule.timesteps`, ``spacing=``): ``"leading"`` (DDIM's default),
-``"trailing"``, ``"linspace"``, ``"logsnr"`` (uniform in ``log(abar / (1 - abar))``) or a
-given decreasing sequence of training times.
+Time grids (:meth:`NoiseSchedule.timesteps`, ``spacing=``): ``"auto"`` (the default,
+:data:`AUTO_TIME_GRID`), ``"leading"`` (DDIM's), ``"trailing"``, ``"linspace"``, the grids by noise
+level ``"logsnr"`` (uniform in ``log(abar / (1 - abar))``), ``"sqrt_abar"`` and ``"karras"``
+(Karras et al.'s ``rho = 7`` levels), or a given decreasing sequence of training times. Each named
+grid gives exactly ``num_steps`` strictly decreasing times for every ``num_steps`` in ``1 .. T``.
 """
 
 from __future__ import annotations
