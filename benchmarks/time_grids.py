@@ -58,7 +58,7 @@ MIN_ESS = 100
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--part", choices=["samplers", "chain"], default="samplers")
+    p.add_argument("--part", choices=["samplers", "chain", "budget"], default="samplers")
     p.add_argument("--methods", nargs="+", default=["tds", "mcgdiff", "smc"])
     p.add_argument("--schedules", nargs="+", default=list(SCHEDULES), choices=list(SCHEDULES))
     p.add_argument("--grids", nargs="+", default=["leading", "trailing", "logsnr", "sqrt_abar", "karras"])
@@ -68,6 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     p.add_argument("--steps", nargs="+", type=int, default=[100])
     p.add_argument("--particles", type=int, default=2000)
+    p.add_argument("--budget-particles", nargs="+", type=int, default=[500, 2000, 8000])
     p.add_argument("--chain-draws", type=int, default=20000)
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/time_grids"))
     p.add_argument("--table-from", nargs="+", type=Path, default=None, help="only summarise these JSONs")
@@ -95,6 +96,54 @@ def run_samplers(args: argparse.Namespace, runs: list[dict], json_path: Path) ->
                                 runs.append(row)
                                 print(json.dumps(row), flush=True)
                 json_path.write_text(json.dumps(runs, indent=1))
+
+
+def run_budget(args: argparse.Namespace, runs: list[dict], json_path: Path) -> None:
+    """Accuracy against network calls: each method at every ``--steps`` x ``--budget-particles``
+    on the default grid (``time_grid`` left out), W1 to ``--particles`` exact draws."""
+    for dim in args.dims:
+        for obs_dim in args.obs_dims:
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                base = ps.problems.gmm_benchmark(dim, obs_dim, seed)
+                post = base.exact_posterior()
+                exact = post.sample(args.particles, torch.Generator().manual_seed(10_000 + seed))
+                other = post.sample(args.particles, torch.Generator().manual_seed(20_000 + seed))
+                cell = dict(dim=dim, obs_dim=obs_dim, seed=seed)
+                runs.append(dict(cell, method="floor", sw=sliced_wasserstein(other, exact).item()))
+                for sched in args.schedules:
+                    problem = ps.problems.gmm_benchmark(dim, obs_dim, seed, schedule=SCHEDULES[sched]())
+                    for steps in args.steps:
+                        for n in args.budget_particles:
+                            for method in args.methods:
+                                res = ps.sample(problem, method, n, steps, seed=seed, progress=False)
+                                row = dict(cell, method=method, schedule=sched, steps=steps, particles=n)
+                                row.update(
+                                    evals=res.num_evals, sw=sliced_wasserstein(res.samples, exact).item()
+                                )
+                                runs.append(row)
+                                print(json.dumps(row), flush=True)
+                json_path.write_text(json.dumps(runs, indent=1))
+
+
+def budget_table(runs: list[dict]) -> str:
+    """Per method, steps and particles: network calls per problem and the mean over cells of
+    (mean W1 / mean floor of two sets of the exact draws' size)."""
+    floors: dict[tuple, list[float]] = {}
+    groups: dict[tuple, dict[tuple, list[float]]] = {}
+    evals: dict[tuple, int] = {}
+    for r in runs:
+        cell = (r["dim"], r["obs_dim"])
+        if r["method"] == "floor":
+            floors.setdefault(cell, []).append(r["sw"])
+        else:
+            key = (r["method"], r["steps"], r["particles"])
+            groups.setdefault(key, {}).setdefault(cell, []).append(r["sw"])
+            evals[key] = r["evals"]
+    lines = ["| method | steps | particles | network calls | W1 / floor |", "|---|---|---|---|---|"]
+    for key in sorted(groups, key=lambda k: (["tds", "mcgdiff", "smc"].index(k[0]), k[1], k[2])):
+        ratios = [statistics.mean(v) / statistics.mean(floors[c]) for c, v in groups[key].items()]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {evals[key]} | {statistics.mean(ratios):.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def run_chain(args: argparse.Namespace, runs: list[dict], json_path: Path) -> None:
@@ -195,10 +244,13 @@ def main(argv: list[str] | None = None) -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         runs = []
         json_path = args.out.with_suffix(".json")
-        (run_samplers if args.part == "samplers" else run_chain)(args, runs, json_path)
-    table = summary(runs)
-    if any(r["method"] not in ("floor", "chain") for r in runs):
-        table += "\n" + paired(runs)
+        {"samplers": run_samplers, "chain": run_chain, "budget": run_budget}[args.part](args, runs, json_path)
+    if any("particles" in r for r in runs):
+        table = budget_table(runs)
+    else:
+        table = summary(runs)
+        if any(r["method"] not in ("floor", "chain") for r in runs):
+            table += "\n" + paired(runs)
     if not args.table_from:
         args.out.with_suffix(".md").write_text(table)
     print(table)
