@@ -238,3 +238,32 @@ def test_runs_of_one_particle_need_the_evidence_merge(problem):
 def test_bad_merge_is_named(problem, merge):
     with pytest.raises(ValueError, match="merge must be one of"):
         ps.sample(problem, "tds", 8, 4, merge=merge)
+
+
+def test_a_failed_run_weighs_nothing_and_its_problem_goes_on():
+    """Three runs of 4 of one problem, run 1 failed (``Z_1 = 0``): the evidence merge weighs the
+    others 1 : 3 by their ``Z``, the equal merge 1 : 1; no draw comes from the failed run and the
+    problem is not failed; ``log_evidence`` is the log of the mean of the three ``Z``."""
+    from posterior.particles.engine import SMCOutput
+    from posterior.samplers.exact.particle_sampler import merge_runs
+
+    R, n = 3, 4
+    particles = torch.arange(R * n, dtype=torch.float64).reshape(R, n, 1)
+    samples = particles.clone()
+    samples[1] = math.nan
+    out = SMCOutput(
+        samples=samples,
+        log_weights=torch.full((R, n), -math.log(n), dtype=torch.float64),
+        particles=particles,
+        ess=torch.full((R, 2), float(n), dtype=torch.float64),
+        resampled=torch.zeros(R, 2, dtype=torch.bool),
+        log_evidence=torch.tensor([0.0, -math.inf, math.log(3.0)], dtype=torch.float64),
+        failed=torch.tensor([False, True, False]),
+    )
+    for merge, share in (("evidence", [0.25, 0.0, 0.75]), ("equal", [0.5, 0.0, 0.5])):
+        res = merge_runs(out, "x", R, merge, generator=torch.Generator().manual_seed(0))
+        weights = res.log_weights.exp().reshape(R, n).sum(1)
+        assert torch.allclose(weights, torch.tensor(share, dtype=torch.float64)), (merge, weights)
+        assert "failed" not in res.stats and torch.isfinite(res.samples).all()
+        assert not ((res.samples >= n) & (res.samples < 2 * n)).any()  # none of the failed run's
+        assert torch.allclose(res.log_evidence, torch.tensor([math.log(4.0 / 3.0)], dtype=torch.float64))
