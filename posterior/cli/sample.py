@@ -35,7 +35,7 @@ from posterior.cli.operator_spec import (
     readable_file,
 )
 from posterior.cli.problems import image_prior
-from posterior.schedule import TIME_GRIDS
+from posterior.schedule import DEFAULT_TIME_GRID, TIME_GRIDS
 
 __all__ = ["DEFAULT_METHOD", "JOINT_METHOD", "UNKNOWN_NOISE", "add_parser", "noise_level", "run"]
 
@@ -98,9 +98,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     samp.add_argument(
         "--time-grid",
-        default="leading",
+        default=DEFAULT_TIME_GRID,
         choices=list(TIME_GRIDS),
-        help="the diffusion times the method walks (default leading)",
+        help=f"the diffusion times the method walks (default {DEFAULT_TIME_GRID}: chosen from the prior's "
+        "noise levels)",
     )
     samp.add_argument(
         "--runs",
