@@ -1,6 +1,12 @@
 """Particle Gibbs (``"pgas"``): from the start of a plain 16-particle TDS run, the chains reach the
 K-step chain's posterior (:func:`posterior.diagnostics.oracles.chain_posterior`, exact for the
-chain as its draws grow) on the 2-D Gaussian-mixture benchmark; results carry chains for ArviZ."""
+chain as its draws grow) on the 2-D Gaussian-mixture benchmark; results carry chains for ArviZ.
+
+The convergence test walks the ``"leading"`` grid, on which its sweeps and tolerances were measured:
+it is about the chains' limit, not the grid. On the default grid at K = 5 the start's bias takes
+longer to wear off (measured on the third problem's second coordinate, threshold 0.5: 37 standard
+errors after one sweep, 6.3 after 10, under 1 from about 20 on; 6.5, then under 1 from the third
+sweep on the leading grid), so 10 sweeps there test the burn-in, not the limit."""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import posterior as ps
 from posterior.diagnostics.oracles import chain_posterior
 
 K = 5
+GRID = "leading"
 
 
 def _problems() -> ps.InverseProblem:
@@ -28,9 +35,10 @@ def test_chains_reach_the_chain_posterior(threshold: float) -> None:
     of 2 particles by 26 with sds 5-6 times too large: the check fails where the chains have not
     mixed."""
     problem = _problems()
-    ref = chain_posterior(problem, K, num_draws=400_000, seed=K)
+    ref = chain_posterior(problem, K, num_draws=400_000, seed=K, time_grid=GRID)
     C = 2048
-    res = ps.sample(problem, "pgas", C, K, seed=0, particles=16, sweeps=10, burn_in=9, threshold=threshold)
+    options = {"particles": 16, "sweeps": 10, "burn_in": 9, "threshold": threshold}
+    res = ps.sample(problem, "pgas", C, K, seed=0, time_grid=GRID, **options)
     assert res.stats["chain"].shape == (4, C, 1, 2)
     gap = (res.samples.mean(1) - ref.samples.mean(1)).abs()
     se = (
