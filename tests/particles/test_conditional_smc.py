@@ -49,7 +49,7 @@ def test_sweeps_keep_the_path_posterior(twist_scale: float, threshold: float) ->
     sampler = ps.METHODS["tds"](twist_scale=twist_scale)
     pairs = sampler.time_pairs(problem, K)
     gen = torch.Generator().manual_seed(0)
-    paths, w = _posterior_paths(sampler.model(problem, pairs), pairs, problem, 200_000, gen)
+    paths, w = _posterior_paths(sampler.model(problem, pairs), pairs, problem, 300_000, gen)
     assert (1 / w.pow(2).sum(-1)).min() > C  # the oracle's own error is below the chains'
     B = problem.batch_size
     ref = paths[torch.multinomial(w, C, replacement=True, generator=gen)].reshape(B * C, K + 1, 2)
