@@ -2,14 +2,14 @@
 
 Three problems of ``tests/samplers/joint/_grid.noise_problem(0, num_problems=3)`` (dim 16, ``A`` an
 orthogonal matrix times 0.3, std drawn from LogNormal(log 0.8, 0.4)); 64 chains started from prior
-draws, one kept draw each after 30 iterations (pmmh: 16 inner TDS particles; pgibbs: 16 particles
+draws, one kept draw each after 30 iterations (pmmh: 16 inner TDS particles; pgibbs: 64 particles
 per conditional SMC sweep), 30 diffusion steps on the "leading" time grid. Prints, per problem,
 the 1-D W1 between the std draws and the grid posterior over the exact floor (the mean W1 of 64
 independent grid draws), the variance ratio of log std, and the x draws' sliced W1 over the
 exact-vs-exact floor; then the same with a broken ingredient (pmmh: the evidence Z^ ** 0.5;
 pgibbs: the theta-step likelihood ** 0.5).
 
-    PYTHONPATH=. python benchmarks/mixture_unknown_noise.py
+    PYTHONPATH=. python benchmarks/mixture_unknown_noise.py [pmmh] [pgibbs]
 """
 
 from __future__ import annotations
@@ -41,13 +41,16 @@ def run(method: str, temper: float) -> ps.Result:
             run = {"particles": 16, "iterations": 31, "burn_in": 30}
             return ps.sample(PROBLEM, "pmmh", C, 30, seed=0, time_grid="leading", **run)
         ParticleGibbsTheta._log_likelihood = staticmethod(lambda *a: temper * exact_lik(*a))
-        return ps.sample(PROBLEM, "pgibbs", C, 30, seed=0, sweeps=31, burn_in=30, time_grid="leading")
+        run = {"particles": 64, "sweeps": 31, "burn_in": 30}
+        return ps.sample(PROBLEM, "pgibbs", C, 30, seed=0, time_grid="leading", **run)
     finally:
         inner.InnerRun.__call__ = exact_call
         ParticleGibbsTheta._log_likelihood = staticmethod(exact_lik)
 
 
 if __name__ == "__main__":
+    import sys
+
     torch.set_num_threads(1)
     PROBLEM = noise_problem(0, num_problems=3)
     grid, weights, at = grid_posterior(PROBLEM)
@@ -58,7 +61,7 @@ if __name__ == "__main__":
     ref_x, ref_x2 = x_draws(grid, weights, at, C, 2), x_draws(grid, weights, at, C, 3)
     x_floor = sliced_wasserstein(ref_x2, ref_x)
     print(f"true std {PROBLEM.true_std.tolist()}, W1 floor {floor.tolist()}")
-    for method in ("pmmh", "pgibbs"):
+    for method in sys.argv[1:] or ("pmmh", "pgibbs"):
         for temper in (1.0, 0.5):
             start = time.perf_counter()
             r = run(method, temper)
