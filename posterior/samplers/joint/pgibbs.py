@@ -61,6 +61,9 @@ class ParticleGibbsTheta(Sampler):
 
     Options:
         particles: particles per conditional SMC sweep, the reference included (default ``16``).
+            Measured on the mixture tests (16 dimensions, 30 steps): with 16 a sweep renews ``x``
+            too rarely for 30 sweeps to mix (``x_0`` pins the noise level down, so ``std`` stays
+            too narrow), with 64 the draws match the grid quadrature.
         sweeps: Gibbs sweeps per chain (default ``40``).
         burn_in: leading sweeps not kept, in which the ``theta`` proposal scale adapts (default
             ``20``).
