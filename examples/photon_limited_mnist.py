@@ -17,7 +17,8 @@ pixel-wise 90% intervals over all 784 pixels, wall time) as JSON next to it::
 
     python examples/photon_limited_mnist.py          # out/photon_limited_mnist.png/.json
 
-About a minute and a half on one CPU thread (64 particles, 50 steps, two methods). TDS's twist tempers the
+About 50 s of CPU time on one thread (64 particles, 50 steps, two methods; measured on a 2-core
+machine). TDS's twist tempers the
 Poisson likelihood of ``x0_hat`` by ``v / (v + twist_scale * r_t^2)`` per pixel, ``v`` the count
 variance on the scale of ``x`` and ``r_t^2`` the remaining uncertainty of ``x_0``. With 64
 particles on 784 pixels TDS's ESS falls to about 2 at its first weighting and stays at 5-56
