@@ -11,7 +11,7 @@ problem is then exactly the model's, so a calibrated sampler covers about 90%)::
     python examples/mnist_latent_inpainting.py                # out/mnist_latent_inpainting.png/.json
     python examples/mnist_latent_inpainting.py --coverage 8 --out /tmp/latent.png
 
-About 2 minutes on one CPU thread (64 particles, 50 steps).
+
 """
 
 from __future__ import annotations
@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--index", type=int, default=0, help="which held-out digit (0..499)")
     p.add_argument("--noise-std", type=float, default=0.1, help="observation noise on the [-1, 1] scale")
-    p.add_argument("--particles", type=int, default=64)
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--particles", type=int, default=32)
+    p.add_argument("--steps", type=int, default=25)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--coverage", type=int, default=0, help="also the coverage on this many prior draws")
     p.add_argument(

@@ -20,6 +20,7 @@ from posterior.diagnostics.distances import sliced_wasserstein
 from posterior.diagnostics.oracles import chain_posterior
 from posterior.operators import Nonlinear
 from posterior.priors.latent import LinearDecoder
+from posterior.priors.shipped import available_priors
 from posterior.problems import gmm_prior_grid
 from posterior.samplers.latent import latent_problem, linear_latent_problem
 
@@ -341,3 +342,16 @@ def test_from_pretrained_errors(tmp_path) -> None:
     (root / "vqvae" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="safetensors"):
         ps.LatentPrior.from_pretrained(root)
+
+
+@pytest.mark.skipif("mnist-latent" not in available_priors(), reason="latent MNIST weights not present")
+def test_shipped_latent_prior() -> None:
+    """``ps.load_prior("mnist-latent")``: a DDPM on ``[4, 7, 7]`` latents and a VAE decoder to
+    digits; encoding and decoding a held-out digit keeps it (the VAE's reconstruction)."""
+    prior = ps.load_prior("mnist-latent")
+    assert isinstance(prior, ps.LatentPrior)
+    assert prior.latent_shape == (4, 7, 7) and prior.event_shape == (1, 28, 28)
+    x, _ = ps.priors.mnist_heldout(slice(0, 8))
+    rec = prior.decode(prior.encode(x))
+    assert ((rec - x) / 2).pow(2).mean() < 0.01  # PSNR above 20 dB
+    assert prior.sample(2, 0, num_steps=5).shape == (2, 1, 28, 28)
