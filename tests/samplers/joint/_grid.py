@@ -92,6 +92,14 @@ def w1(a: Tensor, b: Tensor) -> Tensor:
     return (a.sort(1).values - b.sort(1).values).abs().mean(1)
 
 
+def mean_shift(draws: Tensor, reference: Tensor) -> Tensor:
+    """``Tensor[B]``: the mean of ``log std`` of ``draws [B, n]`` minus the reference's, in standard
+    errors of a mean of ``n`` independent draws (about ``N(0, 1)`` for an exact sampler)."""
+    n = draws.shape[1]
+    d, r = draws.double().log(), reference.double().log()
+    return (d.mean(1) - r.mean(1)) / (r.std(1) / n**0.5)
+
+
 def w1_floor(grid: Tensor, weights: Tensor, n: int, reference: Tensor, reps: int = 200) -> Tensor:
     """``Tensor[B]``: the mean 1-D W1 between ``n`` exact draws and ``reference`` (``[B, M]``,
     ``M`` a multiple of ``n``), over ``reps`` replicates: what an exact sampler's ``n``

@@ -13,7 +13,15 @@ import torch
 
 import posterior as ps
 from posterior.diagnostics.distances import sliced_wasserstein
-from tests.samplers.joint._grid import grid_posterior, noise_problem, std_draws, w1, w1_floor, x_draws
+from tests.samplers.joint._grid import (
+    grid_posterior,
+    mean_shift,
+    noise_problem,
+    std_draws,
+    w1,
+    w1_floor,
+    x_draws,
+)
 
 C = 64  # chains, one kept draw each
 
@@ -42,6 +50,8 @@ def test_pgibbs_noise_level_and_x_match_grid_quadrature() -> None:
     assert ratio.mean() < 2, ratio
     var_ratio = r.parameters["std"].double().log().var(1) / reference.log().var(1)
     assert (var_ratio.mean() - 1).abs() < 2 * (2 / (C - 1) / 3) ** 0.5, var_ratio
+    shift = mean_shift(r.parameters["std"], reference)  # measured -0.72, 0.90, 0.06
+    assert shift.mean().abs() < 2 / 3**0.5, shift
     ref_x, ref_x2 = x_draws(grid, weights, at, C, 2), x_draws(grid, weights, at, C, 3)
     x_ratio = sliced_wasserstein(r.samples, ref_x).mean() / sliced_wasserstein(ref_x2, ref_x).mean()
     assert x_ratio < 2, x_ratio
