@@ -13,7 +13,7 @@ from posterior.operators import Nonlinear
 # methods built on linear-Gaussian closed forms (they read the Gaussian noise level)
 GAUSSIAN_ONLY = ["smc", "mcgdiff", "ddrm", "pigdm", "mmps", "diffpir", "pnp_admm", "score_ald", "sdedit"]
 # methods whose updates only need log p(y | x) and its gradient
-ANY_NOISE = ["tds", "pgas", "mala", "dps", "gibbs", "reddiff", "csgm"]
+ANY_NOISE = ["tds", "pgas", "pmmh", "pgibbs", "mala", "dps", "gibbs", "reddiff", "csgm"]
 OPTIONS = {"reddiff": {"init": "noise"}, "gibbs": {"prior_steps": 5, "z_steps": 2}}
 
 
