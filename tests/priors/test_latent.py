@@ -266,8 +266,8 @@ def nonlinear_reference() -> tuple[ps.InverseProblem, torch.Tensor, float]:
 def test_agrees_with_the_chain_oracle_through_a_nonlinear_decoder(method: str, n: int) -> None:
     """A smooth nonlinear decoder at K = 20 steps: the decoded draws are within 2x the
     oracle-vs-oracle sliced W1 floor of the chain oracle's decoded draws (2000 each), the
-    tolerance scaled by ``sqrt(2000 / n)`` for pgas's fewer draws (measured: 1.5x for tds, 0.9x
-    for pgas), while the prior's draws are far away."""
+    tolerance scaled by ``sqrt(2000 / n)`` for pgas's fewer draws (measured: 1.2x for tds; 2.4x,
+    0.75 of its tolerance, for pgas), while the prior's draws are far away."""
     problem, ref, floor = nonlinear_reference()
     res = ps.sample(problem, method, num_particles=n, num_steps=20, seed=0)
     dist = sliced_wasserstein(res.samples, ref).mean().item()
