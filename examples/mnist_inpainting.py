@@ -9,7 +9,7 @@ coverage of the true image by the pixel-wise 90% intervals, wall time) as JSON n
     python examples/mnist_inpainting.py --task sr4 --out /tmp/mnist_sr4.png
 
 About 70 s of CPU time on one thread (64 particles, 50 steps, four methods; measured on a 2-core
-machine, where other work stretched the wall clock to about 10 minutes).
+machine, where other work stretched the wall clock to about 5 minutes).
 
 PSNR is on the [0, 1] pixel scale: ``10 log10(1 / MSE)`` with images mapped from [-1, 1]. The
 coverage is the share of the 784 pixels whose true value lies between the 5% and 95% quantiles of
