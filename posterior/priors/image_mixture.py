@@ -204,15 +204,6 @@ class ImageMixturePrior(DiffusionPrior):
         return torch.logsumexp(self._component_terms(x, t)[0], -1).to(x.dtype)
 
     # ----------------------------------------------------------------- exact draws
-    def _draw(self, comp: Tensor, z: Tensor, generator: torch.Generator) -> Tensor:
-        """``mu_k + Q_k (z + sqrt(lam_k) eps)`` per row, with ``k = comp[row]``."""
-        out = torch.empty_like(z)
-        eps = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
-        for k in comp.unique().tolist():
-            rows = comp == k
-            out[rows] = self._means[k] + self.from_basis(z[rows] + self.lam[k].sqrt() * eps[rows], k)
-        return out
-
     def sample(
         self,
         num_samples: int,
@@ -228,8 +219,13 @@ class ImageMixturePrior(DiffusionPrior):
             return super().sample(num_samples, generator, num_steps=num_steps, eta=eta, progress=progress)
         gen = as_generator(generator, self.device)
         comp = torch.multinomial(self.weights, num_samples, replacement=True, generator=gen)
-        zero = torch.zeros(num_samples, *self.event_shape, device=self.device, dtype=self.dtype)
-        return self._draw(comp, zero, gen)
+        # mu_k + Q_k (sqrt(lam_k) eps) per row, with k = comp[row]
+        eps = torch.randn(num_samples, *self.event_shape, generator=gen, device=self.device, dtype=self.dtype)
+        out = torch.empty_like(eps)
+        for k in comp.unique().tolist():
+            rows = comp == k
+            out[rows] = self._means[k] + self.from_basis(self.lam[k].sqrt() * eps[rows], k)
+        return out
 
     def sample_marginal(self, num_samples: int, t: int, generator: torch.Generator) -> Tensor:
         """Exact draws ``Tensor[num_samples, C, H, W]`` of ``p_t``."""

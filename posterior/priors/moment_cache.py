@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,9 +50,7 @@ def fingerprint(prior: DiffusionPrior) -> str | None:
     (class, event shape, dtype, schedule, prediction type, clipping, the estimator's draws and
     steps); ``None`` for a prior without a ``torch.nn.Module`` attribute or too large an event."""
     modules = {k: v for k, v in sorted(vars(prior).items()) if isinstance(v, torch.nn.Module)}
-    d = 1
-    for s in prior.event_shape:
-        d *= int(s)
+    d = math.prod(int(s) for s in prior.event_shape)
     if not modules or d > MAX_CACHED_DIM:
         return None
     h = hashlib.sha256()
