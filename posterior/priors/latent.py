@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from posterior._utils import as_generator, check_count, check_device, check_dtype, check_positive_int
+from posterior._utils import check_device, check_dtype, check_positive_int
 from posterior.priors.base import DiffusionPrior
 from posterior.priors.diffusers import DiffusersPrior
 
@@ -217,9 +217,8 @@ class LatentPrior(DiffusionPrior):
         progress: bool = False,
     ) -> Tensor:
         """Decoded ancestral draws of the latent prior, ``Tensor[num_samples, *event_shape]``."""
-        check_count(num_samples, "num_samples")
-        gen = as_generator(generator, self.device)
-        z = self.latent_prior.sample(num_samples, gen, num_steps=num_steps, eta=eta, progress=progress)
+        # the latent prior checks num_samples and makes the generator on its (= this) device
+        z = self.latent_prior.sample(num_samples, generator, num_steps=num_steps, eta=eta, progress=progress)
         return self.decode(z)
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> LatentPrior:
