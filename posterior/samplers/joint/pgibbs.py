@@ -41,7 +41,7 @@ from posterior.particles.conditional_smc import conditional_smc
 from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler, register
 from posterior.samplers.exact.tds import TDS
-from posterior.samplers.joint.pmmh import joint_result, prior_spread
+from posterior.samplers.joint.pmmh import adapt_scale, joint_result, mh_accept, prior_spread, random_walk
 from posterior.samplers.result import Result
 
 __all__ = ["ParticleGibbsTheta"]
@@ -131,13 +131,15 @@ class ParticleGibbsTheta(Sampler):
         values: dict[str, Tensor],
         pairs: list[tuple[int, int]],
         path: Tensor | None,
+        chains: int,
         generator: torch.Generator,
     ) -> tuple[Tensor, Tensor]:
-        """One conditional SMC sweep of every chain at its ``theta`` (a plain SMC without
-        ``path``): the new paths ``[B * C, K + 1, *event]`` and the ESS ``[B * C, K]``."""
+        """One conditional SMC sweep of each problem's ``chains`` chains at their ``theta`` (a
+        plain SMC without ``path``): the new paths ``[B * C, K + 1, *event]`` and the ESS
+        ``[B * C, K]``."""
         paths, ess, row = [], [], 0
         # nothing unknown: the chains of "pgas"
-        subs = params.instantiate(problem, values) if params else [problem.repeat(self._rows[1])]
+        subs = params.instantiate(problem, values) if params else [problem.repeat(chains)]
         for sub in subs:
             rows = sub.batch_size
             model = self.tds.model(sub, pairs)
@@ -192,12 +194,11 @@ class ParticleGibbsTheta(Sampler):
 
         values = params.sample_prior((B, C), generator)
         u = params.to_unconstrained(values)  # [B, C, P]
-        self._rows = (B, C)
-        path, _ = self._sweep(problem, params, values, pairs, None, generator)
+        path, _ = self._sweep(problem, params, values, pairs, None, C, generator)
         kept: dict[str, list[Tensor]] = {"x": [], **{n: [] for n in params.names}}
         acceptance, ess_kept = [], []
         for i in progress_bar(range(self.sweeps), enabled=progress, desc=self.name):
-            path, ess = self._sweep(problem, params, values, pairs, path, generator)
+            path, ess = self._sweep(problem, params, values, pairs, path, C, generator)
             x0 = path[:, -1]
             rate = torch.full((B,), math.nan, dtype=torch.float64)
             if params:
@@ -205,7 +206,7 @@ class ParticleGibbsTheta(Sampler):
                 values, _ = params.from_unconstrained(u)
             acceptance.append(rate)
             if i < self.burn_in and params:
-                log_scale = log_scale + (i + 1) ** -0.6 * (rate - self.target_acceptance).reshape(B, 1, 1)
+                log_scale = adapt_scale(log_scale, i, rate, self.target_acceptance)
             elif i >= self.burn_in:
                 for n in params.names:
                     kept[n].append(values[n])
@@ -230,18 +231,14 @@ class ParticleGibbsTheta(Sampler):
         """``theta_steps`` random-walk MH steps on ``u: [B, C, P]`` targeting
         ``p(theta(u)) |theta'(u)| p(y | x0, theta(u))``: the new ``u`` and the mean acceptance
         ``[B]``."""
-        B, C = u.shape[:2]
+        B = u.shape[0]
         values, log_p = params.log_density_unconstrained(u)
         log_l = self._log_likelihood(problem, params, values, x0)
         rate = torch.zeros(B, dtype=torch.float64)
         for _ in range(self.theta_steps):
-            eps = torch.randn(u.shape, generator=generator, device=generator.device).to(u)
-            u_new = u + log_scale.exp() * spread * eps
-            values_new, log_p_new = params.log_density_unconstrained(u_new)
+            u_new, values_new, log_p_new = random_walk(params, u, log_scale, spread, generator)
             log_l_new = self._log_likelihood(problem, params, values_new, x0)
-            log_alpha = (log_l_new + log_p_new - log_l - log_p).nan_to_num(nan=-math.inf)
-            log_unif = torch.rand(B, C, generator=generator, device=generator.device).double().log()
-            acc = (log_unif.cpu() < log_alpha).to(u.device)
+            acc = mh_accept(log_l_new + log_p_new - log_l - log_p, generator).to(u.device)
             u = torch.where(acc[..., None], u_new, u)
             log_p, log_l = torch.where(acc, log_p_new, log_p), torch.where(acc, log_l_new, log_l)
             rate = rate + acc.double().mean(1) / self.theta_steps

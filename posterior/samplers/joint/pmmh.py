@@ -36,7 +36,7 @@ from posterior.samplers.base import Sampler, register
 from posterior.samplers.joint._inner import InnerRun, inner_sampler
 from posterior.samplers.result import Result
 
-__all__ = ["PMMH", "joint_result", "prior_spread"]
+__all__ = ["PMMH", "adapt_scale", "joint_result", "mh_accept", "prior_spread", "random_walk"]
 
 
 def prior_spread(parameters: Parameters, generator: torch.Generator, draws: int = 4096) -> Tensor:
@@ -46,6 +46,31 @@ def prior_spread(parameters: Parameters, generator: torch.Generator, draws: int 
         return torch.zeros(0, dtype=torch.float64)
     u = parameters.to_unconstrained(parameters.sample_prior((draws,), generator))
     return u.std(0).clamp_min(1e-6)
+
+
+def random_walk(
+    parameters: Parameters, u: Tensor, log_scale: Tensor, spread: Tensor, generator: torch.Generator
+) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    """A random-walk proposal ``u' = u + exp(log_scale) * spread * e`` from ``u: [B, C, P]``:
+    ``(u', theta(u'), log p(theta(u')) + log |d theta / d u'|)``."""
+    eps = torch.randn(u.shape, generator=generator, device=generator.device).to(u)
+    u_new = u + log_scale.exp() * spread * eps
+    values_new, log_p_new = parameters.log_density_unconstrained(u_new)
+    return u_new, values_new, log_p_new
+
+
+def mh_accept(log_alpha: Tensor, generator: torch.Generator) -> Tensor:
+    """The Metropolis-Hastings decisions ``Tensor[B, C]`` (bool, on ``log_alpha``'s device) for
+    the log acceptance ratios ``log_alpha: [B, C]`` (float64; ``nan`` rejects)."""
+    log_alpha = log_alpha.nan_to_num(nan=-math.inf)
+    log_unif = torch.rand(log_alpha.shape, generator=generator, device=generator.device).double().log()
+    return log_unif.to(log_alpha.device) < log_alpha
+
+
+def adapt_scale(log_scale: Tensor, i: int, rate: Tensor, target: float) -> Tensor:
+    """One Robbins-Monro step (gain ``(i + 1)^-0.6``) of ``log_scale: [B, 1, 1]`` towards the
+    acceptance ``target``, from the chains' mean acceptance ``rate: [B]`` at burn-in iteration ``i``."""
+    return log_scale + (i + 1) ** -0.6 * (rate - target).reshape(-1, 1, 1)
 
 
 @register
@@ -135,23 +160,17 @@ class PMMH(Sampler):
         kept: dict[str, list[Tensor]] = {"x": [], "log_z": [], **{n: [] for n in params.names}}
         acceptance = []
         for i in progress_bar(range(self.iterations), enabled=progress, desc=self.name):
-            eps = torch.randn(u.shape, generator=generator, device=generator.device).to(u)
-            u_new = u + log_scale.exp() * spread * eps
-            values_new, log_p_new = params.log_density_unconstrained(u_new)
+            u_new, values_new, log_p_new = random_walk(params, u, log_scale, spread, generator)
             log_z_new, x_new = evidence(values_new, (B, C), self.particles, num_steps, generator)
-            log_alpha = (log_z_new + log_p_new - log_z - log_p).nan_to_num(nan=-math.inf)
-            log_unif = torch.rand(B, C, generator=generator, device=generator.device).double().log()
-            accept = log_unif < log_alpha.to(log_unif.device)  # [B, C]
-            acc = accept.to(u.device)
+            acc = mh_accept(log_z_new + log_p_new - log_z - log_p, generator).to(u.device)  # [B, C]
             u = torch.where(acc[..., None], u_new, u)
             log_p = torch.where(acc, log_p_new, log_p)
             log_z = torch.where(acc, log_z_new, log_z)
             x = torch.where(acc.to(x.device).reshape(B, C, *[1] * (x.dim() - 2)), x_new, x)
             rate = acc.double().mean(1)  # [B]
             acceptance.append(rate)
-            if i < self.burn_in:  # Robbins-Monro on log s towards the target acceptance
-                step = (i + 1) ** -0.6
-                log_scale = log_scale + step * (rate - self.target_acceptance).reshape(B, 1, 1)
+            if i < self.burn_in:
+                log_scale = adapt_scale(log_scale, i, rate, self.target_acceptance)
             else:
                 values_now, _ = params.from_unconstrained(u)
                 for n in params.names:
