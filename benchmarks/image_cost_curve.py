@@ -1,0 +1,350 @@
+"""What exactness costs as the image grows: TDS's error against its particle count and dimension.
+
+For ``gmm_image`` problems (``ps.problems.gmm_image``; the family scales its length scales with
+``H``, so the shapes are alike) at shapes ``(1, H, H)``, one operator, noise 0.1: TDS with one run
+of ``N`` particles (``runs=1``, the default covariance twist) for ``N`` on a doubling ladder. Per
+cell (shape, steps, ``N``), over the problems:
+
+- ``sw_ratio``: sliced W1 (``image_oracle.metrics``) between ``n = min(N, 512)`` resampled draws and
+  ``n`` exact draws, over the same between two exact sets of ``n`` (the floor at that count);
+  ``sw_ratio_128`` the same at ``min(N, 128)`` draws (the issue's count); the draws are a random
+  subset of the ``N`` resampled ones;
+- ``logz_err``: ``log_evidence - log p(y)`` per problem (mean, sd, mean of ``|.|``);
+- ``min_ess``: the smallest ESS over the steps, per problem;
+- ``var_sum``: the variance over the particles (under the weights the step starts from) of each
+  step's log-weight increment, summed over the steps, per problem: the spread of the weights a run
+  must absorb; with ``N`` well above ``exp(var_sum)`` the importance weights stop collapsing;
+- ``calls``: network evaluations plus VJPs per problem; ``calls_per_draw``: that over 128 (the
+  draws the issue asks for), i.e. the budget axis on which "200 calls per draw" sits;
+- ``seconds``: wall time of the run (all problems together, one thread).
+
+A ladder stops where the next cell would exceed ``--max-cell-seconds`` (its time doubles with
+``N``), at ``--max-particles``, or once both targets (``|log Z err| <= 3`` on average,
+``sw_ratio <= 1.3``) held at two consecutive rungs. ``--report`` reads the JSON files and prints,
+per shape and steps, the calls per draw needed for each target (interpolated in ``log N`` on the
+ladder; ``> max`` where not reached), the growth of ``var_sum`` with ``d``, and draws the figure.
+
+Run (one thread)::
+
+    cd benchmarks
+    nice -n 5 python image_cost_curve.py --shapes 4,8,12,16,20,28 --steps 100,25 \
+        --out results/image_cost_curve.json
+    python image_cost_curve.py --report results/image_cost_curve.json --figure results/image_cost_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import warnings
+from pathlib import Path
+
+import torch
+from image_oracle import hidden_pixels, metrics
+
+import posterior as ps
+from posterior.problems_image import gmm_image
+from posterior.samplers.exact.tds import TDS, TDSModel
+
+#: The issue's targets: ``|log Z error| <= 3`` nats, sliced W1 at most 1.3x the floor.
+LOGZ_TARGET, SW_TARGET = 3.0, 1.3
+#: The issue's draw count: ``calls_per_draw = calls / DRAWS``.
+DRAWS = 128
+#: The most exact draws any cell compares (``n = min(N, MAX_COMPARED)``).
+MAX_COMPARED = 512
+
+
+class RecordingModel(TDSModel):
+    """TDS's model, keeping per step the weighted and unweighted variance over the particles of
+    the log-weight increment, ``Tensor[B]`` each, and the step's time."""
+
+    trace: list[tuple[int, torch.Tensor, torch.Tensor]]
+
+    def step(self, t, s, x, extras, log_weights, generator):  # type: ignore[no-untyped-def]
+        x_s, new, increment = super().step(t, s, x, extras, log_weights, generator)
+        inc = increment.double()
+        w = torch.softmax(log_weights.double(), -1)
+        mean = (w * inc).sum(-1, keepdim=True)
+        weighted = (w * (inc - mean).pow(2)).sum(-1)
+        self.trace.append((int(t), weighted, inc.var(-1)))
+        return x_s, new, increment
+
+
+class RecordingTDS(TDS):
+    """TDS whose last model is kept on the class (``ps.sample`` builds the sampler)."""
+
+    recorded: RecordingModel
+
+    def model(self, problem, pairs):  # type: ignore[no-untyped-def]
+        base = super().model(problem, pairs)
+        model = RecordingModel.__new__(RecordingModel)
+        model.__dict__.update(base.__dict__)
+        model.trace = []
+        RecordingTDS.recorded = model
+        return model
+
+
+def run_cell(problem, exact: torch.Tensor, steps: int, N: int, seed: int, **options) -> dict:
+    """One TDS run of ``N`` particles per problem and its measurements (module docstring).
+    ``exact: [B, 2 * MAX_COMPARED, d]`` exact draws (two sets)."""
+    n = min(N, MAX_COMPARED)
+    e1, e2 = exact[:, :n], exact[:, MAX_COMPARED : MAX_COMPARED + n]
+    truth, pixels = problem.truth.flatten(1), hidden_pixels(problem)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ps.sample(problem, RecordingTDS, N, steps, seed=seed, progress=False, runs=1, **options)
+    # a random subset: a systematic resampling orders the draws by ancestor, so the first n of N
+    # would be a block of few lineages
+    gen = torch.Generator().manual_seed(seed)
+    draws = r.samples.flatten(2)[:, torch.randperm(N, generator=gen)]
+    m = metrics(draws[:, :n], truth, e1, e2, pixels)
+    k = min(N, DRAWS)
+    m128 = metrics(draws[:, :k], truth, exact[:, :k], exact[:, MAX_COMPARED : MAX_COMPARED + k], pixels)
+    err = r.log_evidence.double() - problem.exact_posterior().log_evidence
+    trace = RecordingTDS.recorded.trace
+    weighted = torch.stack([v for _, v, _ in trace], -1)  # [B, K]
+    plain = torch.stack([v for _, _, v in trace], -1)
+    B = err.numel()
+    calls = (r.num_evals + r.num_vjps) / B
+    return {
+        "particles": N,
+        "compared": n,
+        "sw_ratio": m["sw_ratio"],
+        "sw_ratio_128": m128["sw_ratio"],
+        "cov90": m["cov90"],
+        "cov50": m["cov50"],
+        "logz_err": err.tolist(),
+        "logz_err_mean": float(err.mean()),
+        "logz_err_sd": float(err.std()) if B > 1 else 0.0,
+        "logz_abs_mean": float(err.abs().mean()),
+        "min_ess": r.ess.amin(-1).tolist(),
+        "var_sum": weighted.sum(-1).tolist(),
+        "var_sum_unweighted": plain.sum(-1).tolist(),
+        "var_profile": weighted.mean(0).tolist(),
+        "times": [t for t, _, _ in trace],
+        "calls": calls,
+        "calls_per_draw": calls / DRAWS,
+        "seconds": r.wall_time,
+    }
+
+
+def pilot_grid(times: list[int], profile: list[float], floor: float = 0.25) -> list[int]:
+    """A time grid of ``K = len(times)`` steps that puts the steps where a pilot run's weights
+    spread: ``times`` the pilot's grid (``K`` strictly decreasing training times, the last step
+    going from ``times[-1]`` to the clean image), ``profile`` the variance of the pilot's log-weight
+    increment at each of its ``K`` steps. The density of the new times between ``times[k]`` and
+    ``times[k + 1]`` is proportional to ``sqrt(profile[k]) + floor * mean(sqrt(profile))``; the
+    ends (``times[0]``, ``times[-1]``) stay; the last step's variance has no interval to refine.
+    Returns ``K`` strictly decreasing integer times."""
+    K = len(times)
+    w = torch.tensor(profile[: K - 1], dtype=torch.float64).clamp_min(0).sqrt()
+    w = w + floor * w.mean()
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), w.cumsum(0) / w.sum()])  # at times[0..K-1]
+    levels = torch.linspace(0, 1, K, dtype=torch.float64)
+    idx = torch.searchsorted(cum, levels).clamp(1, K - 1)
+    lo, hi = cum[idx - 1], cum[idx]
+    frac = ((levels - lo) / (hi - lo).clamp_min(1e-300)).clamp(0, 1)
+    t = torch.tensor(times, dtype=torch.float64)
+    new = (t[idx - 1] + frac * (t[idx] - t[idx - 1])).round().long()
+    new[0], new[-1] = times[0], times[-1]
+    for j in range(K - 2, -1, -1):  # strictly decreasing: push up from the end
+        new[j] = max(int(new[j]), int(new[j + 1]) + 1)
+    return new.tolist()
+
+
+def pilot(op: str, H: int, B: int, steps: int, args: argparse.Namespace) -> list[int]:
+    """:func:`pilot_grid` from one pilot run of ``--pilot-particles`` particles on ``B`` other
+    problems (seed ``--seed + 1000``) along the default grid."""
+    problem = gmm_image((1, H, H), op, args.noise, B, args.seed + 1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ps.sample(
+            problem, RecordingTDS, args.pilot_particles, steps, seed=args.seed + 1000, progress=False, runs=1
+        )
+    trace = RecordingTDS.recorded.trace
+    profile = torch.stack([v for _, v, _ in trace], -1).mean(0).tolist()
+    return pilot_grid([t for t, _, _ in trace], profile)
+
+
+def met(cell: dict) -> bool:
+    """Whether a cell meets both targets."""
+    return cell["logz_abs_mean"] <= LOGZ_TARGET and cell["sw_ratio"] <= SW_TARGET
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Run the ladders (module docstring) and write the JSON after every cell."""
+    torch.set_num_threads(1)
+    old = json.loads(args.out.read_text()) if args.out and args.out.exists() and args.resume else None
+    cells: list[dict] = old["cells"] if old else []
+    done = {(c["shape"][1], c["steps"], c["particles"], c["operator"]) for c in cells}
+    options = json.loads(args.options)
+    ladder = [args.min_particles * 2**i for i in range(30) if args.min_particles * 2**i <= args.max_particles]
+    for op in args.operators.split(","):
+        for H in (int(h) for h in args.shapes.split(",")):
+            d = H * H
+            B = args.problems_small if d <= args.small_dim else args.problems
+            problem = gmm_image((1, H, H), op, args.noise, B, args.seed)
+            exact = problem.exact_posterior().sample(2 * MAX_COMPARED, args.seed + 1).flatten(2)
+            for steps in (int(s) for s in args.steps.split(",")):
+                last, streak = None, 0
+                grid = pilot(op, H, B, steps, args) if args.pilot_particles else None
+                if grid is not None:
+                    options["time_grid"] = grid
+                    print(f"{H}x{H} {op} K={steps}: pilot grid {grid}", flush=True)
+                for N in ladder:
+                    if last is not None and 2 * last["seconds"] > args.max_cell_seconds:
+                        break
+                    if (H, steps, N, op) in done:
+                        continue
+                    cell = run_cell(problem, exact, steps, N, args.seed, **options)
+                    cell |= {"shape": [1, H, H], "dim": d, "operator": op, "steps": steps, "problems": B}
+                    if grid is not None:
+                        cell["time_grid"] = grid
+                    cells.append(cell)
+                    last, streak = cell, streak + 1 if met(cell) else 0
+                    print(
+                        f"{H}x{H} {op} K={steps} N={N}: SW/floor {cell['sw_ratio']:.2f} "
+                        f"logZ err {cell['logz_err_mean']:.1f} +- {cell['logz_err_sd']:.1f} "
+                        f"min ESS {min(cell['min_ess']):.1f} var_sum {sum(cell['var_sum']) / B:.1f} "
+                        f"calls/draw {cell['calls_per_draw']:.0f} {cell['seconds']:.0f}s",
+                        flush=True,
+                    )
+                    if args.out:
+                        meta = {"noise": args.noise, "seed": args.seed, "options": options, "draws": DRAWS}
+                        args.out.parent.mkdir(parents=True, exist_ok=True)
+                        args.out.write_text(json.dumps({"args": meta, "cells": cells}, indent=1))
+                    if streak >= 2:
+                        break
+
+
+def needed(cells: list[dict], value: str, target: float) -> tuple[float | None, float]:
+    """``(calls per draw at which value falls to target, the ladder's largest calls per draw)``:
+    the first rung from which ``value`` stays at or below ``target`` to the ladder's end,
+    interpolated linearly in ``(log N, log value)`` with the rung before; ``None`` if never."""
+    cells = sorted(cells, key=lambda c: c["particles"])
+    vals = [c[value] for c in cells]
+    top = cells[-1]["calls_per_draw"]
+    i = len(vals)
+    while i > 0 and vals[i - 1] <= target:
+        i -= 1
+    if i == len(vals):
+        return None, top
+    if i == 0:
+        return cells[0]["calls_per_draw"], top
+    a, b = cells[i - 1], cells[i]
+    la, lb = math.log(max(vals[i - 1], 1e-9)), math.log(max(vals[i], 1e-9))
+    f = (la - math.log(target)) / (la - lb) if la != lb else 1.0
+    log_calls = math.log(a["calls_per_draw"]) + f * (
+        math.log(b["calls_per_draw"]) - math.log(a["calls_per_draw"])
+    )
+    return math.exp(log_calls), top
+
+
+def fmt(value: float | None, cap: float) -> str:
+    """A needed budget, or ``> cap`` where the ladder did not reach the target."""
+    return f"> {cap:.0f}" if value is None else f"{value:.0f}"
+
+
+def report(paths: list[Path], figure: Path | None) -> None:
+    """Print the needed-budget table and the variance growth; draw the figure."""
+    cells = [c for p in paths for c in json.loads(p.read_text())["cells"]]
+    groups: dict[tuple, list[dict]] = {}
+    for c in cells:
+        groups.setdefault((c["operator"], c["steps"], c["dim"]), []).append(c)
+    print("| operator | steps | d | problems | N ladder | calls/draw for logZ <= 3 | for SW <= 1.3x | "
+          "SW/floor, logZ err at the top | var_sum (largest N) | min ESS (largest N) |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    curves: dict[tuple, list[tuple[int, float | None, float | None, float]]] = {}
+    for (op, steps, d), group in sorted(groups.items()):
+        group.sort(key=lambda c: c["particles"])
+        top = group[-1]
+        lz, cap = needed(group, "logz_abs_mean", LOGZ_TARGET)
+        sw, _ = needed(group, "sw_ratio", SW_TARGET)
+        curves.setdefault((op, steps), []).append((d, lz, sw, cap))
+        var = sum(top["var_sum"]) / len(top["var_sum"])
+        print(
+            f"| {op} | {steps} | {d} | {top['problems']} | {group[0]['particles']}-{top['particles']} | "
+            f"{fmt(lz, cap)} | {fmt(sw, cap)} | {top['sw_ratio']:.2f}, {top['logz_err_mean']:.1f} +- "
+            f"{top['logz_err_sd']:.1f} | {var:.1f} | {min(top['min_ess']):.1f} |"
+        )
+    for (op, steps), rows in sorted(curves.items()):
+        ds = torch.tensor([r[0] for r in rows], dtype=torch.float64)
+        var = torch.tensor(
+            [
+                sum(c["var_sum"]) / len(c["var_sum"])
+                for d in ds.tolist()
+                for c in [max(groups[(op, steps, int(d))], key=lambda c: c["particles"])]
+            ],
+            dtype=torch.float64,
+        )
+        slope = torch.linalg.lstsq(
+            torch.stack([ds.log(), torch.ones_like(ds)], 1), var.clamp_min(1e-9).log()[:, None]
+        ).solution[0, 0]
+        print(f"{op}, {steps} steps: var_sum vs d, log-log slope {float(slope):.2f} ({var.tolist()})")
+    if figure is not None:
+        draw(curves, figure)
+
+
+def draw(curves: dict, figure: Path) -> None:
+    """Calls per draw for each target against ``d`` (log scale); open markers: not reached by the
+    ladder's top (plotted at the top)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (op, steps), rows in sorted(curves.items()):
+        for k, (label, marker) in enumerate((("|log Z err| <= 3", "o"), ("SW <= 1.3x floor", "s"))):
+            ds = [r[0] for r in rows]
+            val = [r[1 + k] if r[1 + k] is not None else r[3] for r in rows]
+            (line,) = ax.plot(ds, val, "-", marker=marker, label=f"{op}, {steps} steps: {label}")
+            hit = [r[1 + k] is not None for r in rows]
+            for x, y, h in zip(ds, val, hit, strict=True):
+                ax.plot(
+                    [x], [y], marker=marker, color=line.get_color(), mfc=line.get_color() if h else "white"
+                )
+    ax.axhline(200, color="grey", ls=":", lw=1)
+    ax.text(ax.get_xlim()[0], 210, "issue's budget: 200 calls per draw", fontsize=7, color="grey")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("d (pixels, 1 x H x H)")
+    ax.set_ylabel(f"network calls per draw ({DRAWS} draws)")
+    ax.set_title(
+        "TDS, one run: budget to reach each target (open: not reached at the ladder's top)", fontsize=9
+    )
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    figure.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(figure, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="4,8,12,16,20,28", help="image sides H of (1, H, H)")
+    ap.add_argument("--operators", default="inpaint")
+    ap.add_argument("--steps", default="100,25")
+    ap.add_argument("--problems", type=int, default=4)
+    ap.add_argument("--problems-small", type=int, default=8, help="problems where d <= --small-dim")
+    ap.add_argument("--small-dim", type=int, default=64)
+    ap.add_argument("--min-particles", type=int, default=64)
+    ap.add_argument("--max-particles", type=int, default=8192)
+    ap.add_argument("--max-cell-seconds", type=float, default=360.0)
+    ap.add_argument("--noise", type=float, default=0.1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--options", default="{}", help="further TDS options, a JSON object")
+    ap.add_argument("--pilot-particles", type=int, default=0, help="> 0: the time grid from a pilot run")
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--resume", action="store_true", help="keep the cells already in --out")
+    ap.add_argument("--report", type=Path, nargs="*", default=None, help="JSON files to summarise")
+    ap.add_argument("--figure", type=Path, default=None)
+    args = ap.parse_args()
+    if args.report:
+        report(args.report, args.figure)
+    else:
+        measure(args)
+
+
+if __name__ == "__main__":
+    main()
