@@ -51,6 +51,21 @@ SCHEDULES = {
 }
 
 
+#: The samplers' default reverse kernel, ``kernel_var:eta``.
+DEFAULT_KERNEL = "ddim:1"
+
+
+def kernel_options(kernel: str) -> dict:
+    """``"KERNEL_VAR:ETA"`` -> the samplers' options ``{"kernel_var": ..., "eta": ...}``."""
+    kernel_var, eta = kernel.split(":")
+    return {"kernel_var": kernel_var, "eta": float(eta)}
+
+
+def label(grid: str, kernel: str) -> str:
+    """The grid column's label: the grid, and the kernel where it is not the default."""
+    return grid if kernel == DEFAULT_KERNEL else f"{grid} {kernel}"
+
+
 #: ``--part chain`` leaves out problems whose importance-sampling ESS (of ``--chain-draws``) is
 #: below this: their ``log Z_chain`` is not resolved.
 MIN_ESS = 100
@@ -70,6 +85,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--particles", type=int, default=2000)
     p.add_argument("--budget-particles", nargs="+", type=int, default=[500, 2000, 8000])
     p.add_argument("--chain-draws", type=int, default=20000)
+    p.add_argument(
+        "--kernels",
+        nargs="+",
+        default=[DEFAULT_KERNEL],
+        help="reverse kernels KERNEL_VAR:ETA (ddim:1 = DDPM, the default; analytic:1 = Analytic-DDPM, "
+        "analytic:0 = Analytic-DDIM); other than ddim:1, labelled 'GRID KERNEL' in the grid column",
+    )
+    p.add_argument("--paired-base", default="leading", help="the grid label the paired table compares with")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/time_grids"))
     p.add_argument("--table-from", nargs="+", type=Path, default=None, help="only summarise these JSONs")
     return p.parse_args(argv)
@@ -87,15 +110,22 @@ def run_samplers(args: argparse.Namespace, runs: list[dict], json_path: Path) ->
                 runs.append(dict(cell, method="floor", sw=sliced_wasserstein(other, exact).item()))
                 for sched in args.schedules:
                     problem = ps.problems.gmm_benchmark(dim, obs_dim, seed, schedule=SCHEDULES[sched]())
-                    for grid in args.grids:
+                    for grid, kernel in [(g, k) for g in args.grids for k in args.kernels]:
                         for steps in args.steps:
                             for method in args.methods:
-                                res = run_on_grid(problem, method, args.particles, steps, seed, grid)
-                                row = dict(cell, method=method, schedule=sched, grid=grid, steps=steps)
+                                spec = method if kernel == DEFAULT_KERNEL else method + ":" + options(kernel)
+                                res = run_on_grid(problem, spec, args.particles, steps, seed, grid)
+                                row = dict(cell, method=method, schedule=sched, grid=label(grid, kernel))
+                                row.update(steps=steps, kernel=kernel)
                                 row["sw"] = sliced_wasserstein(res.samples, exact).item()
                                 runs.append(row)
                                 print(json.dumps(row), flush=True)
                 json_path.write_text(json.dumps(runs, indent=1))
+
+
+def options(kernel: str) -> str:
+    """The method-spec suffix (``KEY=JSON;KEY=JSON``, :func:`method_spec.parse_method`) of a kernel."""
+    return ";".join(f"{k}={json.dumps(v)}" for k, v in kernel_options(kernel).items())
 
 
 def run_budget(args: argparse.Namespace, runs: list[dict], json_path: Path) -> None:
@@ -157,17 +187,19 @@ def run_chain(args: argparse.Namespace, runs: list[dict], json_path: Path) -> No
             for sched in args.schedules:
                 gen = torch.Generator().manual_seed(seed)
                 prior = ps.problems.gmm_prior_grid(dim, gen, schedule=SCHEDULES[sched]())
-                for grid in args.grids:
+                for grid, kernel in [(g, k) for g in args.grids for k in args.kernels]:
                     for steps in args.steps:
                         g = torch.Generator().manual_seed(30_000 + seed)
-                        x = chain_draws(prior, steps, args.chain_draws, g, time_grid=grid).double()
+                        opts = kernel_options(kernel)
+                        x = chain_draws(prior, steps, args.chain_draws, g, time_grid=grid, **opts).double()
                         for obs_dim, problem in zip(args.obs_dims, problems, strict=True):
                             log_w = problem.log_likelihood(x.to(problem.y.dtype)[None])[0].double()
                             log_z = torch.logsumexp(log_w, 0) - math.log(len(log_w))
                             ess = 1 / torch.softmax(log_w, 0).pow(2).sum()
                             err = abs(float(log_z) - float(problem.exact_log_evidence()))
                             row = dict(dim=dim, obs_dim=obs_dim, seed=seed, method="chain", schedule=sched)
-                            row.update(grid=grid, steps=steps, log_z_error=err, ess=float(ess))
+                            row.update(grid=label(grid, kernel), steps=steps, kernel=kernel)
+                            row.update(log_z_error=err, ess=float(ess))
                             runs.append(row)
                             print(json.dumps(row), flush=True)
             json_path.write_text(json.dumps(runs, indent=1))
@@ -250,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         table = summary(runs)
         if any(r["method"] not in ("floor", "chain") for r in runs):
-            table += "\n" + paired(runs)
+            table += "\n" + paired(runs, args.paired_base)
     if not args.table_from:
         args.out.with_suffix(".md").write_text(table)
     print(table)

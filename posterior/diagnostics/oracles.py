@@ -50,6 +50,7 @@ def chain_draws(
     eta: float = 1.0,
     exact_start: bool = True,
     time_grid: TimeGrid = DEFAULT_TIME_GRID,
+    kernel_var: str = "ddim",
 ) -> Tensor:
     """Independent draws of the ``num_steps``-step DDIM(``eta``) chain: ``Tensor[n, *event_shape]``.
 
@@ -57,9 +58,13 @@ def chain_draws(
     ``exact_start`` and the prior can draw it (``prior.sample_marginal``), else from ``N(0, I)``;
     it walks ``prior.schedule.time_pairs(num_steps, time_grid)`` with the prior's reverse kernel,
     the last step (to ``CLEAN``) being the deterministic denoiser. Give the sampler's
-    ``time_grid`` to compare with it.
+    ``time_grid`` and ``kernel_var`` (``"analytic"``: Analytic-DPM's variance around the same
+    mean, :mod:`posterior.samplers.exact.analytic_variance`) to compare with it.
     """
+    from posterior.samplers.exact.analytic_variance import kernel_variances
+
     pairs = prior.schedule.time_pairs(num_steps, time_grid)
+    variances = None if kernel_var == "ddim" else kernel_variances(prior, pairs, eta, kernel_var)
     t0 = pairs[0][0]
     if exact_start and prior.has_exact_marginal:
         x = prior.sample_marginal(num_draws, t0, generator)
@@ -68,6 +73,7 @@ def chain_draws(
         x = torch.randn(shape, generator=generator, device=prior.device, dtype=prior.dtype)
     for t, s in pairs:
         mean, std, _ = prior.reverse_kernel(x, t, s, eta)
+        std = std if variances is None else variances[(t, s)] ** 0.5
         x = mean
         if s != CLEAN and float(std) > 0:
             x = mean + std * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -84,6 +90,7 @@ def chain_posterior(
     eta: float = 1.0,
     exact_start: bool = True,
     time_grid: TimeGrid = DEFAULT_TIME_GRID,
+    kernel_var: str = "ddim",
 ) -> ChainPosterior:
     """The posterior of the ``num_steps``-step chain by importance sampling of its draws.
 
@@ -91,11 +98,19 @@ def chain_posterior(
     ``exp(problem.log_likelihood(x_0))``; the log-evidence is the log of their mean weight and
     ``num_samples`` reference draws are resampled from them per problem. The estimate is
     consistent as ``num_draws`` grows; its accuracy is set by :attr:`ChainPosterior.ess`. The
-    chain walks ``time_grid`` (the grid of ``ps.sample(..., time_grid=)``).
+    chain walks ``time_grid`` (the grid of ``ps.sample(..., time_grid=)``) with the kernel
+    variance ``kernel_var`` (the samplers' option of that name).
     """
     gen = as_generator(seed, problem.prior.device)
     x = chain_draws(
-        problem.prior, num_steps, num_draws, gen, eta=eta, exact_start=exact_start, time_grid=time_grid
+        problem.prior,
+        num_steps,
+        num_draws,
+        gen,
+        eta=eta,
+        exact_start=exact_start,
+        time_grid=time_grid,
+        kernel_var=kernel_var,
     )
     B = problem.batch_size
     log_w = problem.log_likelihood(x.unsqueeze(0).expand(B, *x.shape)).double()  # [B, n]

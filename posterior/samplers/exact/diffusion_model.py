@@ -6,6 +6,10 @@ draw its noised marginal exactly (``prior.sample_marginal``, the Gaussian mixtur
 potential adds ``log p_T(x_T) - log N(x_T; 0, I)``. Either way the particle system targets the
 path measure started from the right marginal. (The importance-weighted start degenerates in high
 dimension: at d = 800 the log ratio's spread is a few units.)
+
+The kernel's variance is DDIM(eta)'s by default; :meth:`DiffusionModel.use_kernel_var` with
+``"analytic"`` replaces it by Analytic-DPM's optimal variance around the same mean
+(:mod:`posterior.samplers.exact.analytic_variance`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from posterior.distributions import log_normal
 from posterior.particles.feynman_kac import FeynmanKacModel
 from posterior.priors.base import Denoised, ddim_step
 from posterior.problem import InverseProblem
+from posterior.samplers.exact.analytic_variance import check_kernel_var, kernel_variances
 
 __all__ = ["DiffusionModel"]
 
@@ -25,12 +30,26 @@ class DiffusionModel(FeynmanKacModel):
     """A Feynman-Kac model on a diffusion prior: the start, flat prior calls on particles
     ``[B, N, *event]`` and the batched DDIM(eta) reverse kernel (eta = 1: DDPM)."""
 
+    #: The reverse kernel's variance (:meth:`use_kernel_var`): ``"ddim"`` or ``"analytic"``.
+    kernel_var = "ddim"
+    #: ``(t, s) -> variance`` of every step with ``kernel_var="analytic"``, else ``None``.
+    variances: dict[tuple[int, int], float] | None = None
+
     def __init__(
         self, problem: InverseProblem, pairs: list[tuple[int, int]], eta: float, exact_start: bool
     ) -> None:
         self.problem, self.prior, self.eta, self.exact_start = problem, problem.prior, eta, exact_start
         self.pairs = pairs
         self.event = tuple(problem.event_shape)
+
+    def use_kernel_var(self, kernel_var: str) -> None:
+        """Set the reverse kernel's variance: ``"ddim"`` (DDIM(eta)'s) or ``"analytic"``
+        (Analytic-DPM's optimal variance around the DDIM(eta) mean, from the prior's denoiser
+        error per time, :func:`~posterior.samplers.exact.analytic_variance.kernel_variances`)."""
+        self.kernel_var = check_kernel_var(kernel_var)
+        self.variances = (
+            None if kernel_var == "ddim" else kernel_variances(self.prior, self.pairs, self.eta, kernel_var)
+        )
 
     def flat(self, x: Tensor) -> Tensor:
         """``[B, N, *event] -> [B * N, *event]``."""
@@ -67,10 +86,13 @@ class DiffusionModel(FeynmanKacModel):
         B = like.shape[0]
         flat = Denoised(self.flat(denoised.eps), self.flat(denoised.x0))
         mean, std = ddim_step(self.prior.schedule, flat, t, s, self.eta, like=like)
-        return self.batched(mean, B), float(std) ** 2
+        var = float(std) ** 2 if self.variances is None else self.variances[(t, s)]
+        return self.batched(mean, B), var
 
     def kernel_variance(self, t: int, s: int, like: Tensor) -> float:
         """The variance of the reverse kernel ``t -> s`` (as :meth:`kernel` returns it)."""
+        if self.variances is not None:
+            return self.variances[(t, s)]
         zero = like.new_zeros(1)
         _, std = ddim_step(self.prior.schedule, Denoised(zero, zero), t, s, self.eta, like=like)
         return float(std) ** 2

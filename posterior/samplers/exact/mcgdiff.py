@@ -94,6 +94,10 @@ class MCGdiff(TwistedSampler):
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.
         threshold: resample when ESS ``< threshold * N`` (default ``0.5``), or ``"always"``/``"never"``.
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
+        kernel_var: the prior kernel's variance: ``"ddim"`` (default, DDIM(eta)'s) or
+            ``"analytic"``: Analytic-DPM's optimal variance around the DDIM(eta) mean (Bao et al.
+            2022; :mod:`posterior.samplers.exact.analytic_variance`), from the prior's denoiser
+            error per time; ``eta = 0`` allowed. The sampler stays exact for the chain it walks.
         exact_start: weight ``x_T ~ N(0, I)`` by ``p_T / N(0, I)`` where the prior has a density.
         move: optional MCMC move after each resampling (resample-move).
         rejuvenate: after each resampling, redraw each particle's newest state from its

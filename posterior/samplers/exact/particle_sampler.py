@@ -33,6 +33,7 @@ from posterior.particles.feynman_kac import FeynmanKacModel, Move
 from posterior.particles.resampling import RESAMPLERS, ess
 from posterior.problem import InverseProblem
 from posterior.samplers.base import Sampler
+from posterior.samplers.exact.analytic_variance import check_kernel_var
 from posterior.samplers.result import Result
 
 __all__ = ["MERGES", "ParticleSampler", "TwistedSampler", "auto_runs", "merge_runs", "to_result"]
@@ -78,8 +79,10 @@ class ParticleSampler(Sampler):
         rejuvenate: bool = False,
         runs: int | str = 1,
         merge: str = "evidence",
+        kernel_var: str = "ddim",
     ) -> None:
         check_resampling_options(resampling, threshold)
+        check_kernel_var(kernel_var)
         if merge not in MERGES:
             raise ValueError(f"merge must be one of {MERGES} (how independent runs combine), got {merge!r}")
         if runs != "auto" and (isinstance(runs, (bool, str)) or not isinstance(runs, int) or runs < 1):
@@ -88,13 +91,17 @@ class ParticleSampler(Sampler):
             )
         check_bool(exact_start, "exact_start")
         check_bool(rejuvenate, "rejuvenate")
-        if isinstance(eta, bool) or not 0.0 < float(eta) <= 1.0:
-            raise ValueError(f"eta must be in (0, 1] (a stochastic reverse kernel), got {eta!r}")
+        low_ok = kernel_var == "analytic"  # the analytic variance is positive at eta = 0 too
+        if isinstance(eta, bool) or not (0.0 <= float(eta) <= 1.0 and (float(eta) > 0 or low_ok)):
+            raise ValueError(
+                "eta must be in (0, 1] (a stochastic reverse kernel; [0, 1] with "
+                f"kernel_var='analytic'), got {eta!r}"
+            )
         if move is not None and not callable(move):
             raise ValueError("move must be a callable move(particles, log_target_fn, generator)")
         self.resampling, self.threshold, self.eta = resampling, threshold, float(eta)
         self.exact_start, self.move, self.rejuvenate = exact_start, move, rejuvenate
-        self.runs, self.merge = runs, merge
+        self.runs, self.merge, self.kernel_var = runs, merge, kernel_var
 
     def model(self, problem: InverseProblem, pairs: list[tuple[int, int]]) -> FeynmanKacModel:
         """The Feynman-Kac model of this sampler on ``problem``, along the time grid ``pairs``."""
@@ -127,6 +134,7 @@ class ParticleSampler(Sampler):
             )
         pairs = self.time_pairs(problem, num_steps)
         model = self.model(problem if R == 1 else problem.repeat(R), pairs)
+        model.use_kernel_var(self.kernel_var)
         if self.move is not None and getattr(model, "noiseless", False):
             raise ValueError(
                 f"{self.name!r}: a move needs noise_std > 0 (with noise_std = 0 the intermediate "
@@ -179,8 +187,9 @@ class TwistedSampler(ParticleSampler):
         rejuvenate: bool = False,
         runs: int | str = 1,
         merge: str = "evidence",
+        kernel_var: str = "ddim",
     ) -> None:
-        super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate, runs, merge)
+        super().__init__(resampling, threshold, eta, exact_start, move, rejuvenate, runs, merge, kernel_var)
         if prior_var != "auto" and (isinstance(prior_var, (bool, str)) or not float(prior_var) > 0):
             raise ValueError(f"prior_var must be 'auto', a positive float or math.inf, got {prior_var!r}")
         self.prior_var = prior_var

@@ -79,6 +79,10 @@ class TDS(TwistedSampler):
         resampling: ``"systematic"`` (default), ``"stratified"``, ``"multinomial"``, ``"residual"``.
         threshold: resample when ESS ``< threshold * N`` (default ``0.5``), or ``"always"``/``"never"``.
         eta: DDIM stochasticity of the prior kernel, in ``(0, 1]`` (default ``1``: DDPM).
+        kernel_var: the prior kernel's variance: ``"ddim"`` (default, DDIM(eta)'s) or
+            ``"analytic"``: Analytic-DPM's optimal variance around the DDIM(eta) mean (Bao et al.
+            2022; :mod:`posterior.samplers.exact.analytic_variance`), from the prior's denoiser
+            error per time; ``eta = 0`` allowed. The sampler stays exact for the chain it walks.
         exact_start: weight ``x_T ~ N(0, I)`` by ``p_T / N(0, I)`` where the prior has a density.
         move: optional MCMC move after each resampling (resample-move).
         twist_var: ``"gaussian"`` (default): ``r_t^2`` from the Gaussian stand-in of the prior
@@ -142,6 +146,7 @@ class TDS(TwistedSampler):
         runs: int | str = "auto",
         cg_iters: int = 2,
         merge: str = "evidence",
+        kernel_var: str = "ddim",
     ) -> None:
         if isinstance(rejuvenate, bool) or not isinstance(rejuvenate, int) or rejuvenate < 0:
             raise ValueError(f"rejuvenate must be an integer >= 0 (Metropolis steps), got {rejuvenate!r}")
@@ -155,6 +160,7 @@ class TDS(TwistedSampler):
             "auto" if self.prior_covariance else prior_var,
             runs=runs,
             merge=merge,
+            kernel_var=kernel_var,
         )
         self.prior_var, self.rejuvenate = prior_var, rejuvenate
         if isinstance(twist_scale, bool) or not (float(twist_scale) >= 0 and math.isfinite(twist_scale)):
