@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from posterior._utils import as_generator, check_count, check_device, check_dtype
-from posterior.distributions import whitened_normal_log_prob
 from posterior.operators.base import LinearOperator
 from posterior.priors.image_mixture import ImageMixturePrior, rbf_correlation
 from posterior.problem import InverseProblem
+from posterior.problems_image_kron import DENSE_MAX_OBSERVED, DenseGram, KroneckerGram, gram, kronecker_scales
 from posterior.schedule import NoiseSchedule
 
 __all__ = [
@@ -64,21 +64,18 @@ class ImageMixturePosterior:
         self.y = y.reshape(y.shape[0], -1).double()  # [B, m]
         self.sigma = sigma.double().reshape(-1).expand(self.y.shape[0])
         self.m, self.K, self.event = self.y.shape[1], prior.num_components, tuple(prior.event_shape)
-        self._rows = self._At(torch.eye(self.m, dtype=torch.float64, device=dev))  # [m, C, H, W]: A's rows
-        self._L: dict[float, Tensor] = {}  # sigma^2 -> [K, m, m] Cholesky factors of S_k
+        self._grams: dict[float, KroneckerGram | DenseGram] = {}  # sigma^2 -> S_k of every k
         mu = prior.means.double()
         self._A_mu = self._A(mu)  # [K, m]
         logj = torch.empty(self.y.shape[0], self.K, dtype=torch.float64, device=dev)
         self.means = torch.empty(self.y.shape[0], self.K, *self.event, dtype=torch.float64, device=dev)
         for s2, rows in self._groups():
-            L = self._factor(s2)
+            S = self._gram(s2)
             for k in range(self.K):
                 resid = self.y[rows] - self._A_mu[k]  # [b, m]
-                z = torch.linalg.solve_triangular(L[k], resid.T, upper=False).T
-                logdet = L[k].diagonal().log().sum()
-                logj[rows, k] = prior.params["weights"][k].log().item() + whitened_normal_log_prob(z, logdet)
-                u = torch.cholesky_solve(resid.T, L[k]).T  # S_k^{-1} resid
-                self.means[rows, k] = mu[k] + prior.cov_apply(self._At(u), k)
+                logn = -0.5 * (S.quad(k, resid) + S.logdet(k) + self.m * math.log(2 * math.pi))
+                logj[rows, k] = prior.params["weights"][k].log().item() + logn
+                self.means[rows, k] = mu[k] + prior.cov_apply(self._At(S.solve(k, resid)), k)
         self.log_evidence = torch.logsumexp(logj, -1)
         self.weights = torch.softmax(logj, -1)
         self._var: Tensor | None = None
@@ -102,16 +99,17 @@ class ImageMixturePosterior:
         s2 = self.sigma.pow(2)
         return [(float(v), (s2 == v).nonzero()[:, 0]) for v in s2.unique()]
 
-    def _factor(self, s2: float) -> Tensor:
-        """Cholesky factors of ``S_k = A Sigma_k A^T + s2 I``, ``[K, m, m]``, once per ``s2``."""
-        if s2 not in self._L:
-            eye = torch.eye(self.m, dtype=torch.float64, device=self.prior.device)
-            Ls = []
-            for k in range(self.K):
-                S = self._A(self.prior.cov_apply(self._rows, k))
-                Ls.append(torch.linalg.cholesky(0.5 * (S + S.T) + s2 * eye))
-            self._L[s2] = torch.stack(Ls)
-        return self._L[s2]
+    def _gram(self, s2: float) -> KroneckerGram | DenseGram:
+        """``S_k = A Sigma_k A^T + s2 I`` of every component, once per ``s2``: in a Kronecker
+        eigenbasis where the operator allows it, else by dense Cholesky factors
+        (:func:`~posterior.problems_image_kron.gram`)."""
+        if s2 not in self._grams:
+            self._grams[s2] = gram(self.prior, self.op, s2, self._A, self._rows)
+        return self._grams[s2]
+
+    def _rows(self) -> Tensor:
+        """``A^T I_m``: ``[m, C, H, W]``, the operator's rows (the dense path only)."""
+        return self._At(torch.eye(self.m, dtype=torch.float64, device=self.prior.device))
 
     def _out(self, x: Tensor) -> Tensor:
         return x if self.batched else x[0]
@@ -130,7 +128,7 @@ class ImageMixturePosterior:
         out = torch.empty_like(xi)
         mu = prior.means.double()
         for s2, rows in self._groups():
-            L = self._factor(s2)
+            S = self._gram(s2)
             for k in range(self.K):
                 hit = (comp[rows] == k).nonzero()
                 if not hit.numel():
@@ -138,8 +136,7 @@ class ImageMixturePosterior:
                 b, j = rows[hit[:, 0]], hit[:, 1]
                 x = mu[k] + prior.cov_apply(xi[b, j], k, 0.5)
                 resid = self.y[b] - self._A(x) - s2**0.5 * eps[b, j]
-                u = torch.cholesky_solve(resid.T, L[k]).T
-                out[b, j] = x + prior.cov_apply(self._At(u), k)
+                out[b, j] = x + prior.cov_apply(self._At(S.solve(k, resid)), k)
         return self._out(out)
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -151,13 +148,13 @@ class ImageMixturePosterior:
         d = math.prod(self.event)
         out = torch.empty(B, n, self.K, dtype=torch.float64, device=x.device)
         for s2, rows in self._groups():
-            L = self._factor(s2)
+            S = self._gram(s2)
             for k in range(self.K):
                 delta = (x[rows] - self.means[rows, k, None]).reshape(-1, *self.event)
                 z = self.prior.to_basis(delta, k, self.prior.basis64)
                 lam = self.prior.lam64[k]
                 quad = (z.pow(2) / lam).flatten(1).sum(1) + self._A(delta).pow(2).sum(1) / s2
-                logdet = lam.log().sum() + self.m * math.log(s2) - 2 * L[k].diagonal().log().sum()
+                logdet = lam.log().sum() + self.m * math.log(s2) - S.logdet(k)
                 logn = -0.5 * (quad + logdet + d * math.log(2 * math.pi))
                 out[rows, :, k] = self.weights[rows, k, None].log() + logn.reshape(len(rows), n)
         return self._out(torch.logsumexp(out, -1))
@@ -165,17 +162,14 @@ class ImageMixturePosterior:
     # ----------------------------------------------------------------- per-pixel marginals
     def component_variances(self) -> Tensor:
         """Per-pixel posterior variances of each component, ``Tensor[B, K, C, H, W]``:
-        ``diag(Sigma_k) - colsum((L_k^{-1} A Sigma_k)^2)`` (computed once)."""
+        ``diag(Sigma_k) - diag(Sigma_k A^T S_k^{-1} A Sigma_k)`` (computed once)."""
         if self._var is None:
             prior_var = self.prior.component_variances()  # [K, C, H, W]
             var = torch.empty(self.y.shape[0], self.K, *self.event, dtype=torch.float64, device=self.y.device)
             for s2, rows in self._groups():
-                L = self._factor(s2)
+                S = self._gram(s2)
                 for k in range(self.K):
-                    G = torch.linalg.solve_triangular(
-                        L[k], self.prior.cov_apply(self._rows, k).flatten(1), upper=False
-                    )
-                    var[rows, k] = (prior_var[k] - G.pow(2).sum(0).reshape(self.event)).clamp_min(0)
+                    var[rows, k] = (prior_var[k] - S.gram_diag(k)).clamp_min(0)
             self._var = var
         return self._var
 
@@ -364,6 +358,11 @@ def gmm_image(
     prior = image_mixture_prior(tuple(shape), num_components, prior_seed, dt, dev, schedule)
     op = _image_operator(operator, tuple(prior.event_shape), prior_seed, dev).bind(tuple(prior.event_shape))
     op = op.to(prior.device, dt)
+    if kronecker_scales(op) is None and op.out_dim > DENSE_MAX_OBSERVED:
+        raise ValueError(
+            f"operator {operator!r} at shape {tuple(shape)} has no affordable exact posterior ({op.out_dim} "
+            f"observed values need dense factors; at most {DENSE_MAX_OBSERVED}): use inpaint, sr2 or denoise"
+        )
     gen = torch.Generator(prior.device).manual_seed(seed)
     x = prior.sample(num_problems, gen)
     clean = op.A(x)

@@ -157,6 +157,14 @@ class LinearOperator(Operator):
         z[:, :r] = s * self.V_adjoint(x)[:, :r]
         return self.U(z)
 
+    def kronecker_factors(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(A_C [m_C, C], A_H [m_H, H], A_W [m_W, W])`` in float64 when ``A`` acts on images
+        ``[C, H, W]`` as their Kronecker product: ``A(x)`` flattened in its own output order is
+        ``kron(A_C, A_H, A_W) vec(x)``, ``vec`` in (channel, row, column) order. ``None`` when it
+        does not (or its image shape is not bound). Lets structured computations (the exact
+        posterior of :func:`~posterior.problems_image.gmm_image`) avoid ``m x m`` matrices."""
+        return None
+
     def matrix(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
         """The dense ``Tensor[m, d]`` (columns are ``A e_j``); for small problems and tests."""
         if self.in_shape is None:

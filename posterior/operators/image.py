@@ -208,6 +208,17 @@ class Inpainting(LinearOperator):
         """``A^+ = A^T`` (the observed pixels put back, zeros elsewhere)."""
         return self.A_adjoint(y)
 
+    def kronecker_factors(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Row selections ``(S_C, S_H, S_W)`` when the mask is a product of a channel, a row and a
+        column mask (e.g. a half of the image hidden); ``None`` otherwise (e.g. random pixels)."""
+        if self.in_shape is None or len(self.in_shape) != 3:
+            return None
+        mask = self.mask.cpu()
+        picks = [mask.any(dims) for dims in ((1, 2), (0, 2), (0, 1))]
+        if not torch.equal(picks[0][:, None, None] & picks[1][None, :, None] & picks[2][None, None, :], mask):
+            return None
+        return tuple(torch.eye(p.numel(), dtype=torch.float64)[p] for p in picks)  # type: ignore[return-value]
+
     def __repr__(self) -> str:
         if self.in_shape is None:
             return f"Inpainting(mask {list(self.mask.shape)}, {int(self.mask.sum())} observed per channel)"

@@ -45,6 +45,12 @@ class Identity(LinearOperator):
     def A_pinv(self, y: Tensor) -> Tensor:
         return y
 
+    def kronecker_factors(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(I_C, I_H, I_W)`` on bound images ``[C, H, W]``."""
+        if self.in_shape is None or len(self.in_shape) != 3:
+            return None
+        return tuple(torch.eye(n, dtype=torch.float64) for n in self.in_shape)  # type: ignore[return-value]
+
     def __repr__(self) -> str:
         return f"Identity({list(self.in_shape) if self.in_shape else ''})"
 

@@ -178,6 +178,15 @@ class _ImageOperator(LinearOperator):
     def _make_svd(self) -> _ChannelSVD:
         raise NotImplementedError
 
+    def _row_col(self) -> tuple[Tensor, Tensor] | None:
+        """``(M_r [h, H], M_c [w, W])`` with ``Y = M_r X M_c^T`` per channel (float64), or ``None``."""
+        return None
+
+    def kronecker_factors(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(I_C, M_r, M_c)`` where each channel is ``Y = M_r X M_c^T``; ``None`` otherwise."""
+        rc = None if self.in_shape is None else self._row_col()
+        return None if rc is None else (torch.eye(self.in_shape[0], dtype=torch.float64), *rc)
+
     def _placement(self) -> tuple[torch.dtype, torch.device]:
         """Dtype and device of :attr:`singular_values` (the operator's own tensors)."""
         return torch.get_default_dtype(), torch.device("cpu")
@@ -323,11 +332,16 @@ class Blur(_ImageOperator):
         k = self.kernel.to(dtype=y.dtype, device=y.device)[None, None]
         return F.conv_transpose2d(y.reshape(n * C, 1, H, W), k, padding=self._padding()).reshape(n, C, H, W)
 
+    def _row_col(self) -> tuple[Tensor, Tensor] | None:
+        if not self.rank_one:
+            return None
+        a, b = self._taps
+        return _conv_matrix(a, self.in_shape[1]), _conv_matrix(b, self.in_shape[2])
+
     def _make_svd(self) -> _ChannelSVD:
         C, H, W = self.in_shape
         if self.rank_one:
-            a, b = self._taps
-            return _ChannelSVD(C, (H, W), (H, W), kron=(_conv_matrix(a, H), _conv_matrix(b, W)))
+            return _ChannelSVD(C, (H, W), (H, W), kron=self._row_col())
         if H * W > DENSE_SVD_MAX_PIXELS:
             raise ValueError(
                 f"Blur has an SVD only for a rank-one (separable) kernel, or a dense one for images of at "
@@ -388,8 +402,7 @@ class SuperResolution(_ImageOperator):
         f = self.factor
         return y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1) / f**2
 
-    def _make_svd(self) -> _ChannelSVD:
-        C, H, W = self.in_shape
+    def _row_col(self) -> tuple[Tensor, Tensor]:
         f = self.factor
 
         def pool(n: int) -> Tensor:
@@ -397,7 +410,12 @@ class SuperResolution(_ImageOperator):
                 torch.eye(n // f, dtype=torch.float64), torch.full((1, f), 1.0 / f, dtype=torch.float64)
             )
 
-        return _ChannelSVD(C, (H, W), (H // f, W // f), kron=(pool(H), pool(W)))
+        return pool(self.in_shape[1]), pool(self.in_shape[2])
+
+    def _make_svd(self) -> _ChannelSVD:
+        C, H, W = self.in_shape
+        f = self.factor
+        return _ChannelSVD(C, (H, W), (H // f, W // f), kron=self._row_col())
 
     def __repr__(self) -> str:
         shape = f", {list(self.in_shape)}" if self.in_shape else ""
