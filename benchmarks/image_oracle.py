@@ -14,6 +14,7 @@ exact posterior (Matheron's rule; two independent sets). Columns:
   same pixels, Bonferroni); a particle sampler with ``runs > 1`` contributes one draw per run
   (independent draws), others every draw. Weak at a few problems.
 - ``calls/draw``: network evaluations plus VJPs per returned draw; ``s``: wall seconds of the run.
+- ``warned``: whether the run raised a ``ParticleDegeneracyWarning`` (``yes``) or not (blank).
 
 The exact posterior is that of the continuous prior; a sampler simulating a ``K``-step chain
 converges to that chain's posterior, which tends to it as ``K`` grows.
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -79,8 +81,9 @@ def main() -> None:
     torch.set_num_threads(1)
     shape = tuple(int(v) for v in args.shape.split(","))
     rows = []
-    print("| operator | steps | method | cov90 | cov50 | SW/floor | logZ err | SBC p | calls/draw | s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    head = ["operator", "steps", "method", "cov90", "cov50", "SW/floor", "logZ err", "SBC p", "calls/draw"]
+    print("| " + " | ".join([*head, "s", "warned"]) + " |")
+    print("|---" * (len(head) + 2) + "|")
     for op in args.operators.split(","):
         t0 = time.time()
         problem = gmm_image(shape, op, args.noise, args.problems, args.seed)
@@ -99,7 +102,12 @@ def main() -> None:
             for spec in args.methods.split(","):
                 name, options = parse_method(spec)
                 try:
-                    r = ps.sample(problem, name, args.draws, steps, seed=args.seed, progress=False, **options)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", ps.ParticleDegeneracyWarning)
+                        r = ps.sample(
+                            problem, name, args.draws, steps, seed=args.seed, progress=False, **options
+                        )
+                    warned = any(issubclass(w.category, ps.ParticleDegeneracyWarning) for w in caught)
                 except (ValueError, NotImplementedError) as err:
                     print(
                         f"| {op} | {steps} | {spec} | skipped: {str(err).splitlines()[0][:80]} |", flush=True
@@ -114,10 +122,13 @@ def main() -> None:
                 calls = (r.num_evals + r.num_vjps) / draws.shape[0] / draws.shape[1]
                 row = {"operator": op, "steps": steps, "method": spec, **m, "logz_err": err}
                 row |= {"calls_per_draw": calls, "seconds": r.wall_time, "runs": r.options.get("runs")}
+                row["warned"] = warned
                 rows.append(row)
                 e = "" if err is None else f"{err:.1f}"
                 cells = f"{m['cov90']:.2f} | {m['cov50']:.2f} | {m['sw_ratio']:.2f} | {e} | {m['sbc_p']:.2g}"
-                print(f"| {op} | {steps} | {spec} | {cells} | {calls:.0f} | {r.wall_time:.0f} |", flush=True)
+                flag = "yes" if warned else ""
+                cells += f" | {calls:.0f} | {r.wall_time:.0f} | {flag}"
+                print(f"| {op} | {steps} | {spec} | {cells} |", flush=True)
                 if args.out:
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     meta = {
