@@ -194,7 +194,9 @@ class Parameters:
         noise.params = dict(noise.params)
         for e in self.entries:
             if e.where == "noise":
-                noise.params[e.key] = flat[e.name].to(dtype=problem.prior.dtype, device=problem.prior.device)
+                noise.set_parameter(
+                    e.key, flat[e.name].to(dtype=problem.prior.dtype, device=problem.prior.device)
+                )
         noise.unknowns = {}
         y = problem.y_batch[index]
         truth = None

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 __all__ = ["NoiseModel", "as_parameter", "show_parameter", "with_generator"]
 
@@ -217,6 +218,20 @@ class NoiseModel:
         lam = v / (v + extra_var)
         # lambda * (-inf) stays -inf: impossible means stay impossible under the twist
         return self._sum_obs(lam * lp)
+
+    # ------------------------------------------------------------------ unknown parameters
+    def set_parameter(self, key: str, value: Tensor) -> None:
+        """Hold ``value`` (``Tensor[R]``, one per row) for the unknown ``key`` (a key of
+        ``unknowns``): how the joint samplers put a parameter value into the model. Models whose
+        unknown is a function of a stored parameter (a variance for a std) override it."""
+        self.params[key] = value
+
+    def conjugate(self, key: str, prior: Distribution, y: Tensor, mean: Tensor) -> Distribution | None:
+        """The exact conditional ``p(theta | y, mean)`` of the unknown ``key`` under ``prior``
+        given ``mean = A(x)``, for ``y, mean: Tensor[R, *obs_shape]`` (a distribution of batch
+        shape ``[R]``), where ``prior`` is conjugate to this model; ``None`` otherwise (the joint
+        samplers then take Metropolis-Hastings steps). Default: ``None``."""
+        return None
 
     # ------------------------------------------------------------------ display
     def __repr__(self) -> str:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution, InverseGamma
 
 from posterior.distributions import isotropic_normal_log_prob
 from posterior.noise.base import NoiseModel, as_parameter, show_parameter, with_generator
@@ -21,15 +22,49 @@ class Gaussian(NoiseModel):
     Args:
         std: a float, ``Tensor[B]`` (one per problem), or :class:`~posterior.Unknown` (a prior on
             ``(0, inf)``: the joint samplers draw it with ``x``).
+        variance: instead of ``std``, the variance ``std^2``: a float, ``Tensor[B]`` or
+            :class:`~posterior.Unknown` (named ``"variance"`` in ``result.parameters``). With an
+            ``InverseGamma(a, b)`` prior it is conjugate: given ``x``, ``variance | x, y`` is
+            ``InverseGamma(a + m / 2, b + ||y - A x||^2 / 2)`` (``m`` observed values), which
+            ``"pgibbs"`` draws exactly (:meth:`conjugate`).
+
+    >>> Gaussian(ps.Unknown(dist.LogNormal(-2.3, 0.5)))          # the std unknown
+    >>> Gaussian(variance=ps.Unknown(dist.InverseGamma(3.0, 0.03)))  # the variance, conjugate
     """
 
-    def __init__(self, std: float | Tensor | Unknown, *, _name: str = "std") -> None:
+    def __init__(
+        self,
+        std: float | Tensor | Unknown | None = None,
+        *,
+        variance: float | Tensor | Unknown | None = None,
+        _name: str = "std",
+    ) -> None:
         self._name = _name  # how errors name the std: "noise_std" when InverseProblem gets a float
-        std, unknown = split_unknown(std)
+        if std is not None and variance is not None:
+            raise TypeError("Gaussian: pass the noise level once, as std or as variance")
+        key = "std" if variance is None else "variance"
+        value, unknown = split_unknown(std if variance is None else variance)
         if unknown is not None:
-            check_positive_support(unknown, "Gaussian: std")
-        self.unknowns = {} if unknown is None else {"std": unknown}
-        self.params = {"std": as_parameter(std, self._arg("std"), positive=False)}
+            check_positive_support(unknown, f"Gaussian: {key}")
+        self.unknowns = {} if unknown is None else {key: unknown}
+        value = as_parameter(
+            value, self._arg("std") if key == "std" else "Gaussian: variance", positive=False
+        )
+        self.params = {"std": value if key == "std" else value.sqrt()}
+
+    def set_parameter(self, key: str, value: Tensor) -> None:
+        self.params["std"] = value.sqrt() if key == "variance" else value
+
+    def conjugate(self, key: str, prior: Distribution, y: Tensor, mean: Tensor) -> Distribution | None:
+        """``InverseGamma(a + m / 2, b + ||y - mean||^2 / 2)`` (float64, batch ``[R]``) for the
+        unknown ``"variance"`` under an ``InverseGamma(a, b)`` prior; ``None`` otherwise."""
+        if key != "variance" or not isinstance(prior, InverseGamma):
+            return None
+        k = self._require_bound()
+        sq = self._sum_obs((y - mean).double().pow(2))  # [R]
+        m = math.prod(mean.shape[mean.dim() - k :])
+        a, b = prior.concentration.double(), prior.rate.double()
+        return InverseGamma(a + m / 2, b + sq / 2)
 
     def _arg(self, key: str) -> str:
         return self._name if self._name != "std" else "Gaussian: std"

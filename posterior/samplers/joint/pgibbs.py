@@ -12,7 +12,10 @@ path of the ``num_steps``-step reverse chain. Each sweep alternates
 * ``theta | x_0, y``, whose density is ``p(theta) p(y | x_0, theta)`` (the prior chain does not
   depend on ``theta``): ``theta_steps`` random-walk Metropolis-Hastings steps in the unconstrained
   parametrisation (with the log-Jacobian), each costing one likelihood evaluation and no network
-  call.
+  call; then an exact draw of each unknown whose noise model gives its conditional in closed form
+  (:meth:`~posterior.noise.NoiseModel.conjugate`: a Gaussian variance under an ``InverseGamma(a,
+  b)`` prior, ``variance | x_0, y ~ InverseGamma(a + m / 2, b + ||y - A x_0||^2 / 2)``). Where
+  every unknown is conjugate the Metropolis-Hastings steps are skipped (acceptance 1).
 
 Each half leaves the joint target invariant, so the chain does at any particle count (on a
 problem without unknowns it is ``"pgas"``'s chain). Where
@@ -36,6 +39,7 @@ from posterior._utils import (
     progress_bar,
 )
 from posterior.distributed.context import current_communicator
+from posterior.noise.base import with_generator
 from posterior.parameters import Parameters
 from posterior.particles.conditional_smc import conditional_smc
 from posterior.problem import InverseProblem
@@ -51,7 +55,8 @@ __all__ = ["ParticleGibbsTheta"]
 class ParticleGibbsTheta(Sampler):
     """Particle Gibbs (Andrieu, Doucet & Holenstein 2010) over unknown parameters and ``x``:
     conditional SMC sweeps on TDS's proposals for ``x | theta, y``, Metropolis-Hastings for
-    ``theta | x, y``.
+    ``theta | x, y`` (an exact draw for a conjugate unknown, e.g.
+    ``ps.noise.Gaussian(variance=ps.Unknown(dist.InverseGamma(a, b)))``).
 
     Converges to: as ``sweeps`` grows (at any ``particles >= 2`` and fixed ``num_steps``), the
     joint posterior ``p(theta) p_chain(x) p(y | x, theta) / p(y)`` of the unknowns and of the
@@ -78,7 +83,8 @@ class ParticleGibbsTheta(Sampler):
             :class:`~posterior.samplers.exact.tds.TDS`).
 
     Results: as ``"pmmh"``'s: ``samples``, ``parameters: {name: [B, num_particles]}``,
-    ``stats["theta_acceptance"]: [B, sweeps]`` (the ``theta`` steps' mean acceptance per sweep),
+    ``stats["theta_acceptance"]: [B, sweeps]`` (the ``theta`` steps' mean acceptance per sweep;
+    1 where every unknown is drawn from its conjugate conditional),
     ``stats["chain"]``, ``stats["chain.<name>"]``, ``stats["scale"]``; ``ess: [B, num_steps]``
     the smallest ESS of the kept sweeps at each step.
     """
@@ -194,6 +200,12 @@ class ParticleGibbsTheta(Sampler):
 
         values = params.sample_prior((B, C), generator)
         u = params.to_unconstrained(values)  # [B, C, P]
+        y = problem.y_batch
+        conjugate = [  # the unknowns whose noise model has their exact conditional
+            e
+            for e in params.entries
+            if e.where == "noise" and problem.noise.conjugate(e.key, e.unknown.prior, y, y) is not None
+        ]
         path, _ = self._sweep(problem, params, values, pairs, None, C, generator)
         kept: dict[str, list[Tensor]] = {"x": [], **{n: [] for n in params.names}}
         acceptance, ess_kept = [], []
@@ -201,11 +213,16 @@ class ParticleGibbsTheta(Sampler):
             path, ess = self._sweep(problem, params, values, pairs, path, C, generator)
             x0 = path[:, -1]
             rate = torch.full((B,), math.nan, dtype=torch.float64)
-            if params:
+            if len(conjugate) < params.size:
                 u, rate = self._theta_steps(problem, params, u, x0, spread, log_scale, generator)
-                values, _ = params.from_unconstrained(u)
+            elif params:
+                rate = torch.ones(B, dtype=torch.float64)  # exact Gibbs draws only
+            values, _ = params.from_unconstrained(u)
+            if conjugate:
+                values = self._conjugate_draws(problem, params, conjugate, values, x0, generator)
+                u = params.to_unconstrained(values)
             acceptance.append(rate)
-            if i < self.burn_in and params:
+            if i < self.burn_in and len(conjugate) < params.size:
                 log_scale = adapt_scale(log_scale, i, rate, self.target_acceptance)
             elif i >= self.burn_in:
                 for n in params.names:
@@ -217,6 +234,32 @@ class ParticleGibbsTheta(Sampler):
         result.ess = torch.stack(ess_kept, 1).amin(1)
         result.stats["scale"] = log_scale.reshape(B).exp()
         return result
+
+    @staticmethod
+    def _conjugate_draws(
+        problem: InverseProblem,
+        params: Parameters,
+        conjugate: list,
+        values: dict[str, Tensor],
+        x0: Tensor,
+        generator: torch.Generator,
+    ) -> dict[str, Tensor]:
+        """``values`` (``{name: [B, C]}``) with each conjugate unknown redrawn from its exact
+        conditional ``p(theta | x_0, y, the other unknowns)`` (the noise model's
+        :meth:`~posterior.noise.NoiseModel.conjugate`, e.g. ``InverseGamma(a + m / 2, b +
+        ||y - A x_0||^2 / 2)`` for a Gaussian variance), for ``x0: [B * C, *event]``: a Gibbs
+        step, accepted always."""
+        B, C = values[params.names[0]].shape
+        for e in conjugate:
+            draws, row = [], 0
+            for sub in params.instantiate(problem, values):
+                rows = sub.batch_size
+                mean = sub.forward(x0[row : row + rows, None])[:, 0]
+                cond = sub.noise.conjugate(e.key, e.unknown.prior, sub.y_batch, mean)
+                draws.append(with_generator(generator, mean.device, cond.sample).double().cpu())
+                row += rows
+            values = {**values, e.name: torch.cat(draws).reshape(B, C)}
+        return values
 
     def _theta_steps(
         self,

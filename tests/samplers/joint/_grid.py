@@ -20,40 +20,64 @@ from posterior.priors.gaussian_mixture import GaussianMixturePrior
 
 #: the prior of the unknown noise level in these problems
 STD_PRIOR = (math.log(0.8), 0.4)
+#: the InverseGamma(a, b) prior of the unknown noise variance in the conjugate problems (the
+#: variance's median 0.56, the std's 0.75; log variance's sd 0.63)
+VAR_PRIOR = (3.0, 1.5)
 
 
-def noise_problem(seed: int, dim: int = 16, scale: float = 0.3, num_problems: int = 2) -> ps.InverseProblem:
+def noise_problem(
+    seed: int, dim: int = 16, scale: float = 0.3, num_problems: int = 2, variance: bool = False
+) -> ps.InverseProblem:
     """``B`` problems ``y = A x + std eps`` on the 25-component grid prior (dim ``dim``), ``A`` a
     random orthogonal matrix times ``scale`` (the noise dominates ``A Sigma A^T``, so the
     evidence identifies ``std``), ``std`` drawn from its prior per problem, ``Unknown`` in the
-    problem's noise model. ``problem.truth`` holds ``x``; ``problem.true_std`` the stds."""
+    problem's noise model. ``problem.truth`` holds ``x``; ``problem.true_std`` the stds. With
+    ``variance``: the unknown is the variance ``std^2`` with the conjugate prior
+    ``InverseGamma(*VAR_PRIOR)`` (``ps.noise.Gaussian(variance=ps.Unknown(...))``)."""
     gen = torch.Generator().manual_seed(seed)
     prior: GaussianMixturePrior = ps.problems.gmm_prior_grid(dim, gen)
     Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=gen, dtype=torch.float64))
     A = (scale * Q).float()
-    std = torch.exp(
-        STD_PRIOR[0] + STD_PRIOR[1] * torch.randn(num_problems, generator=gen, dtype=torch.float64)
-    )
+    if variance:
+        gamma = torch.distributions.Gamma(torch.tensor(VAR_PRIOR[0]), torch.tensor(VAR_PRIOR[1]))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            std = gamma.sample((num_problems,)).double().reciprocal().sqrt()
+        noise = ps.noise.Gaussian(variance=ps.Unknown(dist.InverseGamma(*VAR_PRIOR)))
+    else:
+        std = torch.exp(
+            STD_PRIOR[0] + STD_PRIOR[1] * torch.randn(num_problems, generator=gen, dtype=torch.float64)
+        )
+        noise = ps.noise.Gaussian(ps.Unknown(dist.LogNormal(*STD_PRIOR)))
     x = prior.distribution.sample(num_problems, gen)
     y = x @ A.T + std.float()[:, None] * torch.randn(num_problems, dim, generator=gen)
-    unknown = ps.Unknown(dist.LogNormal(*STD_PRIOR))
-    problem = ps.InverseProblem(prior, ps.operators.Matrix(A), y, ps.noise.Gaussian(unknown))
+    problem = ps.InverseProblem(prior, ps.operators.Matrix(A), y, noise)
     problem.truth, problem.true_std = x, std
     return problem
 
 
 def grid_posterior(problem: ps.InverseProblem, points: int = 2000) -> tuple[Tensor, Tensor, list]:
     """``(grid [G], weights [B, G], problems)``: the normalised quadrature weights of
-    ``p(std | y) ∝ p(std) p(y | std)`` on a uniform grid in ``log std`` (weights include the
-    Jacobian ``std``), and the problem at every grid value (``B * G`` rows, for ``p(x | y, std)``)."""
+    ``p(theta | y) ∝ p(theta) p(y | theta)`` of the unknown noise level ``theta`` (the std, or
+    the variance of :func:`noise_problem`'s ``variance=True``) on a uniform grid in ``log theta``
+    over the prior's +-5 sd (weights include the Jacobian ``theta``), and the problem at every
+    grid value (``B * G`` rows, for ``p(x | y, theta)``)."""
     params = Parameters(problem)
-    mu, s = STD_PRIOR
+    (name,) = params.names
+    if name == "std":
+        mu, s = STD_PRIOR
+    else:  # the variance's InverseGamma: log theta = -log Gamma(a, b)
+        a, b = VAR_PRIOR
+        mu, s = (
+            math.log(b) - float(torch.special.digamma(torch.tensor(a))),
+            float(torch.special.polygamma(1, torch.tensor(a))) ** 0.5,
+        )
     log_grid = torch.linspace(mu - 5 * s, mu + 5 * s, points, dtype=torch.float64)
     grid = log_grid.exp()
     B = problem.batch_size
-    (at,) = params.instantiate(problem, {"std": grid.expand(B, points)})
+    (at,) = params.instantiate(problem, {name: grid.expand(B, points)})
     log_z = at.exact_log_evidence().reshape(B, points)
-    log_w = log_z + params.log_prior({"std": grid}) + log_grid  # density in log std
+    log_w = log_z + params.log_prior({name: grid}) + log_grid  # density in log theta
     return grid, torch.softmax(log_w, 1), at
 
 
