@@ -228,7 +228,8 @@ PROBLEMS_HELP = (
     "gmm-demo (2-D, 25-component mixture, one noisy linear measurement); "
     "gmm:DIM:OBS (the MCGdiff mixture benchmark, e.g. gmm:8:2); "
     "gmm-image:OP[:CxHxW] (a Gaussian mixture on images with a known posterior; OP in inpaint, "
-    "random-pixels, sr2, blur, denoise; 1x28x28 by default, e.g. gmm-image:sr2:3x32x32); "
+    "random-pixels, sr2, blur, denoise; 1x28x28 by default, e.g. gmm-image:sr2:3x32x32; up to "
+    "3x64x64 and beyond for inpaint, sr2, denoise); "
     "mnist-inpaint, mnist-sr4, mnist-blur, mnist-denoise (held-out digits; --prior picks the model)"
 )
 

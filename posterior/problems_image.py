@@ -5,8 +5,11 @@
 pixel correlations of a per-component amplitude and length scale, plus a small white term) and ``A``
 inpainting, random-pixel inpainting, 2x super-resolution, Gaussian blur or the identity. The
 posterior is again a Gaussian mixture; :meth:`ImageMixtureProblem.exact_posterior` computes it
-without a ``d x d`` matrix (``d = C H W``): per component one ``m x m`` Cholesky factor of
-``S_k = A Sigma_k A^T + sigma^2 I`` (``m`` observed values), exact draws by Matheron's rule
+without a ``d x d`` matrix (``d = C H W``): ``S_k = A Sigma_k A^T + sigma^2 I`` (``m`` observed
+values) in a Kronecker eigenbasis when the operator is a Kronecker product with orthogonal rows
+(denoising, half inpainting, super-resolution: no ``m x m`` matrix,
+:mod:`posterior.problems_image_kron`), else by one ``m x m`` Cholesky factor per component; exact
+draws by Matheron's rule
 (``x + Sigma_k A^T S_k^{-1} (y - A x - sigma eps)`` with ``x ~ N(mu_k, Sigma_k)``), the density by
 the matrix determinant lemma, and per-pixel marginals from the diagonal of the posterior
 covariances. It is exact for the continuous posterior ``p(x_0 | y)``; a sampler simulating a
@@ -343,7 +346,9 @@ def gmm_image(
     ``problem.truth`` is ``Tensor[B, C, H, W]``; ``problem.exact_posterior()`` an
     :class:`ImageMixturePosterior` (draws, ``log_prob``, per-pixel quantiles);
     ``problem.exact_log_evidence()`` ``Tensor[B]``. Cost (one core): the prior builds in well under
-    a second; the posterior takes one ``m x m`` Cholesky per component (``m`` observed values).
+    a second; the posterior takes three small eigendecompositions per component for ``inpaint``,
+    ``sr2`` and ``denoise`` (any size), one ``m x m`` Cholesky per component for ``random-pixels``
+    and ``blur`` (``m`` observed values; refused above 4,096).
     """
     if (
         isinstance(noise, bool)
