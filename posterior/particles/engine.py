@@ -42,6 +42,8 @@ from posterior.particles.degeneracy import (
     DEGENERATE_ESS,
     DEGENERATE_FRACTION,
     ParticleDegeneracyWarning,
+    count_distinct,
+    warn_if_coalesced,
     warn_if_degenerate,
     warn_if_failed,
 )
@@ -94,6 +96,9 @@ class SMCOutput:
         log_evidence: ``Tensor[B]``.
         acceptance: ``Tensor[B, num_steps]`` of the move (NaN where none ran), or ``None``.
         genealogy: ``LongTensor[B, num_steps, N]`` ancestors per step, when asked for.
+        lineages: ``LongTensor[B]``, the number of distinct particles half way through the chain
+            (before step ``num_steps // 2``) that the equally weighted ``samples`` descend from
+            (path degeneracy; :func:`~posterior.particles.degeneracy.warn_if_coalesced`).
         state: the weighted :class:`ParticleState` before the final resampling (its
             ``ancestors`` are those of the final resampling).
         failed: ``BoolTensor[B]``, the problems whose every particle's weight became zero (their
@@ -110,6 +115,7 @@ class SMCOutput:
     genealogy: Tensor | None = None
     state: ParticleState | None = None
     failed: Tensor | None = None
+    lineages: Tensor | None = None
 
 
 def check_resampling_options(resampling: str, threshold: float | str) -> None:
@@ -206,8 +212,10 @@ def run_smc(
         genealogy: keep the ancestors of every step.
         progress: show a progress bar.
         warn_degenerate: issue a :class:`ParticleDegeneracyWarning` when the ESS of some problem
-            fell below ``2`` or below 1% of the particles (see :func:`warn_if_degenerate`), or
-            some problem failed (:func:`warn_if_failed`).
+            fell below ``2`` or below 1% of the particles (see :func:`warn_if_degenerate`), when
+            its draws descend from a handful of particles half way through the chain
+            (:func:`~posterior.particles.degeneracy.warn_if_coalesced`), or some problem failed
+            (:func:`warn_if_failed`).
         comm: the communicator across ranks (default: the active one,
             :func:`~posterior.distributed.context.current_communicator`, which is the
             single-process one outside ``ps.sample(..., distributed=True)``). With several ranks,
@@ -233,7 +241,7 @@ def run_smc(
     shared, local = comm.generators(generator)  # ancestors: the same on every rank; noise: this rank's
     if N < comm.world_size:
         raise ValueError(f"num_particles ({N}) must be at least the number of ranks ({comm.world_size})")
-    n = comm.split(N)[1]  # this rank's particles per problem (all N in one process)
+    first, n = comm.split(N)  # this rank's particles per problem (all N in one process)
 
     with use_communicator(comm):  # the model's sums over particles span every rank
         x, extras, log_g0 = model.init(B, n, local, shared)
@@ -247,9 +255,13 @@ def run_smc(
     acceptance = torch.full((B, K), math.nan, device=x.device, dtype=x.dtype) if move else None
     ancestry: list[Tensor] = []
     identity = torch.arange(N, device=x.device).expand(B, N)
+    # each particle's ancestor (a global index) before step K // 2, carried through resampling
+    half, roots = K // 2, None
 
     for k, (t, s) in progress_bar(enumerate(time_pairs), enabled=progress, desc=model.name, total=K):
         what = f"{model.name}: step {k} (t={t})"
+        if k == half:
+            roots = torch.arange(first, first + n, device=x.device).expand(B, n).contiguous()
         with use_communicator(comm):
             x, extras, log_g = model.step(t, s, x, extras, log_w, local)
         x, log_g = _retire_non_finite(x, log_g, log_w, what, comm, failed)
@@ -273,7 +285,9 @@ def run_smc(
             anc_rows = resample(comm.all_gather(log_w[rows], N), shared)
             anc = identity.clone()
             anc[rows] = anc_rows
-            x, extras = _resample_rows(x, extras, rows, anc_rows, comm)
+            carried = extras if roots is None else {**extras, _ROOTS: roots}
+            x, extras = _resample_rows(x, carried, rows, anc_rows, comm)
+            roots = extras.pop(_ROOTS, None)
             log_w = log_w.index_fill(0, rows, -math.log(N))
             if rejuvenate:
                 x, extras = _rows_where(mask, model.gibbs(t, s, x, extras, local), (x, extras))
@@ -283,11 +297,13 @@ def run_smc(
         if genealogy:
             ancestry.append(anc)
 
+    weighted, final_log_w = comm.all_gather(x, N), comm.all_gather(log_w, N)
+    anc = resample(final_log_w, shared)
+    lineages = count_distinct(_gather(comm.all_gather(roots, N), anc))
     if warn_degenerate:
         warn_if_failed(failed, model.name)
         warn_if_degenerate(ess_trace.masked_fill(failed[:, None], math.inf), model.name, num_particles=N)
-    weighted, final_log_w = comm.all_gather(x, N), comm.all_gather(log_w, N)
-    anc = resample(final_log_w, shared)
+        warn_if_coalesced(lineages.masked_fill(failed, N), model.name, num_particles=N)
     resampled[:, K - 1] = True
     if genealogy:
         ancestry.append(anc)
@@ -305,7 +321,12 @@ def run_smc(
         genealogy=torch.stack(ancestry, 1) if genealogy else None,
         state=ParticleState(weighted, extras, final_log_w, log_z, anc),
         failed=failed,
+        lineages=lineages,
     )
+
+
+#: the extras key under which the half-way ancestors travel with the particles when resampled
+_ROOTS = "_half_way_ancestor"
 
 
 def _resample_rows(

@@ -250,3 +250,57 @@ def test_a_few_particles_out_of_thousands_warn() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", ParticleDegeneracyWarning)
         run_smc(Few(), PAIRS, 2, 400, torch.Generator().manual_seed(0))  # 5 of 400: above 1%
+
+
+class Funnel(RandomWalk):
+    """The random walk whose potential, from step 4 on, keeps only the highest 2% of the
+    particles (weight one, the rest zero): resampling at every step, each step's ESS is N / 50,
+    but four such selections funnel the draws into a handful of the particles alive before step 4
+    (path degeneracy)."""
+
+    def step(
+        self, t: int, s: int, x: Tensor, extras: Extras, log_weights: Tensor, generator: torch.Generator
+    ) -> tuple:
+        x, extras, log_g = super().step(t, s, x, extras, log_weights, generator)
+        if step_index(s) >= 4:
+            top = x[..., 0] >= x[..., 0].quantile(0.98, dim=-1, keepdim=True)
+            log_g = torch.zeros_like(log_g).masked_fill(~top, -math.inf)
+        return x, extras, log_g
+
+
+def _traced_lineages(genealogy: Tensor) -> list[int]:
+    """Distinct ancestors before step ``K // 2`` of the final draws, traced back through the
+    genealogy ``[B, K, N]`` (the last entry is the final resampling)."""
+    B, K, N = genealogy.shape
+    idx = torch.arange(N).expand(B, N)
+    for k in range(K - 1, K // 2 - 1, -1):
+        idx = torch.gather(genealogy[:, k], 1, idx)
+    return [len(torch.unique(row)) for row in idx]
+
+
+@pytest.mark.parametrize("model", [RandomWalk(), Funnel()], ids=["walk", "funnel"])
+def test_lineages_count_the_half_way_ancestors_of_the_draws(model: RandomWalk) -> None:
+    out = run_smc(
+        model,
+        PAIRS,
+        3,
+        300,
+        torch.Generator().manual_seed(1),
+        threshold="always",
+        genealogy=True,
+        warn_degenerate=False,
+    )
+    assert out.lineages.tolist() == _traced_lineages(out.genealogy)
+
+
+def test_path_degeneracy_warns_while_the_ess_looks_healthy() -> None:
+    import warnings
+
+    with pytest.warns(ParticleDegeneracyWarning, match=r"descend from fewer than 10 of 500 particles") as rec:
+        out = run_smc(Funnel(), PAIRS, 3, 500, torch.Generator().manual_seed(0), threshold="always")
+    assert len(rec) == 1 and "effective sample size" not in str(rec[0].message)
+    assert out.ess.min() >= 0.01 * 500 and out.lineages.max() < 10
+    with warnings.catch_warnings():  # the healthy walk keeps many lineages
+        warnings.simplefilter("error", ParticleDegeneracyWarning)
+        out = run_smc(RandomWalk(), PAIRS, 3, 500, torch.Generator().manual_seed(0), threshold="always")
+    assert out.lineages.min() >= 10

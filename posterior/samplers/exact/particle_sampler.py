@@ -25,6 +25,7 @@ from posterior.distributed.context import current_communicator
 from posterior.particles.degeneracy import (
     ParticleDegeneracyWarning,
     caller_outside_package,
+    warn_if_coalesced,
     warn_if_degenerate,
     warn_if_failed,
 )
@@ -158,8 +159,10 @@ class ParticleSampler(Sampler):
         if R == 1 or n >= WARN_RUN_SIZE:
             ess_trace = out.ess.masked_fill(out.failed[:, None], math.inf)
             warn_if_degenerate(ess_trace, self.name, runs=R, num_particles=n)
+            warn_if_coalesced(out.lineages.masked_fill(out.failed, n), self.name, num_particles=n, runs=R)
         if R == 1:
             result = to_result(out, self.name)
+            result.stats["lineages"] = out.lineages
         else:
             shared, _ = current_communicator().generators(generator)  # the same draw on every rank
             result = merge_runs(out, self.name, R, self.merge, RESAMPLERS[self.resampling], shared)
@@ -280,6 +283,8 @@ def merge_runs(
         "merge_ess": ess(pooled),
         "effective_runs": ess(log_z.masked_fill(failed[:, None], 0.0)).masked_fill(failed, 0.0),
     }
+    if out.lineages is not None:
+        stats["run_lineages"] = per_run(out.lineages)  # [B, R], see SMCOutput.lineages
     if failed.any():
         stats["failed"] = failed
     _warn_if_collapsed(stats, name, runs, merge)
