@@ -283,6 +283,10 @@ def main(argv: list[str] | None = None) -> None:
         table = summary(runs)
         if any(r["method"] not in ("floor", "chain") for r in runs):
             table += "\n" + paired(runs, args.paired_base)
+            steps = sorted({r["steps"] for r in runs if r["method"] != "floor"})
+            for k in steps if len(steps) > 1 else []:  # and per step count
+                at_k = [r for r in runs if r.get("steps") == k]
+                table += f"\n{k} steps:\n\n" + paired(at_k, args.paired_base)
     if not args.table_from:
         args.out.with_suffix(".md").write_text(table)
     print(table)
