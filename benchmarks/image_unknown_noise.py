@@ -28,9 +28,9 @@ Rows (one per ``--methods`` entry; each writes its block of ``--out`` when done)
   ``std`` (the sampler's own loss, without the plug-in's).
 
 The exact answers are the continuous model's; the samplers simulate a ``--steps``-step chain,
-whose posterior and evidence differ from them (measured at 20 steps, std 0.1, 4 sr2 problems:
-TDS's log-evidence 83-148 nats below the closed form with 16 particles, 62-98 with 64), so the
-rows measure the samplers on the chain plus the chain's gap.
+whose posterior and evidence differ from them (TDS's log-evidence falls tens of nats below the
+closed form at this size: benchmarks/README.md, the image-oracle table), so the rows measure the
+samplers on the chain plus the chain's gap.
 
     PYTHONPATH=.:benchmarks nice -n 5 python benchmarks/image_unknown_noise.py --problems 32 \
         --methods exact,plugin,pgibbs,pmmh --out benchmarks/results/image_unknown_noise.json
