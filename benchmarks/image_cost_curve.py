@@ -13,7 +13,7 @@ cell (shape, steps, ``N``), over the problems:
 - ``min_ess``: the smallest ESS over the steps, per problem;
 - ``var_sum``: the variance over the particles (under the weights the step starts from) of each
   step's log-weight increment, summed over the steps, per problem: the spread of the weights a run
-  must absorb; with ``N`` well above ``exp(var_sum)`` the importance weights stop collapsing;
+  must absorb (with log-normal weights and no resampling the ESS would be ``N exp(-var_sum)``);
 - ``calls``: network evaluations plus VJPs per problem; ``calls_per_draw``: that over 128 (the
   draws the issue asks for), i.e. the budget axis on which "200 calls per draw" sits;
 - ``seconds``: wall time of the run (all problems together, one thread).
@@ -23,6 +23,10 @@ A ladder stops where the next cell would exceed ``--max-cell-seconds`` (its time
 ``sw_ratio <= 1.3``) held at two consecutive rungs. ``--report`` reads the JSON files and prints,
 per shape and steps, the calls per draw needed for each target (interpolated in ``log N`` on the
 ladder; ``> max`` where not reached), the growth of ``var_sum`` with ``d``, and draws the figure.
+``--pilot-particles N`` runs every ladder on a time grid placed by a pilot run (:func:`pilot_grid`);
+``--chain-gap`` measures the ``K``-step chain's own distance to the prior (:func:`chain_gap`).
+The commands behind ``benchmarks/README.md`` are listed there ("What exactness costs as the image
+grows").
 
 Run (one thread)::
 
