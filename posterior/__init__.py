@@ -12,6 +12,7 @@ from posterior.particles import ParticleDegeneracyWarning
 from posterior.priors import DiffusersPrior, DiffusionPrior, GaussianMixturePrior, LatentPrior, load_prior
 from posterior.problem import InverseProblem
 from posterior.samplers import METHODS, Result, sample
+from posterior.samplers.approximate.divergence import DivergenceWarning
 from posterior.schedule import EDMSchedule, FlowSchedule, NoiseSchedule, VPSchedule
 
 __version__ = "0.1.0"
@@ -20,6 +21,7 @@ __all__ = [
     "METHODS",
     "DiffusersPrior",
     "DiffusionPrior",
+    "DivergenceWarning",
     "EDMSchedule",
     "FlowSchedule",
     "GaussianMixture",

@@ -30,6 +30,7 @@ from posterior._utils import check_finite, check_positive_int, progress_bar
 from posterior.priors.base import Denoised, DiffusionPrior
 from posterior.problem import InverseProblem
 from posterior.samplers.approximate._optim import Adam
+from posterior.samplers.approximate.divergence import divergence_limit, warn_if_diverged
 from posterior.samplers.result import Result
 from posterior.schedule import CLEAN, NoiseSchedule
 
@@ -213,14 +214,22 @@ def reverse_loop(
     x: Tensor,
     step: StepFn,
     progress: bool = False,
+    schedule: NoiseSchedule | None = None,
 ) -> Tensor:
     """Run ``x <- step(x, t, s, i)`` over ``pairs``; returns the final ``x: [B, N, *event]``.
 
-    After each step a NaN or inf raises ``FloatingPointError("<method>: step i (t=...)")``.
+    After each step a NaN or inf raises ``FloatingPointError("<method>: step i (t=...)")``. With
+    the prior's ``schedule``, draws that ran away (finite, but beyond any scale the schedule
+    allows the data, :func:`~posterior.samplers.approximate.divergence.divergence_limit`) give a
+    :class:`~posterior.samplers.approximate.divergence.DivergenceWarning`.
     """
-    return iterate(
+    limit = None if schedule is None else divergence_limit(x, float(schedule.alpha_bar(pairs[0][0])))
+    out = iterate(
         method, pairs, x, lambda x, ts, i: step(x, *ts, i), lambda i, ts: f"step {i} (t={ts[0]})", progress
     )
+    if limit is not None:
+        warn_if_diverged(method, out, limit)
+    return out
 
 
 def optimise(

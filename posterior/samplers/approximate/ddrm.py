@@ -127,5 +127,5 @@ class DDRM(Sampler):
             abar_s = prior.schedule.alpha_bar(s).item()
             return from_spec(xb) * abar_s**0.5
 
-        x = reverse_loop(self.name, pairs, x, step, progress)
+        x = reverse_loop(self.name, pairs, x, step, progress, schedule=problem.prior.schedule)
         return make_result(self.name, x)

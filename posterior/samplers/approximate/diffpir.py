@@ -105,5 +105,7 @@ class DiffPIR(Sampler):
             return abar_s**0.5 * x0 + (1 - abar_s) ** 0.5 * noise
 
         x = initial_noise(problem, num_particles, generator)
-        x = reverse_loop(self.name, self.time_pairs(problem, num_steps), x, step, progress)
+        x = reverse_loop(
+            self.name, self.time_pairs(problem, num_steps), x, step, progress, schedule=problem.prior.schedule
+        )
         return make_result(self.name, x)

@@ -96,5 +96,7 @@ class DPS(Sampler):
                 weight = torch.full_like(sq, self.zeta)
             return x_s - weight.reshape(*weight.shape, *[1] * (grad.dim() - 2)) * grad
 
-        x = reverse_loop(self.name, self.time_pairs(problem, num_steps), x, step, progress)
+        x = reverse_loop(
+            self.name, self.time_pairs(problem, num_steps), x, step, progress, schedule=problem.prior.schedule
+        )
         return make_result(self.name, x)

@@ -112,5 +112,7 @@ class MMPS(Sampler):
             return x_s
 
         x = initial_noise(problem, num_particles, generator)
-        x = reverse_loop(self.name, self.time_pairs(problem, num_steps), x, step, progress)
+        x = reverse_loop(
+            self.name, self.time_pairs(problem, num_steps), x, step, progress, schedule=problem.prior.schedule
+        )
         return make_result(self.name, x)

@@ -100,5 +100,7 @@ class PiGDM(Sampler):
             eps_y = (x - abar**0.5 * x0_y) / (1 - abar) ** 0.5
             return ddim_sample(prior, x, t, s, self.eta, generator, denoised=Denoised(eps_y, x0_y))[0]
 
-        x = reverse_loop(self.name, self.time_pairs(problem, num_steps), x, step, progress)
+        x = reverse_loop(
+            self.name, self.time_pairs(problem, num_steps), x, step, progress, schedule=problem.prior.schedule
+        )
         return make_result(self.name, x)

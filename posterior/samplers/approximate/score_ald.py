@@ -95,5 +95,5 @@ class ScoreALD(Sampler):
                 x = x + alpha * (score + lik_w * lik) + (2 * alpha) ** 0.5 * randn_like(x, generator)
             return x
 
-        x = reverse_loop(self.name, pairs, x, step, progress)
+        x = reverse_loop(self.name, pairs, x, step, progress, schedule=problem.prior.schedule)
         return make_result(self.name, x)

@@ -80,5 +80,7 @@ class SDEdit(Sampler):
         def step(x: Tensor, t: int, s: int, i: int) -> Tensor:
             return ddim_sample(prior, x, t, s, self.eta, generator)[0]
 
-        x = reverse_loop(self.name, time_pairs(schedule, num_steps, t_start), x, step, progress)
+        x = reverse_loop(
+            self.name, time_pairs(schedule, num_steps, t_start), x, step, progress, schedule=schedule
+        )
         return make_result(self.name, x)

@@ -59,3 +59,28 @@ def test_reverse_loop_names_step() -> None:
     pairs = ps.VPSchedule.linear().time_pairs(5)
     with pytest.raises(FloatingPointError, match=rf"demo: step 2 \(t={pairs[2][0]}\)"):
         _loop.reverse_loop("demo", pairs, torch.zeros(1, 1, 2), step)
+
+
+def test_runaway_draws_warn_and_data_far_from_unit_scale_does_not() -> None:
+    """The MCGdiff mixture's data sit at a root-mean-square scale of about 20 (far above a VP
+    chain's unit start): PiGDM's draws there do not warn; with a guidance 30 times too strong
+    they grow to 1e6 and warn (a removed check fails the second half)."""
+    import warnings
+
+    import posterior as ps
+
+    problem = ps.problems.gmm_benchmark(8, 2, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ps.DivergenceWarning)
+        fine = ps.sample(problem, "pigdm", 64, 25, seed=0, progress=False)
+    assert fine.samples.flatten(1).pow(2).mean(-1).sqrt().max() > 10  # far from unit scale, no warning
+    with pytest.warns(ps.DivergenceWarning, match=r"pigdm: \d+ draw\(s\) in 1 of 1 problem\(s\) ran away"):
+        ps.sample(problem, "pigdm", 64, 25, seed=0, progress=False, guidance_scale=30.0)
+
+
+def test_divergence_limit_is_the_largest_data_scale_the_start_allows() -> None:
+    from posterior.samplers.approximate.divergence import DIVERGED_FACTOR, divergence_limit
+
+    start = torch.full((1, 4, 9), 3.0)  # rms 3
+    assert divergence_limit(start, 0.25) == pytest.approx(DIVERGED_FACTOR * 3.0 / 0.5)
+    assert divergence_limit(0.1 * start, 0.25) == pytest.approx(DIVERGED_FACTOR * 1.0 / 0.5)  # at least 1
