@@ -98,7 +98,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def run_samplers(args: argparse.Namespace, runs: list[dict], json_path: Path) -> None:
+def problem_cells(args: argparse.Namespace, runs: list[dict], json_path: Path):  # type: ignore[no-untyped-def]
+    """For every (dim, obs_dim, seed) cell: append the exact-vs-exact floor to ``runs`` and yield
+    ``(cell, exact draws, schedule name, the problem under that schedule)`` per ``--schedules``;
+    ``runs`` is written to ``json_path`` after each cell."""
     for dim in args.dims:
         for obs_dim in args.obs_dims:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
@@ -110,17 +113,22 @@ def run_samplers(args: argparse.Namespace, runs: list[dict], json_path: Path) ->
                 runs.append(dict(cell, method="floor", sw=sliced_wasserstein(other, exact).item()))
                 for sched in args.schedules:
                     problem = ps.problems.gmm_benchmark(dim, obs_dim, seed, schedule=SCHEDULES[sched]())
-                    for grid, kernel in [(g, k) for g in args.grids for k in args.kernels]:
-                        for steps in args.steps:
-                            for method in args.methods:
-                                spec = method if kernel == DEFAULT_KERNEL else method + ":" + options(kernel)
-                                res = run_on_grid(problem, spec, args.particles, steps, seed, grid)
-                                row = dict(cell, method=method, schedule=sched, grid=label(grid, kernel))
-                                row.update(steps=steps, kernel=kernel)
-                                row["sw"] = sliced_wasserstein(res.samples, exact).item()
-                                runs.append(row)
-                                print(json.dumps(row), flush=True)
+                    yield cell, exact, sched, problem
                 json_path.write_text(json.dumps(runs, indent=1))
+
+
+def run_samplers(args: argparse.Namespace, runs: list[dict], json_path: Path) -> None:
+    for cell, exact, sched, problem in problem_cells(args, runs, json_path):
+        for grid, kernel in [(g, k) for g in args.grids for k in args.kernels]:
+            for steps in args.steps:
+                for method in args.methods:
+                    spec = method if kernel == DEFAULT_KERNEL else method + ":" + options(kernel)
+                    res = run_on_grid(problem, spec, args.particles, steps, cell["seed"], grid)
+                    row = dict(cell, method=method, schedule=sched, grid=label(grid, kernel))
+                    row.update(steps=steps, kernel=kernel)
+                    row["sw"] = sliced_wasserstein(res.samples, exact).item()
+                    runs.append(row)
+                    print(json.dumps(row), flush=True)
 
 
 def options(kernel: str) -> str:
@@ -131,28 +139,15 @@ def options(kernel: str) -> str:
 def run_budget(args: argparse.Namespace, runs: list[dict], json_path: Path) -> None:
     """Accuracy against network calls: each method at every ``--steps`` x ``--budget-particles``
     on the default grid (``time_grid`` left out), W1 to ``--particles`` exact draws."""
-    for dim in args.dims:
-        for obs_dim in args.obs_dims:
-            for seed in range(args.first_seed, args.first_seed + args.seeds):
-                base = ps.problems.gmm_benchmark(dim, obs_dim, seed)
-                post = base.exact_posterior()
-                exact = post.sample(args.particles, torch.Generator().manual_seed(10_000 + seed))
-                other = post.sample(args.particles, torch.Generator().manual_seed(20_000 + seed))
-                cell = dict(dim=dim, obs_dim=obs_dim, seed=seed)
-                runs.append(dict(cell, method="floor", sw=sliced_wasserstein(other, exact).item()))
-                for sched in args.schedules:
-                    problem = ps.problems.gmm_benchmark(dim, obs_dim, seed, schedule=SCHEDULES[sched]())
-                    for steps in args.steps:
-                        for n in args.budget_particles:
-                            for method in args.methods:
-                                res = ps.sample(problem, method, n, steps, seed=seed, progress=False)
-                                row = dict(cell, method=method, schedule=sched, steps=steps, particles=n)
-                                row.update(
-                                    evals=res.num_evals, sw=sliced_wasserstein(res.samples, exact).item()
-                                )
-                                runs.append(row)
-                                print(json.dumps(row), flush=True)
-                json_path.write_text(json.dumps(runs, indent=1))
+    for cell, exact, sched, problem in problem_cells(args, runs, json_path):
+        for steps in args.steps:
+            for n in args.budget_particles:
+                for method in args.methods:
+                    res = ps.sample(problem, method, n, steps, seed=cell["seed"], progress=False)
+                    row = dict(cell, method=method, schedule=sched, steps=steps, particles=n)
+                    row.update(evals=res.num_evals, sw=sliced_wasserstein(res.samples, exact).item())
+                    runs.append(row)
+                    print(json.dumps(row), flush=True)
 
 
 def budget_table(runs: list[dict]) -> str:
